@@ -52,7 +52,8 @@ export interface RequestContext {
 export type Plan = { kind: 'upstream'; request: UpstreamRequest } | { kind: 'local'; answer: Answer };
 
 export interface Stages {
-  identify(req: IncomingMessage, ctx: RequestContext): Promise<Principal>;
+  /** The verified caller; `undefined` only for the public endpoints (capabilities, SMART configuration). */
+  identify(req: IncomingMessage, ctx: RequestContext): Promise<Principal | undefined>;
   classify(ctx: RequestContext): FhirInteraction;
   authorize(ctx: RequestContext): Promise<Decision>;
   planRequest(ctx: RequestContext): Promise<Plan>;
@@ -161,8 +162,9 @@ export function refusal(ctx: RequestContext, err: unknown, logger: Logger): Answ
       ? err
       : new ProxyError('ERR_INTERNAL', 'Internal error', { expose: false, cause: err, detail: (err as Error)?.name });
   if (!(err instanceof ProxyError)) {
-    // Stack traces only: messages of unexpected errors may quote data.
-    logger.error({ reqId: ctx.id, err: { type: (err as Error)?.name, stack: (err as Error)?.stack } }, 'unexpected error');
+    // Stack frames only: the message line of an unexpected error may quote data.
+    const frames = (err as Error)?.stack?.split('\n').slice(1, 12).join('\n');
+    logger.error({ reqId: ctx.id, err: { type: (err as Error)?.name, frames } }, 'unexpected error');
   }
   ctx.error = pe;
   const o = outcomeFor(pe);

@@ -1,0 +1,98 @@
+import express, { type Request, type Response, type NextFunction } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import type { Metrics } from './ops/metrics.js';
+import { operationOutcome } from './http/outcome.js';
+
+export interface ReadinessCheck {
+  name: string;
+  check(): Promise<{ ok: boolean; reason?: string }>;
+}
+
+export interface AppOptions {
+  basePath: string;
+  logger: Logger;
+  metrics: Metrics;
+  metricsPath: string | undefined;
+  readiness: readonly ReadinessCheck[];
+  /** The FHIR pipeline (see pipeline.ts). */
+  handle(req: IncomingMessage, res: ServerResponse, basePathLength: number): Promise<void>;
+  /** Extra routes mounted before the FHIR API (admin views, break-the-glass page). */
+  routes?: (app: express.Express) => void;
+}
+
+/**
+ * The HTTP edge. Express only routes: health, readiness, metrics, extra routes, and the FHIR base
+ * path, which is matched here on the raw URL (exact case, no normalisation) and handed whole to
+ * the pipeline, whose classifier decides what the path means.
+ */
+export function createApp(opts: AppOptions): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag');
+  app.set('trust proxy', false);
+
+  const base = opts.basePath === '/' ? '' : opts.basePath;
+
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const url = req.url;
+    if (url === base || url.startsWith(`${base}/`) || url.startsWith(`${base}?`) || base === '') {
+      if (base === '' && isOpsPath(url, opts.metricsPath)) return next();
+      opts.handle(req, res, base.length).catch(next);
+      return;
+    }
+    next();
+  });
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/readyz', async (_req, res) => {
+    const results = await Promise.all(
+      opts.readiness.map(async (c) => {
+        try {
+          return { name: c.name, ...(await c.check()) };
+        } catch {
+          return { name: c.name, ok: false, reason: 'check failed' };
+        }
+      }),
+    );
+    const ok = results.every((r) => r.ok);
+    res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not-ready', checks: results });
+  });
+
+  if (opts.metricsPath) {
+    app.get(opts.metricsPath, async (_req, res) => {
+      res.setHeader('content-type', opts.metrics.registry.contentType);
+      res.end(await opts.metrics.registry.metrics());
+    });
+  }
+
+  opts.routes?.(app);
+
+  app.use((_req: Request, res: Response) => {
+    res
+      .status(404)
+      .type('application/fhir+json')
+      .send(JSON.stringify(operationOutcome('error', 'not-found', `Nothing here. The FHIR API is at ${opts.basePath}.`)));
+  });
+
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    opts.logger.error({ err: { type: (err as Error)?.name } }, 'unhandled error at the HTTP edge');
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res
+      .status(500)
+      .type('application/fhir+json')
+      .send(JSON.stringify(operationOutcome('error', 'exception', 'The request could not be processed.')));
+  });
+  return app;
+}
+
+function isOpsPath(url: string, metricsPath: string | undefined): boolean {
+  const p = url.split('?')[0];
+  return p === '/healthz' || p === '/readyz' || (metricsPath !== undefined && p === metricsPath);
+}

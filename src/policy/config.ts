@@ -1,0 +1,118 @@
+import { z } from 'zod';
+import { careRelationshipsSchema } from '../relate/config.js';
+
+/**
+ * The policy file: who may see what. Tuned by the hospital's security team and DIM, separate from
+ * the deployment config so that it can be reloaded, shadowed and tested on its own.
+ *
+ * Roles are tried in file order; the first whose `match` fits the caller applies (like firewall
+ * rules: explicit and explainable). A caller no role matches is refused everything.
+ */
+
+const matchSchema = z
+  .object({
+    idpRoles: z.array(z.string().min(1)).optional().describe('Any of these roles in the token (e.g. Keycloak realm roles).'),
+    groups: z.array(z.string().min(1)).optional().describe('Any of these groups in the token.'),
+    professionCodes: z.array(z.string().regex(/^\d{2}$/)).optional().describe('Any of these TRE-G15 profession codes (token or CPS card).'),
+    practitionerRoleCodes: z
+      .array(z.string().regex(/^[^|\s]+\|[^|\s]+$/, 'system|code'))
+      .optional()
+      .describe('Any of these PractitionerRole.code codings (system|code) on an active role.'),
+    principalKind: z.enum(['practitioner', 'patient', 'related-person']).optional(),
+    cardPresented: z.boolean().optional().describe('Only when a CPS card certificate was presented (true) or not (false).'),
+  })
+  .strict()
+  .refine((m) => Object.values(m).some((v) => v !== undefined), 'at least one condition');
+
+export const PROFILES = ['care-team', 'all-records', 'own-record', 'mandate', 'administrative', 'de-identified', 'none'] as const;
+export type AccessProfile = (typeof PROFILES)[number];
+
+const SEARCH_FEATURES = ['_has', '_filter', '_query', '_contained', '_list', '_include:*', 'chain', 'system-search', 'type-history'] as const;
+export type SearchFeature = (typeof SEARCH_FEATURES)[number];
+
+const roleSchema = z
+  .object({
+    id: z.string().regex(/^[a-z][a-z0-9-]*$/, 'lower-case words joined by dashes'),
+    description: z.string().optional(),
+    profile: z.enum(PROFILES).describe('What this role may see: ' + PROFILES.join(', ')),
+    match: matchSchema,
+    breakGlass: z.boolean().default(false).describe('May open break-the-glass access to one patient at a time.'),
+    relationshipWrites: z
+      .array(z.enum(['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Group', 'Consent', 'Patient.link']))
+      .default([])
+      .describe('Relationship resources this role may write (trusted writers).'),
+    readAudit: z.boolean().default(false).describe('May read AuditEvents and the DIM review views.'),
+    allowSearchFeatures: z.array(z.enum(SEARCH_FEATURES)).default([]),
+    operations: z
+      .array(z.string().regex(/^\$?[a-z][a-zA-Z-]*$/))
+      .default(['everything'])
+      .describe('Operations this role may call (instance level on patients it may see).'),
+    purposeOfUse: z.enum(['TREAT', 'HOPERAT', 'PATRQT', 'PWATRNY', 'HMARKT', 'HQUALIMP']).default('TREAT'),
+    auditSeverity: z.enum(['normal', 'high']).default('normal'),
+    requireCard: z.boolean().default(false).describe('Refuse this role unless a CPS card was presented.'),
+  })
+  .strict();
+
+export type RoleConfig = z.infer<typeof roleSchema>;
+
+export const policySchema = z
+  .object({
+    version: z.literal(1),
+    roles: z.array(roleSchema).min(1),
+    careRelationships: careRelationshipsSchema.default(careRelationshipsSchema.parse({})),
+    refusals: z
+      .object({
+        urlDecided: z
+          .union([z.literal(403), z.literal(404)])
+          .default(403)
+          .describe('Status for a refusal decided from the URL alone (the patient id is in it).'),
+      })
+      .strict()
+      .default({ urlDecided: 403 }),
+    search: z
+      .object({
+        narrowMaxPatients: z
+          .number()
+          .int()
+          .min(0)
+          .max(1000)
+          .default(200)
+          .describe('Searches are narrowed upstream to the care set when it has at most this many patients.'),
+      })
+      .strict()
+      .default({ narrowMaxPatients: 200 }),
+    breakGlass: z
+      .object({
+        durationMinutes: z.number().int().min(1).max(24 * 60).default(60),
+        minReasonLength: z.number().int().min(1).default(10),
+        header: z
+          .string()
+          .regex(/^[a-z0-9-]+$/)
+          .optional()
+          .describe('A header of your EHR carrying the reason, besides the FHIR security-label header.'),
+      })
+      .strict()
+      .default({ durationMinutes: 60, minReasonLength: 10 }),
+    paging: z
+      .object({
+        linkTtlSeconds: z.number().int().min(60).max(86_400).default(3600),
+      })
+      .strict()
+      .default({ linkTtlSeconds: 3600 }),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    const seen = new Set<string>();
+    p.roles.forEach((r, i) => {
+      if (seen.has(r.id)) ctx.addIssue({ code: 'custom', path: ['roles', i, 'id'], message: `duplicate role id "${r.id}"` });
+      seen.add(r.id);
+      if (r.breakGlass && r.profile !== 'care-team') {
+        ctx.addIssue({ code: 'custom', path: ['roles', i, 'breakGlass'], message: 'break-the-glass is only for care-team roles' });
+      }
+      if (r.profile === 'none' && (r.readAudit || r.relationshipWrites.length)) {
+        ctx.addIssue({ code: 'custom', path: ['roles', i, 'profile'], message: 'a role with profile none cannot read audit or write relationships' });
+      }
+    });
+  });
+
+export type Policy = z.infer<typeof policySchema>;

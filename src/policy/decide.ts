@@ -1,0 +1,340 @@
+import type { Resource } from '@medplum/fhirtypes';
+import type { FhirInteraction, SearchParam } from '../fhir/interaction.js';
+import { PATIENT_COMPARTMENT } from '../fhir/generated/patient-compartment.js';
+import type { Principal } from '../identity/principal.js';
+import type { CareSet, Evidence } from '../relate/types.js';
+import type { Policy, RoleConfig, SearchFeature } from './config.js';
+import type { Decision, DecisionReason, Obligation } from './decision.js';
+
+/**
+ * The policy: principal × interaction × care set → Decision. Pure, synchronous, default deny.
+ * Every permit that returns data carries the `filter-response` obligation: narrowing the upstream
+ * query is an optimisation, the response filter is the boundary.
+ */
+
+/** Types whose writes create or change care relationships: trusted writers only. */
+export const RELATIONSHIP_TYPES = new Set(['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Group', 'Consent']);
+
+/** Parameters that reach other resources than the one searched, refused unless the role allows them. */
+const FEATURE_PARAMS: Record<string, SearchFeature> = {
+  _has: '_has',
+  _filter: '_filter',
+  _query: '_query',
+  _contained: '_contained',
+  _containedType: '_contained',
+  _list: '_list',
+};
+/** Full-text searches match narratives: allowed only to roles that see everything. */
+const TEXT_PARAMS = new Set(['_text', '_content']);
+
+export interface DecideInput {
+  principal: Principal | undefined;
+  /** The first policy role that matches the principal. */
+  role: RoleConfig | undefined;
+  interaction: FhirInteraction;
+  /** The patients this user may see (care team, own record, mandate, break-the-glass...). */
+  careSet: CareSet | undefined;
+  policy: Policy;
+  /** Patients the body of a write belongs to, before and after (resolved by the caller). */
+  writePatients?: { before: readonly string[] | 'undetermined' | 'none'; after: readonly string[] | 'undetermined' | 'none' };
+  /** For writes to Patient: whether `Patient.link` changes. */
+  patientLinkChanged?: boolean;
+  /** A request coming back through a signed paging link: the query was judged when the link was issued. */
+  paging?: boolean;
+}
+
+interface Ctx {
+  in: DecideInput;
+  role: RoleConfig;
+  careSet: CareSet;
+}
+
+const permitBase = { effect: 'permit' as const, evidence: [] as Evidence[], patients: [] as string[] };
+
+function deny(reason: DecisionReason, message: string, rule: string, extra: Partial<Decision> = {}): Decision {
+  return { effect: 'deny', reason, message, rule, evidence: [], obligations: [], patients: [], ...extra };
+}
+
+export function decide(input: DecideInput): Decision {
+  const it = input.interaction;
+  if (it.kind === 'capabilities') {
+    return { ...permitBase, reason: 'capabilities', rule: 'public.capabilities', message: 'Capability statement', obligations: [] };
+  }
+  if (!input.principal || !input.role) {
+    return deny('default-deny', 'No policy role applies to this user.', 'default');
+  }
+  const role = input.role;
+  if (role.profile === 'none') {
+    return deny('role-forbidden', `The role "${role.id}" gives no access to patient records.`, `${role.id}.none`, {
+      obligations: [{ kind: 'audit-severity', severity: 'high' }],
+    });
+  }
+  if (!input.careSet) return deny('lookup-failed', 'Care relationships could not be resolved.', 'default');
+  const ctx: Ctx = { in: input, role, careSet: input.careSet };
+
+  if (it.resourceType === 'AuditEvent' || it.compartment?.type === 'AuditEvent') {
+    if (!role.readAudit || (it.method !== 'GET' && !isSearchPost(it))) {
+      return deny('role-forbidden', 'The audit trail is read by the roles the policy names, and written by caregate only.', `${role.id}.audit`);
+    }
+    return permit(ctx, 'role-all-records', `${role.id}.audit`, 'Audit trail', [], []);
+  }
+  if (it.resourceType === 'Subscription' && it.method !== 'GET') {
+    return deny('interaction-forbidden', 'Subscriptions cannot be written through caregate.', `${role.id}.subscription`);
+  }
+
+  switch (role.profile) {
+    case 'all-records':
+      return decideAllRecords(ctx);
+    case 'care-team':
+    case 'own-record':
+    case 'mandate':
+      return decideListed(ctx);
+    default:
+      return deny('role-forbidden', `The access profile "${role.profile}" of role "${role.id}" is not enforced by this version.`, `${role.id}.${role.profile}`);
+  }
+}
+
+function isSearchPost(it: FhirInteraction): boolean {
+  return it.method === 'POST' && it.kind.startsWith('search');
+}
+
+function permit(
+  ctx: Ctx,
+  reason: DecisionReason,
+  rule: string,
+  message: string,
+  patients: readonly string[],
+  extra: Obligation[],
+): Decision {
+  const evidence: Evidence[] = [];
+  for (const p of patients) evidence.push(...(ctx.careSet.patients.get(p) ?? []));
+  const btg = evidence.some((e) => e.source === 'break-glass') && !evidence.some((e) => e.source !== 'break-glass');
+  const obligations: Obligation[] = [{ kind: 'filter-response' }, ...extra];
+  if (btg) obligations.push({ kind: 'mark-break-glass' }, { kind: 'audit-severity', severity: 'high' });
+  else if (ctx.role.auditSeverity === 'high') obligations.push({ kind: 'audit-severity', severity: 'high' });
+  return {
+    effect: 'permit',
+    reason: btg ? 'break-glass' : reason,
+    rule,
+    message,
+    evidence,
+    obligations,
+    patients,
+    purposeOfUse: btg ? 'BTG' : ctx.role.purposeOfUse,
+  };
+}
+
+/** DIM and the roles that see every record: everything readable, writes only where the policy says. */
+function decideAllRecords(ctx: Ctx): Decision {
+  const it = ctx.in.interaction;
+  const r = ctx.role;
+  if (isWrite(it)) return decideWrite(ctx);
+  if (it.kind === 'operation' && !operationAllowed(r, it)) {
+    return deny('interaction-forbidden', `The operation $${it.operation} is not allowed to role "${r.id}".`, `${r.id}.operations`);
+  }
+  if (it.kind === 'batch' || it.kind === 'transaction') return permit(ctx, 'role-all-records', `${r.id}.${it.kind}`, 'Bundle entries decided one by one', [], []);
+  return permit(ctx, 'role-all-records', `${r.id}.all-records`, 'Role sees all records', patientsInUrl(it), []);
+}
+
+/** Care team, own record, mandate: only the listed patients (plus break-the-glass grants). */
+function decideListed(ctx: Ctx): Decision {
+  const it = ctx.in.interaction;
+  const r = ctx.role;
+  const urlStatus = ctx.in.policy.refusals.urlDecided;
+  const outside = (patient: string, rule: string) =>
+    deny('no-care-relationship', outsideMessage(r.profile), rule, { patients: [patient], hide: urlStatus === 404 });
+
+  if (it.kind === 'batch' || it.kind === 'transaction') {
+    return permit(ctx, 'care-relationship', `${r.id}.${it.kind}`, 'Bundle entries decided one by one', [], []);
+  }
+  if (isWrite(it)) return decideWrite(ctx);
+
+  switch (it.kind) {
+    case 'search-system':
+    case 'history-system':
+      if (!r.allowSearchFeatures.includes('system-search')) {
+        return deny('interaction-forbidden', 'System-level search and history are not allowed to this role.', `${r.id}.system-level`);
+      }
+      break;
+    case 'history-type':
+      if (!r.allowSearchFeatures.includes('type-history')) {
+        return deny('interaction-forbidden', 'Type-level history is not allowed to this role.', `${r.id}.type-history`);
+      }
+      break;
+    case 'operation': {
+      if (!operationAllowed(r, it) || it.operationLevel !== 'instance' || it.resourceType !== 'Patient') {
+        return deny('interaction-forbidden', `The operation $${it.operation ?? ''} at ${it.operationLevel} level is not allowed to role "${r.id}".`, `${r.id}.operations`);
+      }
+      break;
+    }
+    case 'search-compartment':
+      if (it.compartment?.type !== 'Patient') {
+        return deny('interaction-forbidden', 'Only Patient compartments may be searched by this role.', `${r.id}.compartment`);
+      }
+      break;
+    default:
+      break;
+  }
+
+  const forbidden = forbiddenParam(ctx, it.params);
+  if (forbidden) return deny('parameter-forbidden', forbidden, `${r.id}.search-parameters`);
+
+  const inUrl = patientsInUrl(it);
+  for (const p of inUrl) {
+    if (!hasPatient(ctx.careSet, p)) return outside(p, `${r.id}.${r.profile}`);
+  }
+
+  const obligations: Obligation[] = [];
+  if ((it.kind === 'search-type' || it.kind === 'history-type') && !ctx.in.paging && it.resourceType) {
+    const narrow = narrowing(ctx, it);
+    if (narrow === 'empty') {
+      return permit(ctx, 'filtered-search', `${r.id}.${r.profile}`, 'No patient of the care set matches', [], [{ kind: 'narrow', param: '', patients: [] }]);
+    }
+    if (narrow) obligations.push(narrow);
+  }
+  return permit(ctx, reasonFor(r.profile), `${r.id}.${r.profile}`, 'Within the care relationships', inUrl, obligations);
+}
+
+function reasonFor(profile: RoleConfig['profile']): DecisionReason {
+  return profile === 'own-record' ? 'own-record' : profile === 'mandate' ? 'mandate' : 'care-relationship';
+}
+
+function outsideMessage(profile: RoleConfig['profile']): string {
+  switch (profile) {
+    case 'own-record':
+      return 'Patients may only see their own record.';
+    case 'mandate':
+      return 'This record is not covered by a valid mandate.';
+    default:
+      return 'This patient is not in your care relationships (CareTeam or Encounter). In an emergency, use break-the-glass.';
+  }
+}
+
+function hasPatient(set: CareSet, id: string): boolean {
+  return set.scope === 'all' || set.patients.has(id);
+}
+
+function isWrite(it: FhirInteraction): boolean {
+  return it.kind === 'create' || it.kind === 'update' || it.kind === 'patch' || it.kind === 'delete';
+}
+
+function operationAllowed(r: RoleConfig, it: FhirInteraction): boolean {
+  const op = it.operation ?? '';
+  return r.operations.some((o) => o.replace(/^\$/, '') === op);
+}
+
+/** Patients named by the URL itself: `Patient/x`, `Patient/x/...`, instance operations on a Patient. */
+export function patientsInUrl(it: FhirInteraction): string[] {
+  if (it.compartment?.type === 'Patient') return [it.compartment.id];
+  if (it.resourceType === 'Patient' && it.id) return [it.id];
+  return [];
+}
+
+/** A refusal message if a parameter reaches beyond what this role may search; undefined when fine. */
+function forbiddenParam(ctx: Ctx, params: readonly SearchParam[]): string | undefined {
+  const r = ctx.role;
+  const it = ctx.in.interaction;
+  for (const p of params) {
+    const feature = FEATURE_PARAMS[p.name];
+    if (feature && !r.allowSearchFeatures.includes(feature)) return `The search parameter ${p.name} is not allowed to role "${r.id}".`;
+    if (TEXT_PARAMS.has(p.name) && ctx.careSet.scope !== 'all') return `Full-text search (${p.name}) is not allowed to role "${r.id}".`;
+    if ((p.name === '_include' || p.name === '_revinclude') && (p.value === '*' || p.value.endsWith(':*')) && !r.allowSearchFeatures.includes('_include:*')) {
+      return `${p.name}=* is not allowed to role "${r.id}".`;
+    }
+    if (p.name.includes('.') && !r.allowSearchFeatures.includes('chain')) {
+      return `Chained search parameters (${p.name.split('.')[0]}.…) are not allowed to role "${r.id}".`;
+    }
+    if (it.resourceType && isPatientParam(it.resourceType, p.name) && p.modifier !== undefined && p.modifier !== 'Patient') {
+      return `The modifier :${p.modifier} on the patient parameter ${p.name} is not allowed.`;
+    }
+  }
+  return undefined;
+}
+
+function isPatientParam(type: string, name: string): boolean {
+  if (type === 'Patient') return name === '_id' || name === 'link';
+  return (PATIENT_COMPARTMENT[type] ?? []).some((l) => l.param === name);
+}
+
+/** The parameter used to narrow a search of `type` to a set of patients. */
+export function narrowingParam(type: string): string | undefined {
+  if (type === 'Patient') return '_id';
+  const links = PATIENT_COMPARTMENT[type];
+  if (!links) return undefined;
+  for (const pref of ['patient', 'subject', 'beneficiary']) if (links.some((l) => l.param === pref)) return pref;
+  return undefined;
+}
+
+/**
+ * Narrowing: restrict the upstream query to the patients of the care set so that pages are full
+ * and totals true. When the client already names patients, keep those in the care set; when none
+ * remain, the answer is an empty searchset without asking the upstream.
+ */
+function narrowing(ctx: Ctx, it: FhirInteraction): Obligation | 'empty' | undefined {
+  const type = it.resourceType!;
+  if (ctx.careSet.scope === 'all') return undefined;
+  const param = narrowingParam(type);
+  if (!param) return undefined;
+  const named = it.params.filter((p) => isPatientParam(type, p.name));
+  const allowed = [...ctx.careSet.patients.keys()];
+  if (named.length > 0) {
+    // Every occurrence is ANDed: each must keep at least one patient of the care set.
+    for (const p of named) {
+      const ids = p.value.split(',').map((v) => patientIdOf(v, type, p.name)).filter((v): v is string => v !== undefined);
+      if (ids.length > 0 && ids.every((id) => !hasPatient(ctx.careSet, id))) return 'empty';
+    }
+  }
+  if (allowed.length === 0) return 'empty';
+  if (allowed.length > ctx.in.policy.search.narrowMaxPatients) return undefined;
+  return { kind: 'narrow', param, patients: allowed };
+}
+
+/** `Patient/x`, `x` (for patient/_id params) or an absolute URL ending in Patient/x → x. */
+function patientIdOf(value: string, type: string, param: string): string | undefined {
+  const m = /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(value);
+  if (m) return m[1];
+  if ((type === 'Patient' && param === '_id') || param === 'patient') return /^[A-Za-z0-9\-.]{1,64}$/.test(value) ? value : undefined;
+  return undefined;
+}
+
+/** Writes: the resource before and after must belong to patients this user may see; relationships only by trusted writers. */
+function decideWrite(ctx: Ctx): Decision {
+  const it = ctx.in.interaction;
+  const r = ctx.role;
+  const type = it.resourceType ?? '';
+  const rule = `${r.id}.write`;
+  if (ctx.role.profile === 'own-record' || ctx.role.profile === 'mandate') {
+    return deny('interaction-forbidden', 'This role may read, not write.', rule);
+  }
+  if (RELATIONSHIP_TYPES.has(type) && !r.relationshipWrites.includes(type as never)) {
+    return deny('relationship-write-forbidden', `Writes to ${type} change who may see records; role "${r.id}" may not make them.`, rule);
+  }
+  if (type === 'Patient' && ctx.in.patientLinkChanged && !r.relationshipWrites.includes('Patient.link')) {
+    return deny('relationship-write-forbidden', `Patient.link changes who may see records; role "${r.id}" may not make them.`, rule);
+  }
+  if (it.conditional?.length && ctx.careSet.scope !== 'all') {
+    return deny('interaction-forbidden', 'Conditional writes search the whole server; they are not allowed to this role. Write by id.', rule);
+  }
+  const wp = ctx.in.writePatients;
+  if (!wp) return deny('patient-undetermined', 'The patient of this write could not be determined.', rule);
+  const sides = [wp.before, wp.after];
+  if (sides.some((s) => s === 'undetermined')) {
+    return deny('patient-undetermined', 'The patient this resource belongs to could not be determined.', rule, { hide: true });
+  }
+  const before = Array.isArray(wp.before) ? wp.before : [];
+  const after = Array.isArray(wp.after) ? wp.after : [];
+  for (const p of before) {
+    // The current version is outside: answer as if it did not exist.
+    if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', 'Resource not found.', rule, { hide: true, patients: [p] });
+  }
+  for (const p of after) {
+    if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', outsideMessage(r.profile), rule, { patients: [p] });
+  }
+  if (ctx.careSet.scope !== 'all' && before.length > 0 && (after.length !== before.length || after.some((p) => !before.includes(p)))) {
+    return deny('patient-move-forbidden', 'A resource cannot be moved to another patient.', rule);
+  }
+  const patients = [...new Set([...before, ...after])];
+  return permit(ctx, ctx.careSet.scope === 'all' ? 'role-all-records' : 'care-relationship', rule, 'Write within the care relationships', patients, []);
+}
+
+export type { Resource };

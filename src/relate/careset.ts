@@ -1,0 +1,257 @@
+import type { CareTeam, Encounter, Period, Reference } from '@medplum/fhirtypes';
+import { LRUCache } from 'lru-cache';
+import type { PractitionerPrincipal } from '../identity/principal.js';
+import type { FhirClient } from '../upstream/client.js';
+import type { CareRelationshipsConfig } from './config.js';
+import type { CareSet, Evidence } from './types.js';
+
+/**
+ * Resolves which patients a practitioner takes part in the care of, now (CSP L1110-4, L1110-12),
+ * from the CareTeam and Encounter resources on the upstream, read with the proxy's own credential.
+ *
+ * Only literal references count: a participant given by identifier only, or as a contained
+ * resource, is never a member (anyone can write an identifier; a contained resource has no
+ * identity of its own).
+ */
+export interface CareSetResolver {
+  /** The care set, from cache when fresh. */
+  get(p: PractitionerPrincipal): Promise<CareSet>;
+  /** A fresh resolution, bypassing and refreshing the cache (used to confirm a refusal). */
+  refresh(p: PractitionerPrincipal): Promise<CareSet>;
+  /** Drops the cached sets of these members (`Practitioner/x`, `PractitionerRole/y`, `Organization/z`). */
+  invalidate(memberRefs: Iterable<string>): void;
+  clear(): void;
+  /** Upstream lookups made so far (for metrics and the benchmark). */
+  readonly lookups: number;
+}
+
+export interface CareSetResolverOptions {
+  client: FhirClient;
+  config: () => CareRelationshipsConfig;
+  now?: () => number;
+  onLookup?: (kind: 'careteam' | 'encounter', ok: boolean) => void;
+}
+
+const DAY_MS = 86_400_000;
+
+export function createCareSetResolver(opts: CareSetResolverOptions): CareSetResolver {
+  const now = opts.now ?? Date.now;
+  let lookups = 0;
+  const cfg0 = opts.config();
+  const cache = new LRUCache<string, CareSet>({ max: cfg0.cache.maxEntries, ttl: Math.max(1, cfg0.cache.ttlSeconds * 1000) });
+  /** member ref → practitioner keys whose cached set used that member. */
+  const byMember = new Map<string, Set<string>>();
+  /** Concurrent resolutions of the same user share one lookup. */
+  const inflight = new Map<string, Promise<CareSet>>();
+
+  function memberRefs(p: PractitionerPrincipal, cfg: CareRelationshipsConfig): string[] {
+    const refs = [p.practitioner, ...p.practitionerRoles];
+    if (cfg.careTeam.organizationMembership) refs.push(...p.organizations);
+    return refs;
+  }
+
+  async function search<T extends CareTeam | Encounter>(
+    kind: 'careteam' | 'encounter',
+    type: string,
+    params: Record<string, string>,
+    maxPages: number,
+  ): Promise<T[]> {
+    lookups++;
+    try {
+      const r = await opts.client.searchAll<T>(type, params, maxPages);
+      opts.onLookup?.(kind, true);
+      return r;
+    } catch (err) {
+      opts.onLookup?.(kind, false);
+      throw err;
+    }
+  }
+
+  async function resolve(p: PractitionerPrincipal): Promise<CareSet> {
+    const cfg = opts.config();
+    const t = now();
+    const members = memberRefs(p, cfg);
+    const patients = new Map<string, Evidence[]>();
+    const grant = (patientId: string, e: Evidence) => {
+      const list = patients.get(patientId);
+      if (list) list.push(e);
+      else patients.set(patientId, [e]);
+    };
+
+    const [teams, encounters] = await Promise.all([
+      cfg.careTeam.enabled ? careTeams(members, cfg, t) : Promise.resolve([]),
+      cfg.encounter.enabled
+        ? search<Encounter>('encounter', 'Encounter', {
+            participant: members.filter((m) => !m.startsWith('Organization/')).join(','),
+            status: encounterStatuses(cfg).join(','),
+            _count: '1000',
+          }, cfg.maxPages)
+        : Promise.resolve([]),
+    ]);
+
+    for (const team of teams) {
+      const pid = patientOf(team.subject);
+      if (pid) grant(pid, { source: 'careteam', reference: `CareTeam/${team.id}` });
+    }
+    const memberSet = new Set(members.filter((m) => !m.startsWith('Organization/')));
+    for (const enc of encounters) {
+      if (!encounterCounts(enc, memberSet, cfg, t)) continue;
+      const pid = patientOf(enc.subject);
+      if (pid) grant(pid, { source: 'encounter', reference: `Encounter/${enc.id}` });
+    }
+    const set: CareSet = { scope: 'listed', patients, resolvedAt: t };
+    for (const m of members) {
+      let s = byMember.get(m);
+      if (!s) byMember.set(m, (s = new Set()));
+      s.add(p.practitioner);
+    }
+    return set;
+  }
+
+  /**
+   * Active CareTeams the user belongs to, directly or through nested teams. Breadth-first over
+   * team membership: a team counts when one of its current participants is the user or a team
+   * that already counts. Depth is capped and visited teams are skipped (cycles).
+   */
+  async function careTeams(members: string[], cfg: CareRelationshipsConfig, t: number): Promise<CareTeam[]> {
+    const out: CareTeam[] = [];
+    const seen = new Set<string>();
+    let frontier = new Set(members);
+    for (let depth = 0; depth <= cfg.careTeam.nestedDepth && frontier.size > 0; depth++) {
+      const found = await search<CareTeam>(
+        'careteam',
+        'CareTeam',
+        { participant: [...frontier].join(','), status: cfg.careTeam.statuses.join(','), _count: '1000' },
+        cfg.maxPages,
+      );
+      const next = new Set<string>();
+      for (const team of found) {
+        if (!team.id || seen.has(team.id)) continue;
+        if (!team.status || !cfg.careTeam.statuses.includes(team.status as never)) continue;
+        if (!periodCovers(team.period, t)) continue;
+        const isMember = (team.participant ?? []).some(
+          (part) => literalRef(part.member) !== undefined && frontier.has(literalRef(part.member)!) && periodCovers(part.period, t),
+        );
+        if (!isMember) continue;
+        seen.add(team.id);
+        out.push(team);
+        next.add(`CareTeam/${team.id}`);
+      }
+      frontier = next;
+    }
+    return out;
+  }
+
+  async function getOrResolve(p: PractitionerPrincipal, fresh: boolean): Promise<CareSet> {
+    const key = p.practitioner;
+    if (!fresh) {
+      const hit = cache.get(key);
+      if (hit) return hit;
+    }
+    const running = inflight.get(key);
+    if (running) return running;
+    const promise = resolve(p)
+      .then((set) => {
+        cache.set(key, set);
+        return set;
+      })
+      .finally(() => inflight.delete(key));
+    inflight.set(key, promise);
+    return promise;
+  }
+
+  return {
+    get: (p) => getOrResolve(p, false),
+    refresh: (p) => getOrResolve(p, true),
+    invalidate(refs) {
+      for (const r of refs) {
+        const users = byMember.get(r);
+        if (users) for (const u of users) cache.delete(u);
+        // A write naming a user directly also drops that user's set.
+        cache.delete(r);
+      }
+    },
+    clear() {
+      cache.clear();
+    },
+    get lookups() {
+      return lookups;
+    },
+  };
+}
+
+function encounterStatuses(cfg: CareRelationshipsConfig): string[] {
+  const s = new Set<string>(cfg.encounter.statuses);
+  if (cfg.encounter.finishedWithinDays > 0) s.add('finished');
+  return [...s];
+}
+
+/** Whether an Encounter ties the user to its patient now. */
+export function encounterCounts(enc: Encounter, members: ReadonlySet<string>, cfg: CareRelationshipsConfig, t: number): boolean {
+  const status = enc.status;
+  let active: boolean;
+  if (status === 'finished') {
+    if (!cfg.encounter.statuses.includes('finished')) {
+      // A finished stay counts only within the window after its end; no end date, no window.
+      const end = parseTime(enc.period?.end);
+      if (end === undefined || cfg.encounter.finishedWithinDays === 0) return false;
+      if (end > t || t - end > cfg.encounter.finishedWithinDays * DAY_MS) return false;
+    }
+    active = false;
+  } else if (status && cfg.encounter.statuses.includes(status as never)) {
+    active = true;
+  } else {
+    return false;
+  }
+  return (enc.participant ?? []).some((part) => {
+    const ref = literalRef(part.individual);
+    if (!ref || !members.has(ref)) return false;
+    // The participant's own period: covering now for an ongoing stay, overlapping the stay once it ended.
+    if (active) return periodCovers(part.period, t);
+    const pStart = parseTime(part.period?.start);
+    const encEnd = parseTime(enc.period?.end);
+    return pStart === undefined || encEnd === undefined || pStart <= encEnd;
+  });
+}
+
+/** A missing period, or missing bounds, are open; an unparseable bound never covers. */
+export function periodCovers(period: Period | undefined, t: number): boolean {
+  if (!period) return true;
+  if (period.start !== undefined) {
+    const s = parseTime(period.start);
+    if (s === undefined || s > t) return false;
+  }
+  if (period.end !== undefined) {
+    const e = parseTime(period.end, true);
+    if (e === undefined || e < t) return false;
+  }
+  return true;
+}
+
+/** FHIR dateTime → epoch ms. A date without time is the start (or, for an end, the end) of that day. */
+function parseTime(v: string | undefined, endOfDay = false): number | undefined {
+  if (!v) return undefined;
+  if (/^\d{4}(-\d{2}(-\d{2})?)?$/.test(v)) {
+    const [y, m = '01', d = '01'] = v.split('-');
+    const start = Date.UTC(Number(y), Number(m) - 1, Number(d));
+    if (!endOfDay) return start;
+    if (v.length === 4) return Date.UTC(Number(y) + 1, 0, 1) - 1;
+    if (v.length === 7) return Date.UTC(Number(y), Number(m), 1) - 1;
+    return start + DAY_MS - 1;
+  }
+  const ms = Date.parse(v);
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+/** `Type/id` for a literal relative reference; undefined for identifier-only, contained (`#x`) or absolute ones. */
+export function literalRef(ref: Reference | undefined): string | undefined {
+  const r = ref?.reference;
+  if (!r || r.startsWith('#')) return undefined;
+  const m = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(r);
+  return m ? `${m[1]}/${m[2]}` : undefined;
+}
+
+function patientOf(ref: Reference | undefined): string | undefined {
+  const r = literalRef(ref);
+  return r?.startsWith('Patient/') ? r.slice(8) : undefined;
+}
