@@ -279,10 +279,15 @@ function narrowing(ctx: Ctx, it: FhirInteraction): Obligation | 'empty' | undefi
   const allowed = [...ctx.careSet.patients.keys()];
   if (named.length > 0) {
     // Every occurrence is ANDed: each must keep at least one patient of the care set.
+    let restricted = false;
     for (const p of named) {
-      const ids = p.value.split(',').map((v) => patientIdOf(v, type, p.name)).filter((v): v is string => v !== undefined);
+      const values = p.value.split(',');
+      const ids = values.map((v) => patientIdOf(v, type, p.name)).filter((v): v is string => v !== undefined);
       if (ids.length > 0 && ids.every((id) => !hasPatient(ctx.careSet, id))) return 'empty';
+      // The client already restricted the query to patients of the care set: nothing to add.
+      if (p.name === param && ids.length === values.length && ids.every((id) => hasPatient(ctx.careSet, id))) restricted = true;
     }
+    if (restricted) return undefined;
   }
   if (allowed.length === 0) return 'empty';
   if (allowed.length > ctx.in.policy.search.narrowMaxPatients) return undefined;
