@@ -1,0 +1,585 @@
+import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AuditEvent } from '@medplum/fhirtypes';
+import type { Logger } from 'pino';
+import { ProxyError } from '../http/errors.js';
+
+/**
+ * The durable local audit spool: AuditEvents as JSON lines in append-only segment files
+ * (`spool-<n>.jsonl`), each line `<crc32 hex> <json>\n` so that a line torn by a crash is detected
+ * and ignored on recovery.
+ *
+ * Durability: in strict mode `append()` resolves only after the bytes are fdatasync'ed. Appends that
+ * arrive while a write is in flight are grouped into the next single write + fdatasync (group
+ * commit), so the number of syncs stays low under load without delaying a lone request.
+ *
+ * A write or sync error (full disk, I/O error) puts the spool in a failed state: strict appends are
+ * refused with `ERR_AUDIT_UNAVAILABLE` so that no response leaves unaudited, `health()` says why,
+ * and a probe retries periodically. Writing resumes in a fresh segment: a file descriptor whose
+ * sync failed is never trusted again.
+ *
+ * The shipper reads from a cursor (`cursor.json`, replaced by atomic rename) and commits it after
+ * the server accepted a batch; fully shipped segments are deleted.
+ */
+export interface AuditSpool {
+  /**
+   * Appends the events. Strict mode: resolves once they are on disk; rejects with a `ProxyError`
+   * `ERR_AUDIT_UNAVAILABLE` when they could not be written (the caller must then refuse the request).
+   * Async mode: resolves at once, the write follows in the background.
+   */
+  append(events: readonly AuditEvent[]): Promise<void>;
+  /** Resolves when everything appended so far is on disk. */
+  flush(): Promise<void>;
+  /** For `/readyz`: `ok: false` with a reason (no PHI) while the spool cannot be written. */
+  health(): SpoolHealth;
+  /** The next unshipped events from the committed cursor, at most `max`; `undefined` when none. */
+  readBatch(max: number): Promise<SpoolBatch | undefined>;
+  /** Records that `batch` was accepted upstream; deletes segments that are fully shipped. */
+  commit(batch: SpoolBatch): Promise<void>;
+  /** Events on disk not yet shipped. */
+  backlog(): number;
+  stats(): SpoolStats;
+  /** Flushes, then releases the files and the directory lock. */
+  close(): Promise<void>;
+}
+
+export interface SpoolHealth {
+  ok: boolean;
+  reason?: string;
+}
+
+export interface SpoolPosition {
+  segment: number;
+  offset: number;
+}
+
+export interface SpoolBatch {
+  events: AuditEvent[];
+  start: SpoolPosition;
+  end: SpoolPosition;
+}
+
+export interface SpoolStats {
+  /** Events made durable since open. */
+  events: number;
+  /** write() calls (one per group commit). */
+  writes: number;
+  /** fdatasync() calls on segment data. */
+  syncs: number;
+  /** Invalid or torn lines skipped while reading. */
+  tornLines: number;
+  segments: number;
+  backlog: number;
+}
+
+/** The two system calls of the write path, injectable for fault injection and counting. */
+export interface SpoolIo {
+  write(fh: FileHandle, data: Buffer): Promise<void>;
+  datasync(fh: FileHandle): Promise<void>;
+}
+
+export interface SpoolOptions {
+  dir: string;
+  /** Default `strict`. */
+  mode?: 'strict' | 'async';
+  /** Default 64 MiB. */
+  segmentMaxBytes?: number;
+  /** Extra wait for companions on an idle spool before writing. Default 0 (next event-loop turn). */
+  groupCommitMaxDelayMs?: number;
+  /** Probe interval while failed. Default 1000 ms. */
+  failureRetryMs?: number;
+  io?: Partial<SpoolIo>;
+  logger?: Logger;
+}
+
+const SEGMENT_RE = /^spool-(\d+)\.jsonl$/;
+const CURSOR_FILE = 'cursor.json';
+const LOCK_FILE = 'spool.lock';
+const PROBE_FILE = '.probe';
+const READ_CHUNK = 1 << 20;
+const EMPTY = Buffer.alloc(0);
+
+const defaultIo: SpoolIo = {
+  async write(fh, data) {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await fh.write(data, done, data.length - done);
+      done += bytesWritten;
+    }
+  },
+  datasync: (fh) => fh.datasync(),
+};
+
+interface Pending {
+  buf: Buffer;
+  count: number;
+  /** Strict entries are settled after the sync; async entries were already acknowledged. */
+  strict: boolean;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+/** Opens (and recovers) the spool in `opts.dir`, creating it with owner-only permissions. */
+export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
+  const dir = opts.dir;
+  const mode = opts.mode ?? 'strict';
+  const segmentMaxBytes = opts.segmentMaxBytes ?? 64 * 1024 * 1024;
+  const delayMs = opts.groupCommitMaxDelayMs ?? 0;
+  const retryMs = opts.failureRetryMs ?? 1000;
+  const io: SpoolIo = { ...defaultIo, ...opts.io };
+  const log = opts.logger;
+
+  // The trail holds PHI: owner-only directory and files.
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await acquireLock(dir);
+
+  let segments = await listSegments(dir);
+  let cursor = await loadCursor(dir, segments);
+  const stats = { events: 0, writes: 0, syncs: 0, tornLines: 0 };
+
+  // Recovery: count what is left to ship, skipping torn lines. New writes always go to a new
+  // segment, so an old segment's torn tail stays where it is and is never followed by good data.
+  let backlog = 0;
+  for (const seg of segments) {
+    if (seg < cursor.segment) continue;
+    const r = await scanSegment(segmentPath(dir, seg), seg === cursor.segment ? cursor.offset : 0, undefined, (line) => {
+      if (decodeSpoolLine(line)) backlog++;
+      else stats.tornLines++;
+      return true;
+    });
+    if (r.tornTail) stats.tornLines++;
+  }
+  if (stats.tornLines) log?.warn({ tornLines: stats.tornLines }, 'audit spool: torn lines skipped on recovery');
+
+  let active: { seg: number; fh: FileHandle; size: number } | undefined;
+  /** End of the last synced write in the active segment: readers never go past it. */
+  let durableOffset = 0;
+  let pending: Pending[] = [];
+  /** Async-mode events acknowledged but not yet written when the spool failed; written first on recovery. */
+  let retained: Pending[] = [];
+  let scheduled = false;
+  let flushing: Promise<void> | undefined;
+  let failure: { reason: string; since: string } | undefined;
+  let probeTimer: NodeJS.Timeout | undefined;
+  let closed = false;
+
+  function unavailable(): ProxyError {
+    return new ProxyError('ERR_AUDIT_UNAVAILABLE', 'The audit trail cannot be written; the request is refused.', {
+      expose: true,
+      detail: failure ? failure.reason : 'audit spool closed',
+    });
+  }
+
+  function schedule(): void {
+    if (scheduled || flushing || failure) return;
+    scheduled = true;
+    const run = () => {
+      scheduled = false;
+      flushing = flushLoop().finally(() => {
+        flushing = undefined;
+        if (pending.length && !failure) schedule();
+      });
+    };
+    if (delayMs > 0) setTimeout(run, delayMs);
+    else setImmediate(run);
+  }
+
+  async function flushLoop(): Promise<void> {
+    while (pending.length && !failure) {
+      const batch = pending;
+      pending = [];
+      const buf = batch.length === 1 ? batch[0]!.buf : Buffer.concat(batch.map((p) => p.buf));
+      const count = batch.reduce((n, p) => n + p.count, 0);
+      if (buf.length) {
+        try {
+          const file = await activeSegment(buf.length);
+          await io.write(file.fh, buf);
+          stats.writes++;
+          await io.datasync(file.fh);
+          stats.syncs++;
+          file.size += buf.length;
+          durableOffset = file.size;
+          stats.events += count;
+          backlog += count;
+        } catch (err) {
+          await fail(err);
+          // Strict callers are answered now (their requests get a 503) rather than left waiting
+          // for a recovery that may not come; async events were acknowledged and must be kept.
+          const stranded = [...batch, ...pending];
+          pending = [];
+          for (const p of stranded) {
+            if (p.strict) p.reject(unavailable());
+            else if (p.count) retained.push(p);
+          }
+          return;
+        }
+      }
+      for (const p of batch) p.resolve();
+    }
+  }
+
+  async function activeSegment(incoming: number): Promise<{ seg: number; fh: FileHandle; size: number }> {
+    if (active && active.size > 0 && active.size + incoming > segmentMaxBytes) {
+      const old = active;
+      active = undefined;
+      await old.fh.close();
+    }
+    if (!active) {
+      const seg = (segments.at(-1) ?? 0) + 1;
+      const fh = await open(segmentPath(dir, seg), 'a', 0o600);
+      try {
+        // The new file's directory entry must be durable too, or a crash could lose the whole segment.
+        await fsyncDir(dir);
+      } catch (err) {
+        await fh.close().catch(() => undefined);
+        throw err;
+      }
+      segments = [...segments, seg];
+      active = { seg, fh, size: 0 };
+      durableOffset = 0;
+    }
+    return active;
+  }
+
+  async function fail(err: unknown): Promise<void> {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
+    failure = { reason: `audit spool cannot be written (${code}${code === 'ENOSPC' ? ': disk full' : ''})`, since: new Date().toISOString() };
+    log?.error({ code }, 'audit spool write failed; strict requests are refused until it recovers');
+    const broken = active;
+    active = undefined;
+    if (broken) {
+      // Cut whatever part of the failed write reached the file, so that only acknowledged events
+      // remain; then let go of the descriptor (after a failed sync its state is unknown).
+      await broken.fh.truncate(durableOffset).catch(() => undefined);
+      await broken.fh.close().catch(() => undefined);
+    }
+    armProbe();
+  }
+
+  function armProbe(): void {
+    if (probeTimer || closed) return;
+    probeTimer = setTimeout(() => {
+      probeTimer = undefined;
+      void probe();
+    }, retryMs);
+    probeTimer.unref();
+  }
+
+  async function probe(): Promise<void> {
+    if (!failure || closed) return;
+    const path = join(dir, PROBE_FILE);
+    try {
+      const fh = await open(path, 'w', 0o600);
+      try {
+        await io.write(fh, Buffer.alloc(4096));
+        await io.datasync(fh);
+      } finally {
+        await fh.close();
+      }
+      await unlink(path);
+    } catch {
+      await unlink(path).catch(() => undefined);
+      armProbe();
+      return;
+    }
+    log?.info('audit spool writable again');
+    failure = undefined;
+    pending = [...retained, ...pending];
+    retained = [];
+    if (pending.length) schedule();
+  }
+
+  async function persistCursor(pos: SpoolPosition): Promise<void> {
+    const tmp = join(dir, `${CURSOR_FILE}.tmp`);
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(JSON.stringify(pos));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, join(dir, CURSOR_FILE));
+    await fsyncDir(dir);
+  }
+
+  async function deleteShipped(): Promise<void> {
+    const keep: number[] = [];
+    for (const seg of segments) {
+      if (seg < cursor.segment && seg !== active?.seg) await unlink(segmentPath(dir, seg)).catch(() => undefined);
+      else keep.push(seg);
+    }
+    segments = keep;
+  }
+
+  const spool: AuditSpool = {
+    append(events) {
+      if (closed || failure) return Promise.reject(unavailable());
+      const buf = events.length === 1 ? encodeSpoolLine(events[0]!) : Buffer.concat(events.map(encodeSpoolLine));
+      if (mode === 'async') {
+        pending.push({ buf, count: events.length, strict: false, resolve: noop, reject: noop });
+        schedule();
+        return Promise.resolve();
+      }
+      return new Promise<void>((resolve, reject) => {
+        pending.push({ buf, count: events.length, strict: true, resolve, reject });
+        schedule();
+      });
+    },
+
+    flush() {
+      if (failure) return Promise.reject(unavailable());
+      if (!pending.length && !flushing) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        pending.push({ buf: EMPTY, count: 0, strict: true, resolve, reject });
+        schedule();
+      });
+    },
+
+    health() {
+      if (closed) return { ok: false, reason: 'audit spool closed' };
+      return failure ? { ok: false, reason: `${failure.reason} since ${failure.since}` } : { ok: true };
+    },
+
+    async readBatch(max) {
+      const start = { ...cursor };
+      const events: AuditEvent[] = [];
+      let pos = { ...cursor };
+      for (const seg of segments) {
+        if (seg < pos.segment) continue;
+        if (seg > pos.segment) pos = { segment: seg, offset: 0 };
+        const isActive = seg === active?.seg;
+        const r = await scanSegment(segmentPath(dir, seg), pos.offset, isActive ? durableOffset : undefined, (line) => {
+          const ev = decodeSpoolLine(line);
+          if (ev) events.push(ev);
+          else stats.tornLines++;
+          return events.length < max;
+        });
+        pos = { segment: seg, offset: r.offset };
+        if (events.length >= max || isActive || seg === segments.at(-1)) break;
+        // A finished, inactive segment: the next batch starts in the following one.
+        pos = { segment: seg + 1, offset: 0 };
+      }
+      if (events.length === 0) {
+        // Nothing to ship, but skipping exhausted segments still lets them be deleted.
+        if (pos.segment !== start.segment) await spool.commit({ events, start, end: pos });
+        return undefined;
+      }
+      return { events, start, end: pos };
+    },
+
+    async commit(batch) {
+      if (batch.start.segment !== cursor.segment || batch.start.offset !== cursor.offset) {
+        throw new TypeError('audit spool: commit of a batch that does not start at the cursor');
+      }
+      await persistCursor(batch.end);
+      cursor = { ...batch.end };
+      backlog = Math.max(0, backlog - batch.events.length);
+      await deleteShipped();
+    },
+
+    backlog: () => backlog,
+
+    stats: () => ({ ...stats, segments: segments.length, backlog }),
+
+    async close() {
+      if (closed) return;
+      if (!failure) await spool.flush().catch(() => undefined);
+      closed = true;
+      if (probeTimer) clearTimeout(probeTimer);
+      await flushing;
+      if (active) await active.fh.close().catch(() => undefined);
+      active = undefined;
+      await unlink(join(dir, LOCK_FILE)).catch(() => undefined);
+    },
+  };
+  return spool;
+}
+
+/**
+ * Reads every valid event left in a spool directory (shipped or not), without locking it: for
+ * `caregate review` on a spool and for tests. Torn or corrupt lines are counted and skipped.
+ */
+export async function readSpoolDir(dir: string): Promise<{ events: AuditEvent[]; tornLines: number }> {
+  const events: AuditEvent[] = [];
+  let tornLines = 0;
+  for (const seg of await listSegments(dir)) {
+    const r = await scanSegment(segmentPath(dir, seg), 0, undefined, (line) => {
+      const ev = decodeSpoolLine(line);
+      if (ev) events.push(ev);
+      else tornLines++;
+      return true;
+    });
+    if (r.tornTail) tornLines++;
+  }
+  return { events, tornLines };
+}
+
+/** One spool line: `<crc32 of the JSON, 8 hex> <JSON>\n`. */
+export function encodeSpoolLine(event: AuditEvent): Buffer {
+  const json = Buffer.from(JSON.stringify(event), 'utf8');
+  const line = Buffer.allocUnsafe(json.length + 10);
+  line.write(crc32(json).toString(16).padStart(8, '0'), 0, 'latin1');
+  line[8] = 0x20;
+  json.copy(line, 9);
+  line[line.length - 1] = 0x0a;
+  return line;
+}
+
+/** Parses a line (without its newline); `undefined` when torn, corrupt or not an AuditEvent with an id. */
+export function decodeSpoolLine(line: Buffer): AuditEvent | undefined {
+  if (line.length < 11 || line[8] !== 0x20) return undefined;
+  const expected = Number.parseInt(line.toString('latin1', 0, 8), 16);
+  const json = line.subarray(9);
+  if (!Number.isFinite(expected) || crc32(json) !== expected) return undefined;
+  try {
+    const ev = JSON.parse(json.toString('utf8')) as AuditEvent;
+    return ev && ev.resourceType === 'AuditEvent' && typeof ev.id === 'string' ? ev : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function noop(): void {}
+
+function segmentPath(dir: string, seg: number): string {
+  return join(dir, `spool-${String(seg).padStart(10, '0')}.jsonl`);
+}
+
+async function listSegments(dir: string): Promise<number[]> {
+  const names = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [] as string[];
+    throw err;
+  });
+  return names
+    .map((n) => SEGMENT_RE.exec(n)?.[1])
+    .filter((n): n is string => n !== undefined)
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+/**
+ * The shipped position. A missing or unreadable cursor restarts from the oldest segment: that only
+ * re-sends events, which the idempotent shipment turns into no-ops, whereas trusting a bad cursor
+ * could skip events.
+ */
+async function loadCursor(dir: string, segments: readonly number[]): Promise<SpoolPosition> {
+  const first = { segment: segments[0] ?? 1, offset: 0 };
+  let pos: SpoolPosition;
+  try {
+    const raw = JSON.parse(await readFile(join(dir, CURSOR_FILE), 'utf8')) as Partial<SpoolPosition>;
+    if (!Number.isSafeInteger(raw.segment) || !Number.isSafeInteger(raw.offset) || raw.offset! < 0) return first;
+    pos = { segment: raw.segment!, offset: raw.offset! };
+  } catch {
+    return first;
+  }
+  if (segments.includes(pos.segment)) {
+    const size = (await stat(segmentPath(dir, pos.segment))).size;
+    return pos.offset <= size ? pos : first;
+  }
+  const next = segments.find((s) => s > pos.segment);
+  return next === undefined ? { segment: pos.segment, offset: 0 } : { segment: next, offset: 0 };
+}
+
+/**
+ * Walks the complete lines of a segment from `start` (a line boundary) up to `end` (or EOF), calling
+ * `visit(line)` until it returns false. Returns the offset after the last visited line and whether
+ * the file ends with an unterminated (torn) line.
+ */
+async function scanSegment(
+  path: string,
+  start: number,
+  end: number | undefined,
+  visit: (line: Buffer) => boolean,
+): Promise<{ offset: number; tornTail: boolean }> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { offset: start, tornTail: false };
+    throw err;
+  }
+  try {
+    const limit = end ?? (await fh.stat()).size;
+    let position = start;
+    let carry: Buffer = EMPTY;
+    let offset = start;
+    while (position < limit) {
+      const want = Math.min(READ_CHUNK, limit - position);
+      const chunk = Buffer.allocUnsafe(want);
+      const { bytesRead } = await fh.read(chunk, 0, want, position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+      const data = carry.length ? Buffer.concat([carry, chunk.subarray(0, bytesRead)]) : chunk.subarray(0, bytesRead);
+      let lineStart = 0;
+      for (let nl = data.indexOf(0x0a); nl !== -1; nl = data.indexOf(0x0a, lineStart)) {
+        const line = data.subarray(lineStart, nl);
+        lineStart = nl + 1;
+        offset += line.length + 1;
+        if (!visit(line)) return { offset, tornTail: false };
+      }
+      carry = Buffer.from(data.subarray(lineStart));
+    }
+    return { offset, tornTail: carry.length > 0 };
+  } finally {
+    await fh.close();
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * One live process per spool directory: a second writer would interleave segments. A lock left by a
+ * process that died (kill -9) is taken over.
+ */
+async function acquireLock(dir: string): Promise<void> {
+  const path = join(dir, LOCK_FILE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(path, String(process.pid), { flag: 'wx', mode: 0o600 });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
+      if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
+        throw new Error(`audit spool ${dir} is in use by process ${holder}`);
+      }
+      await unlink(path).catch(() => undefined);
+    }
+  }
+  throw new Error(`audit spool ${dir}: could not take the lock`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+/** CRC-32 (IEEE), as zlib. */
+function crc32(buf: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
