@@ -1,0 +1,162 @@
+import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
+import { walkReferences, removeDisplays, parseReference } from '../fhir/references.js';
+import type { CareSet } from '../relate/types.js';
+
+/**
+ * The security boundary: every resource that leaves is judged by its own content against the care
+ * set. Matches, includes, contained resources, history versions, batch entries, operation outputs
+ * and write responses all pass through `judge`. Anything that cannot be judged is withheld.
+ */
+
+/** Which patients a resource belongs to (see fhir/patients.ts). */
+export type PatientLink =
+  | { kind: 'none' }
+  | { kind: 'patients'; ids: readonly string[]; subjectIds: readonly string[] }
+  | { kind: 'undetermined'; reason: string }
+  | { kind: 'indirect'; via: readonly string[] };
+
+export interface FilterContext {
+  careSet: CareSet;
+  /** Own-record callers (patients) only see resources whose subject/patient is them. */
+  subjectOnly: boolean;
+  linkOf(resource: Resource): PatientLink;
+  /** Resolves an indirect link target (`DocumentReference/x`) to its patient link; undefined when it cannot be read. */
+  resolve(ref: string): Promise<PatientLink | undefined>;
+  localBases: readonly string[];
+}
+
+export interface Judgement {
+  visible: boolean;
+  patients: string[];
+  reason?: string;
+}
+
+function allowed(set: CareSet, id: string): boolean {
+  return set.scope === 'all' || set.patients.has(id);
+}
+
+/** Judges one resource (with what it contains). */
+export async function judge(resource: Resource, ctx: FilterContext, depth = 0): Promise<Judgement> {
+  const link = ctx.linkOf(resource);
+  switch (link.kind) {
+    case 'none':
+      return { visible: true, patients: [] };
+    case 'undetermined':
+      return { visible: false, patients: [], reason: link.reason };
+    case 'patients': {
+      const ids = [...new Set(link.ids)];
+      if (ids.length === 0) return { visible: false, patients: [], reason: 'no patient' };
+      if (!ids.every((id) => allowed(ctx.careSet, id))) return { visible: false, patients: ids, reason: 'patient outside care set' };
+      if (ctx.subjectOnly && (link.subjectIds.length === 0 || !link.subjectIds.every((id) => allowed(ctx.careSet, id)))) {
+        return { visible: false, patients: ids, reason: 'not the subject' };
+      }
+      return { visible: true, patients: ids };
+    }
+    case 'indirect': {
+      if (depth >= 2 || link.via.length === 0) return { visible: false, patients: [], reason: 'indirect link too deep' };
+      const patients: string[] = [];
+      for (const ref of link.via) {
+        const target = await ctx.resolve(ref);
+        if (!target) return { visible: false, patients, reason: 'indirect target unreadable' };
+        const j = await judgeLink(target, ctx, depth + 1);
+        patients.push(...j.patients);
+        if (!j.visible) return { visible: false, patients, reason: j.reason ?? 'indirect target hidden' };
+      }
+      return { visible: true, patients: [...new Set(patients)] };
+    }
+  }
+}
+
+async function judgeLink(link: PatientLink, ctx: FilterContext, depth: number): Promise<Judgement> {
+  // Reuse `judge` on a synthetic carrier so that one rule decides.
+  return judge({ resourceType: 'Basic' } as Resource, { ...ctx, linkOf: () => link }, depth);
+}
+
+/** Removes `display` texts of references to patients the caller may not see (they would name them). */
+export function scrubDisplays(resource: Resource, ctx: FilterContext): void {
+  if (ctx.careSet.scope === 'all') return;
+  removeDisplays(resource, (ref) => {
+    if (typeof ref.reference !== 'string') {
+      // An identifier-only or display-only patient reference: the display may name anyone.
+      return ref.type === 'Patient';
+    }
+    const p = parseReference(ref.reference, ctx.localBases);
+    return p !== undefined && p.type === 'Patient' && !allowed(ctx.careSet, p.id);
+  });
+}
+
+export interface BundleFilterResult {
+  bundle: Bundle;
+  /** Patients of the entries that were answered. */
+  patients: Set<string>;
+  /** Resources answered (`Type/id`). */
+  resources: string[];
+  /** Whether any `match` entry was withheld (then `Bundle.total` is not exact). */
+  removedMatches: number;
+  removedOthers: number;
+}
+
+/**
+ * Filters a searchset or history Bundle in place. History entries without a resource (deletions)
+ * cannot be judged and are withheld.
+ */
+export async function filterBundle(bundle: Bundle, ctx: FilterContext): Promise<BundleFilterResult> {
+  const patients = new Set<string>();
+  const resources: string[] = [];
+  let removedMatches = 0;
+  let removedOthers = 0;
+  const kept: BundleEntry[] = [];
+  for (const entry of bundle.entry ?? []) {
+    const r = entry.resource;
+    const isMatch = (entry.search?.mode ?? 'match') === 'match';
+    if (!r) {
+      if (isMatch) removedMatches++;
+      else removedOthers++;
+      continue;
+    }
+    if (r.resourceType === 'OperationOutcome') {
+      kept.push({ ...entry, resource: sanitizeOutcome(r as OperationOutcome) });
+      continue;
+    }
+    const j = await judge(r, ctx);
+    if (!j.visible) {
+      if (isMatch) removedMatches++;
+      else removedOthers++;
+      continue;
+    }
+    scrubDisplays(r, ctx);
+    for (const p of j.patients) patients.add(p);
+    if (r.id) resources.push(`${r.resourceType}/${r.id}`);
+    kept.push(entry);
+  }
+  bundle.entry = kept;
+  if (kept.length === 0) delete bundle.entry;
+  return { bundle, patients, resources, removedMatches, removedOthers };
+}
+
+/**
+ * OperationOutcomes from the upstream may quote data (ids in referential-integrity errors, values
+ * in validation messages): only the coded parts pass.
+ */
+export function sanitizeOutcome(o: OperationOutcome): OperationOutcome {
+  return {
+    resourceType: 'OperationOutcome',
+    ...(o.id ? { id: o.id } : {}),
+    issue: (o.issue ?? []).map((i) => ({
+      severity: i.severity,
+      code: i.code,
+      ...(i.details?.coding ? { details: { coding: i.details.coding } } : {}),
+    })),
+  };
+}
+
+/** Every `Patient/x` literal reference in a resource (for audit and display scrubbing). */
+export function referencedPatients(resource: Resource, localBases: readonly string[]): string[] {
+  const out = new Set<string>();
+  walkReferences(resource, (ref) => {
+    if (typeof ref.reference !== 'string') return;
+    const p = parseReference(ref.reference, localBases);
+    if (p?.type === 'Patient') out.add(p.id);
+  });
+  return [...out];
+}
