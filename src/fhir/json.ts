@@ -1,0 +1,298 @@
+import { ProxyError } from '../http/errors.js';
+
+/**
+ * Strict JSON for request bodies.
+ *
+ * Why hand-written: `JSON.parse` silently keeps the last of two duplicate keys, while other parsers
+ * keep the first, merge, or fail. A body such as `{"type":"batch", ..., "type":"transaction"}` or a
+ * resource with two `subject` keys is then read one way by the proxy and another way by the FHIR
+ * server behind it (threats.md, "Batch and transaction"). So every request body goes through this
+ * scanner first: it validates the whole text against RFC 8259, compares the *decoded* keys of each
+ * object (so `"type"` and `"\u0074ype"` are the same key), refuses lone UTF-16 surrogates (which
+ * parsers replace or reject differently, making distinct keys equal elsewhere), and caps nesting
+ * depth. Only then is the text handed to the native `JSON.parse`, which is much faster at building
+ * values than JavaScript code; the scan itself allocates nothing but one Set per object.
+ */
+
+/** Maximum nesting depth of objects and arrays. FHIR resources are far shallower. */
+export const MAX_JSON_DEPTH = 256;
+
+/**
+ * Parses `text` as JSON, refusing duplicate keys at any depth (`ERR_DUPLICATE_KEYS`, 400) and anything
+ * that is not JSON (`ERR_BAD_REQUEST`, 400). Messages name the problem and where it is (a JSON pointer
+ * made of key names and indexes), never a value.
+ */
+export function parseJsonStrict(text: string): unknown {
+  const dup = scan(text);
+  if (dup !== undefined) {
+    throw new ProxyError('ERR_DUPLICATE_KEYS', `The JSON body has a duplicate key at ${dup}.`, {
+      issue: 'structure',
+      detail: 'duplicate JSON key',
+    });
+  }
+  return JSON.parse(text) as unknown;
+}
+
+/**
+ * Whether `text` has an object with a duplicate key at any depth: nested bundles, batch entries,
+ * contained resources and extensions included (they are all just objects inside the one text).
+ * Throws `ERR_BAD_REQUEST` when `text` is not JSON.
+ */
+export function hasDuplicateKeys(text: string): boolean {
+  return scan(text) !== undefined;
+}
+
+/** Decodes a UTF-8 body, refusing invalid byte sequences (replacement characters differ between parsers). */
+export function decodeUtf8Strict(body: Buffer): string {
+  try {
+    return UTF8.decode(body);
+  } catch {
+    throw new ProxyError('ERR_BAD_REQUEST', 'The request body is not valid UTF-8.', { issue: 'structure' });
+  }
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
+function notJson(reason: string, at: number): ProxyError {
+  return new ProxyError('ERR_BAD_REQUEST', `The request body is not valid JSON (${reason} at offset ${at}).`, {
+    issue: 'structure',
+  });
+}
+
+// Character codes.
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+const COLON = 0x3a;
+const LBRACE = 0x7b;
+const RBRACE = 0x7d;
+const LBRACKET = 0x5b;
+const RBRACKET = 0x5d;
+const MINUS = 0x2d;
+const PLUS = 0x2b;
+const DOT = 0x2e;
+const ZERO = 0x30;
+const NINE = 0x39;
+
+/** One open container: an object (its keys so far, and the current key) or an array (the current index). */
+interface Frame {
+  keys: Set<string> | undefined;
+  key: string;
+  index: number;
+}
+
+/**
+ * Validates `s` as one JSON text. Returns a JSON pointer to the first duplicate key, or undefined
+ * when there is none. Throws `ERR_BAD_REQUEST` on any syntax error.
+ */
+function scan(s: string): string | undefined {
+  if (!isWellFormed(s)) throw notJson('lone surrogate', 0);
+  const n = s.length;
+  const stack: Frame[] = [];
+  let i = skipWs(s, 0);
+
+  // The loop alternates between "a value starts at i" and "a value just ended before i".
+  for (;;) {
+    // --- a value starts at i
+    if (i >= n) throw notJson('unexpected end', i);
+    const c = s.charCodeAt(i);
+    let opened = false;
+    if (c === LBRACE) {
+      if (stack.length >= MAX_JSON_DEPTH) throw notJson('nested too deeply', i);
+      const frame: Frame = { keys: new Set(), key: '', index: 0 };
+      stack.push(frame);
+      i = skipWs(s, i + 1);
+      if (s.charCodeAt(i) === RBRACE) {
+        stack.pop();
+        i++;
+      } else {
+        const r = readKey(s, i, frame);
+        if (r < 0) return pointer(stack);
+        i = r;
+        opened = true;
+      }
+    } else if (c === LBRACKET) {
+      if (stack.length >= MAX_JSON_DEPTH) throw notJson('nested too deeply', i);
+      stack.push({ keys: undefined, key: '', index: 0 });
+      i = skipWs(s, i + 1);
+      if (s.charCodeAt(i) === RBRACKET) {
+        stack.pop();
+        i++;
+      } else {
+        opened = true;
+      }
+    } else if (c === QUOTE) {
+      i = skipString(s, i);
+    } else if (c === MINUS || (c >= ZERO && c <= NINE)) {
+      i = skipNumber(s, i);
+    } else if (s.startsWith('true', i)) {
+      i += 4;
+    } else if (s.startsWith('false', i)) {
+      i += 5;
+    } else if (s.startsWith('null', i)) {
+      i += 4;
+    } else {
+      throw notJson('unexpected character', i);
+    }
+    if (opened) continue;
+
+    // --- a value ended before i: close containers or move to the next member
+    for (;;) {
+      i = skipWs(s, i);
+      const top = stack[stack.length - 1];
+      if (top === undefined) {
+        if (i !== n) throw notJson('trailing characters', i);
+        return undefined;
+      }
+      const d = s.charCodeAt(i);
+      if (d === COMMA) {
+        i = skipWs(s, i + 1);
+        if (top.keys !== undefined) {
+          const r = readKey(s, i, top);
+          if (r < 0) return pointer(stack);
+          i = r;
+        } else {
+          top.index++;
+        }
+        break;
+      }
+      if ((d === RBRACE && top.keys !== undefined) || (d === RBRACKET && top.keys === undefined)) {
+        stack.pop();
+        i++;
+        continue;
+      }
+      throw notJson(i >= n ? 'unexpected end' : 'unexpected character', i);
+    }
+  }
+}
+
+/**
+ * Reads `"key" :` at i into the frame. Returns the index after the colon (and whitespace), or -1
+ * when the key is already in the object.
+ */
+function readKey(s: string, i: number, frame: Frame): number {
+  if (s.charCodeAt(i) !== QUOTE) throw notJson('expected a key', i);
+  const end = skipString(s, i);
+  const raw = s.slice(i + 1, end - 1);
+  const key = raw.indexOf('\\') === -1 ? raw : (JSON.parse(s.slice(i, end)) as string);
+  // `__proto__` is an own property after JSON.parse, but becomes the prototype as soon as some code
+  // copies the object with Object.assign: no FHIR element has that name, so it is simply refused.
+  if (key === '__proto__') throw notJson('forbidden key', i);
+  const keys = frame.keys as Set<string>;
+  frame.key = key;
+  if (keys.has(key)) return -1;
+  keys.add(key);
+  const j = skipWs(s, end);
+  if (s.charCodeAt(j) !== COLON) throw notJson('expected a colon', j);
+  return skipWs(s, j + 1);
+}
+
+/** Returns the index after the closing quote of the string starting at i (which is a quote). */
+function skipString(s: string, i: number): number {
+  const n = s.length;
+  let j = i + 1;
+  // Set after a `\uD800`-`\uDBFF` escape: the next thing must be a low-surrogate escape.
+  let wantLow = false;
+  while (j < n) {
+    const c = s.charCodeAt(j);
+    if (c === QUOTE) {
+      if (wantLow) throw notJson('lone surrogate', j);
+      return j + 1;
+    }
+    if (c < 0x20) throw notJson('control character in string', j);
+    if (c === BACKSLASH) {
+      const e = s.charCodeAt(j + 1);
+      if (e === 0x75 /* u */) {
+        const hex = s.slice(j + 2, j + 6);
+        if (!/^[0-9A-Fa-f]{4}$/.test(hex)) throw notJson('bad unicode escape', j);
+        const cp = parseInt(hex, 16);
+        const isHigh = cp >= 0xd800 && cp <= 0xdbff;
+        const isLow = cp >= 0xdc00 && cp <= 0xdfff;
+        if (wantLow !== isLow) throw notJson('lone surrogate', j);
+        wantLow = isHigh;
+        j += 6;
+        continue;
+      }
+      if (
+        e !== QUOTE &&
+        e !== BACKSLASH &&
+        e !== 0x2f /* / */ &&
+        e !== 0x62 /* b */ &&
+        e !== 0x66 /* f */ &&
+        e !== 0x6e /* n */ &&
+        e !== 0x72 /* r */ &&
+        e !== 0x74 /* t */
+      ) {
+        throw notJson('bad escape', j);
+      }
+      if (wantLow) throw notJson('lone surrogate', j);
+      j += 2;
+      continue;
+    }
+    if (wantLow) throw notJson('lone surrogate', j);
+    j++;
+  }
+  throw notJson('unterminated string', i);
+}
+
+/** Returns the index after the number starting at i. */
+function skipNumber(s: string, i: number): number {
+  let j = i;
+  if (s.charCodeAt(j) === MINUS) j++;
+  const first = s.charCodeAt(j);
+  if (first === ZERO) {
+    j++;
+  } else if (first > ZERO && first <= NINE) {
+    j = digits(s, j);
+  } else {
+    throw notJson('bad number', i);
+  }
+  if (s.charCodeAt(j) === DOT) {
+    const k = digits(s, j + 1);
+    if (k === j + 1) throw notJson('bad number', i);
+    j = k;
+  }
+  const e = s.charCodeAt(j);
+  if (e === 0x65 || e === 0x45) {
+    j++;
+    const sign = s.charCodeAt(j);
+    if (sign === PLUS || sign === MINUS) j++;
+    const k = digits(s, j);
+    if (k === j) throw notJson('bad number', i);
+    j = k;
+  }
+  return j;
+}
+
+function digits(s: string, i: number): number {
+  let j = i;
+  for (;;) {
+    const c = s.charCodeAt(j);
+    if (c < ZERO || c > NINE) return j;
+    j++;
+  }
+}
+
+function skipWs(s: string, i: number): number {
+  let j = i;
+  for (;;) {
+    const c = s.charCodeAt(j);
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) return j;
+    j++;
+  }
+}
+
+/** `String.prototype.isWellFormed` (Node 20), not yet in the ES2023 lib typings. */
+function isWellFormed(s: string): boolean {
+  return (s as unknown as { isWellFormed(): boolean }).isWellFormed();
+}
+
+const SAFE_KEY = /^[A-Za-z_$][A-Za-z0-9_\-$]{0,63}$/;
+
+/** A JSON pointer to the current position, with unusual keys masked (they could carry data). */
+function pointer(stack: readonly Frame[]): string {
+  if (stack.length === 0) return '/';
+  return stack
+    .map((f) => `/${f.keys === undefined ? String(f.index) : SAFE_KEY.test(f.key) ? f.key : '~'}`)
+    .join('');
+}
