@@ -1,0 +1,449 @@
+import type { IncomingMessage } from 'node:http';
+import type { Bundle, BundleEntry, Patient, Resource } from '@medplum/fhirtypes';
+import type { Logger } from 'pino';
+import type { Principal } from './identity/principal.js';
+import { principalKey } from './identity/principal.js';
+import type { FhirInteraction, SearchParam } from './fhir/interaction.js';
+import { classify } from './fhir/classify.js';
+import { ProxyError } from './http/errors.js';
+import type { Answer } from './http/send.js';
+import type { Plan, RequestContext, Stages } from './pipeline.js';
+import type { Policy, RoleConfig } from './policy/config.js';
+import { decide } from './policy/decide.js';
+import type { Decision } from './policy/decision.js';
+import { matchRoles } from './policy/roles.js';
+import type { CareSet, Evidence } from './relate/types.js';
+import type { CareSetResolver } from './relate/careset.js';
+import type { BreakGlassStore } from './relate/breakglass.js';
+import { filterBundle, judge, sanitizeOutcome, scrubDisplays, type FilterContext, type PatientLink } from './shape/filter.js';
+import { patchedCopy } from './shape/json-patch.js';
+import { PAGE_PATH, type PageLinks } from './shape/paging.js';
+import { buildAnswer, parseUpstreamBody } from './shape/response.js';
+import type { BaseRewriter } from './shape/rewrite.js';
+import type { UpstreamRequest } from './upstream/proxy.js';
+import type { FhirClient } from './upstream/client.js';
+
+/**
+ * The concrete stages of the pipeline (see pipeline.ts for the order). Each stage delegates to its
+ * folder; this file only passes plain data between them and keeps per-request state.
+ */
+
+export interface StageDeps {
+  logger: Logger;
+  client: FhirClient;
+  policy: () => Policy;
+  identify(req: IncomingMessage, ctx: RequestContext): Promise<Principal>;
+  careSets: CareSetResolver;
+  /** Patients a RelatedPerson holds a valid mandate for. */
+  mandates(relatedPerson: string): Promise<Map<string, Evidence[]>>;
+  breakGlass: BreakGlassStore;
+  linkOf(resource: Resource): PatientLink;
+  rewriter: BaseRewriter;
+  pages: PageLinks;
+  shapeRequest(it: FhirInteraction, ctx: RequestContext, override?: { params?: readonly SearchParam[]; body?: unknown }): UpstreamRequest;
+  audit(ctx: RequestContext, answer: Answer): Promise<void>;
+  /** Records a break-the-glass grant (high-severity audit); resolves once durable. */
+  auditBreakGlass(ctx: RequestContext, patient: string, reason: string, until: number): Promise<void>;
+  maxRequestBytes: number;
+  /** Break-the-glass page path, quoted in refusals. */
+  breakGlassPage: string;
+}
+
+/** Per-request state the stages share, beyond RequestContext. */
+interface Extra {
+  role?: RoleConfig;
+  careSet?: CareSet;
+  paging?: boolean;
+  entryDecisions?: Decision[];
+  entryNotes?: string[];
+}
+const extras = new WeakMap<RequestContext, Extra>();
+const extra = (ctx: RequestContext): Extra => {
+  let e = extras.get(ctx);
+  if (!e) extras.set(ctx, (e = {}));
+  return e;
+};
+
+const PUBLIC_PATHS = new Set(['/metadata', '/.well-known/smart-configuration']);
+const BTG_CATEGORY = /v3-ActReason#BTG\b/;
+
+export function createStages(deps: StageDeps): Stages {
+  const { logger } = deps;
+
+  async function careSetFor(p: Principal, role: RoleConfig, fresh: boolean): Promise<CareSet> {
+    switch (role.profile) {
+      case 'all-records':
+        return { scope: 'all', patients: new Map(), resolvedAt: Date.now() };
+      case 'own-record': {
+        const self = p.kind === 'patient' ? p.patient.slice('Patient/'.length) : undefined;
+        return {
+          scope: 'listed',
+          patients: new Map(self ? [[self, [{ source: 'own-record', reference: `Patient/${self}` } satisfies Evidence]]] : []),
+          resolvedAt: Date.now(),
+        };
+      }
+      case 'mandate': {
+        if (p.kind !== 'related-person') return { scope: 'listed', patients: new Map(), resolvedAt: Date.now() };
+        return { scope: 'listed', patients: await deps.mandates(p.relatedPerson), resolvedAt: Date.now() };
+      }
+      case 'care-team': {
+        if (p.kind !== 'practitioner') return { scope: 'listed', patients: new Map(), resolvedAt: Date.now() };
+        const base = fresh ? await deps.careSets.refresh(p) : await deps.careSets.get(p);
+        const grants = deps.breakGlass.active(p.practitioner);
+        if (grants.length === 0) return base;
+        const patients = new Map(base.patients);
+        for (const g of grants) {
+          patients.set(g.patient, [
+            ...(patients.get(g.patient) ?? []),
+            { source: 'break-glass', reference: undefined, until: new Date(g.until).toISOString(), reason: g.reason },
+          ]);
+        }
+        return { ...base, patients };
+      }
+      default:
+        return { scope: 'listed', patients: new Map(), resolvedAt: Date.now() };
+    }
+  }
+
+  function filterContext(careSet: CareSet, role: RoleConfig | undefined): FilterContext {
+    const cache = new Map<string, Promise<PatientLink | undefined>>();
+    return {
+      careSet,
+      subjectOnly: role?.profile === 'own-record' || role?.profile === 'mandate',
+      linkOf: deps.linkOf,
+      localBases: deps.rewriter.upstreamBases,
+      resolve(ref) {
+        let p = cache.get(ref);
+        if (!p) {
+          const [type, id] = ref.split('/');
+          p = deps.client.read(type!, id!).then((r) => (r ? deps.linkOf(r) : undefined));
+          cache.set(ref, p);
+        }
+        return p;
+      },
+    };
+  }
+
+  /** The patients a write touches, before and after, for `decide`. */
+  async function writePatients(it: FhirInteraction): Promise<NonNullable<Parameters<typeof decide>[0]['writePatients']> & { linkChanged: boolean }> {
+    const side = (r: Resource | undefined): readonly string[] | 'undetermined' | 'none' => {
+      if (!r) return 'none';
+      const l = deps.linkOf(r);
+      if (l.kind === 'none') return 'none';
+      if (l.kind === 'patients') return l.ids;
+      return 'undetermined';
+    };
+    let before: Resource | undefined;
+    if ((it.kind === 'update' || it.kind === 'patch' || it.kind === 'delete') && it.resourceType && it.id) {
+      before = await deps.client.read(it.resourceType, it.id);
+    }
+    let after: Resource | undefined;
+    if (it.kind === 'create' || it.kind === 'update') after = it.body as Resource;
+    if (it.kind === 'patch') {
+      if (!before) {
+        // Nothing to patch: judged like a miss.
+        throw new ProxyError('ERR_NOT_FOUND', 'Resource not found.', {});
+      }
+      after = patchedCopy(before, it.body);
+    }
+    const linkChanged =
+      it.resourceType === 'Patient' &&
+      JSON.stringify((before as Patient | undefined)?.link ?? []) !== JSON.stringify((after as Patient | undefined)?.link ?? []) &&
+      (after !== undefined || before !== undefined) &&
+      !(it.kind === 'delete');
+    return { before: side(before), after: side(after), linkChanged };
+  }
+
+  async function decideOne(it: FhirInteraction, p: Principal, role: RoleConfig, careSet: CareSet, paging: boolean): Promise<Decision> {
+    let wp: Awaited<ReturnType<typeof writePatients>> | undefined;
+    if (it.kind === 'create' || it.kind === 'update' || it.kind === 'patch' || it.kind === 'delete') {
+      if (!it.conditional?.length) wp = await writePatients(it);
+    }
+    return decide({
+      principal: p,
+      role,
+      interaction: it,
+      careSet,
+      policy: deps.policy(),
+      paging,
+      ...(wp ? { writePatients: { before: wp.before, after: wp.after }, patientLinkChanged: wp.linkChanged } : {}),
+    });
+  }
+
+  /** Break-the-glass from the FHIR security-label header (or the policy's own header). */
+  async function maybeBreakGlass(ctx: RequestContext, p: Principal, role: RoleConfig, it: FhirInteraction): Promise<void> {
+    const policy = deps.policy();
+    const cat = ctx.headers['category'];
+    const custom = policy.breakGlass.header ? ctx.headers[policy.breakGlass.header] : undefined;
+    const requested = (typeof cat === 'string' && BTG_CATEGORY.test(cat)) || custom !== undefined;
+    if (!requested) return;
+    const reasonHeader = ctx.headers['x-btg-reason'] ?? custom;
+    const reason = typeof reasonHeader === 'string' ? decodeURIComponent(reasonHeader).trim() : '';
+    if (!role.breakGlass || p.kind !== 'practitioner') {
+      throw new ProxyError('ERR_FORBIDDEN', `Break-the-glass is not allowed to role "${role.id}".`);
+    }
+    const patients = it.compartment?.type === 'Patient' ? [it.compartment.id] : it.resourceType === 'Patient' && it.id ? [it.id] : [];
+    if (patients.length !== 1 || it.kind === 'operation' && it.operation === 'export') {
+      throw new ProxyError('ERR_BAD_REQUEST', 'Break-the-glass names exactly one patient in the URL (Patient/<id> or Patient/<id>/<Type>).');
+    }
+    if (reason.length < policy.breakGlass.minReasonLength) {
+      throw new ProxyError('ERR_BAD_REQUEST', `Break-the-glass needs a reason of at least ${policy.breakGlass.minReasonLength} characters (header X-BTG-Reason).`);
+    }
+    const g = deps.breakGlass.grant(p.practitioner, patients[0]!, reason, policy.breakGlass.durationMinutes);
+    await deps.auditBreakGlass(ctx, g.patient, reason, g.until);
+  }
+
+  const stages: Stages = {
+    async identify(req, ctx) {
+      if (ctx.method === 'GET' && PUBLIC_PATHS.has(ctx.rawPath) && ctx.rawQuery === '') return undefined;
+      return deps.identify(req, ctx);
+    },
+
+    classify(ctx) {
+      let path = ctx.rawPath;
+      let query = ctx.rawQuery;
+      if (path.startsWith(`/${PAGE_PATH}/`) && ctx.principal) {
+        if (ctx.method !== 'GET' || query !== '') throw new ProxyError('ERR_BAD_REQUEST', 'Paging links are followed with a plain GET.');
+        const link = deps.pages.open(path.slice(PAGE_PATH.length + 2), principalKey(ctx.principal));
+        const q = link.indexOf('?');
+        path = q === -1 ? link : link.slice(0, q);
+        query = q === -1 ? '' : link.slice(q + 1);
+        extra(ctx).paging = true;
+      }
+      return classify(
+        { method: ctx.method, path, query, headers: ctx.headers, rawHeaders: ctx.rawHeaders, ...(ctx.body ? { body: ctx.body } : {}) },
+        { maxBodyBytes: deps.maxRequestBytes },
+      );
+    },
+
+    async authorize(ctx) {
+      const it = ctx.interaction!;
+      const p = ctx.principal;
+      const policy = deps.policy();
+      if (!p) return decide({ principal: undefined, role: undefined, interaction: it, careSet: undefined, policy });
+      const role = matchRoles(policy, {
+        kind: p.kind,
+        claims: p.claims,
+        roleCodes: p.kind === 'practitioner' ? p.roleCodes : [],
+        cardPresented: p.certificate !== undefined,
+      })[0];
+      const x = extra(ctx);
+      x.role = role;
+      if (!role) return decide({ principal: p, role: undefined, interaction: it, careSet: undefined, policy });
+      if (role.requireCard && !p.certificate) {
+        throw new ProxyError('ERR_CARD_REQUIRED', `Role "${role.id}" requires a CPS card.`);
+      }
+      await maybeBreakGlass(ctx, p, role, it);
+      let careSet = await careSetFor(p, role, false);
+      x.careSet = careSet;
+      const paging = x.paging === true;
+
+      if (it.kind === 'batch' || it.kind === 'transaction') {
+        const decisions: Decision[] = [];
+        for (const e of it.entries ?? []) decisions.push(await decideOne(e.interaction, p, role, careSet, false));
+        x.entryDecisions = decisions;
+        if (it.kind === 'transaction' && decisions.some((d) => d.effect === 'deny')) {
+          const d = decisions.find((dd) => dd.effect === 'deny')!;
+          return { ...d, message: `The transaction was refused whole: ${d.message}` };
+        }
+      }
+      let decision = await decideOne(it, p, role, careSet, paging);
+      if (decision.effect === 'deny' && decision.reason === 'no-care-relationship' && role.profile === 'care-team') {
+        // A refusal is confirmed by one fresh resolution: a newly added team member is never wrongly refused.
+        careSet = await careSetFor(p, role, true);
+        x.careSet = careSet;
+        decision = await decideOne(it, p, role, careSet, paging);
+      }
+      return decision;
+    },
+
+    async planRequest(ctx) {
+      const it = ctx.interaction!;
+      const d = ctx.decision!;
+      for (const p of d.patients) ctx.patients.add(p);
+      if (d.effect === 'deny') throw refusalError(d, deps.breakGlassPage);
+      if (d.obligations.some((o) => o.kind === 'mark-break-glass')) ctx.answerHeaders['x-caregate-break-glass'] = 'active';
+
+      const narrow = d.obligations.find((o) => o.kind === 'narrow');
+      if (narrow && narrow.kind === 'narrow') {
+        if (narrow.patients.length === 0) return { kind: 'local', answer: emptySearchset(deps, it) };
+        const value = narrow.patients.map((id) => (narrow.param === '_id' ? id : `Patient/${id}`)).join(',');
+        const params = [...it.params, { name: narrow.param, modifier: undefined, value }];
+        return { kind: 'upstream', request: deps.shapeRequest(it, ctx, { params }) };
+      }
+      if (it.kind === 'batch' || it.kind === 'transaction') return planBundle(ctx);
+      return { kind: 'upstream', request: deps.shapeRequest(it, ctx) };
+    },
+
+    async shapeResponse(ctx, upstream) {
+      const it = ctx.interaction!;
+      const x = extra(ctx);
+      const careSet = x.careSet ?? { scope: 'listed' as const, patients: new Map(), resolvedAt: 0 };
+      const fctx = filterContext(careSet, x.role);
+      const status = upstream.status;
+      const body = parseUpstreamBody(upstream) as Resource | undefined;
+
+      if (status === 304) return { status, headers: {}, body: undefined, contentType: undefined };
+      if (status >= 400) {
+        // Upstream errors may describe hidden data: a 404/410 looks exactly like our own miss, other errors keep only their codes.
+        if (status === 404 || status === 410) throw new ProxyError('ERR_NOT_FOUND', 'Resource not found.');
+        const oo = body?.resourceType === 'OperationOutcome' ? sanitizeOutcome(body as never) : undefined;
+        return buildAnswer(it, status, {}, oo ?? { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing' }] }, deps.rewriter);
+      }
+      if (body === undefined) return buildAnswer(it, status, upstream.headers, undefined, deps.rewriter);
+
+      if (it.kind === 'batch' || it.kind === 'transaction') {
+        return buildAnswer(it, status, upstream.headers, await mergeBundle(ctx, body as Bundle, fctx), deps.rewriter);
+      }
+      if (body.resourceType === 'Bundle' && isSearchOrHistory(it)) {
+        const b = body as Bundle;
+        const r = await filterBundle(b, fctx);
+        for (const pid of r.patients) ctx.patients.add(pid);
+        ctx.resources.push(...r.resources);
+        const narrowed = ctx.decision!.obligations.some((o) => o.kind === 'narrow') || careSet.scope === 'all';
+        if (!(narrowed && r.removedMatches === 0)) delete b.total;
+        signLinks(b, ctx);
+        return buildAnswer(it, status, upstream.headers, b, deps.rewriter);
+      }
+      if (body.resourceType === 'OperationOutcome') {
+        return buildAnswer(it, status, upstream.headers, sanitizeOutcome(body as never), deps.rewriter);
+      }
+      if (body.resourceType === 'Bundle') {
+        // Operation outputs ($everything) and documents: every entry judged.
+        const r = await filterBundle(body as Bundle, fctx);
+        for (const pid of r.patients) ctx.patients.add(pid);
+        ctx.resources.push(...r.resources);
+        delete (body as Bundle).total;
+        signLinks(body as Bundle, ctx);
+        return buildAnswer(it, status, upstream.headers, body, deps.rewriter);
+      }
+      const j = await judge(body, fctx);
+      if (!j.visible) {
+        logger.debug({ reqId: ctx.id, type: body.resourceType }, 'response withheld');
+        throw new ProxyError('ERR_NOT_FOUND', 'Resource not found.');
+      }
+      for (const pid of j.patients) ctx.patients.add(pid);
+      if (body.id) ctx.resources.push(`${body.resourceType}/${body.id}`);
+      scrubDisplays(body, fctx);
+      return buildAnswer(it, status, upstream.headers, body, deps.rewriter);
+    },
+
+    audit: (ctx, answer) => deps.audit(ctx, answer),
+  };
+
+  function signLinks(b: Bundle, ctx: RequestContext): void {
+    if (!b.link || !ctx.principal) return;
+    const user = principalKey(ctx.principal);
+    for (const l of b.link) {
+      if (!l.url) continue;
+      const rel = upstreamRelative(l.url, deps.rewriter.upstreamBases);
+      if (rel === undefined) {
+        delete (l as { url?: string }).url;
+        continue;
+      }
+      l.url = deps.pages.issue(rel, user);
+    }
+    b.link = b.link.filter((l) => l.url);
+  }
+
+  /** Batch: forbidden entries answered with their own refusal, the others sent upstream in one batch. */
+  function planBundle(ctx: RequestContext): Plan {
+    const it = ctx.interaction!;
+    const decisions = extra(ctx).entryDecisions ?? [];
+    const entries: BundleEntry[] = [];
+    (it.entries ?? []).forEach((e, i) => {
+      const d = decisions[i];
+      if (!d || d.effect === 'deny') return;
+      const up = deps.shapeRequest(e.interaction, ctx, narrowFor(e.interaction, d));
+      entries.push({
+        ...(e.fullUrl ? { fullUrl: e.fullUrl } : {}),
+        ...(e.interaction.body !== undefined ? { resource: e.interaction.body as Resource } : {}),
+        request: { method: e.interaction.method as never, url: up.path.replace(/^\//, ''), ...(up.headers['if-none-exist'] ? { ifNoneExist: up.headers['if-none-exist'] } : {}) },
+      });
+    });
+    if (entries.length === 0) {
+      return { kind: 'local', answer: buildAnswer(it, 200, {}, { resourceType: 'Bundle', type: `${it.kind}-response`, entry: [] }, deps.rewriter) };
+    }
+    const body = { resourceType: 'Bundle', type: it.kind, entry: entries };
+    return { kind: 'upstream', request: deps.shapeRequest(it, ctx, { body }) };
+  }
+
+  function narrowFor(it: FhirInteraction, d: Decision): { params?: SearchParam[] } | undefined {
+    const n = d.obligations.find((o) => o.kind === 'narrow');
+    if (!n || n.kind !== 'narrow' || n.patients.length === 0) return undefined;
+    const value = n.patients.map((id) => (n.param === '_id' ? id : `Patient/${id}`)).join(',');
+    return { params: [...it.params, { name: n.param, modifier: undefined, value }] };
+  }
+
+  async function mergeBundle(ctx: RequestContext, upstream: Bundle, fctx: FilterContext): Promise<Bundle> {
+    const it = ctx.interaction!;
+    const decisions = extra(ctx).entryDecisions ?? [];
+    const upEntries = upstream.entry ?? [];
+    let k = 0;
+    const out: BundleEntry[] = [];
+    for (let i = 0; i < (it.entries ?? []).length; i++) {
+      const d = decisions[i];
+      if (!d || d.effect === 'deny') {
+        const hide = d?.hide === true;
+        out.push({
+          response: {
+            status: hide ? '404 Not Found' : '403 Forbidden',
+            outcome: {
+              resourceType: 'OperationOutcome',
+              issue: [{ severity: 'error', code: hide ? 'not-found' : 'forbidden', details: { text: hide ? 'Resource not found.' : d?.message ?? 'Refused.' } }],
+            },
+          },
+        });
+        continue;
+      }
+      const e = upEntries[k++] ?? { response: { status: '500' } };
+      const entry: BundleEntry = { ...e };
+      if (entry.response?.outcome) entry.response = { ...entry.response, outcome: sanitizeOutcome(entry.response.outcome) };
+      if (entry.resource) {
+        if (entry.resource.resourceType === 'Bundle') {
+          const r = await filterBundle(entry.resource as Bundle, fctx);
+          for (const pid of r.patients) ctx.patients.add(pid);
+          delete (entry.resource as Bundle).total;
+          signLinks(entry.resource as Bundle, ctx);
+        } else if (entry.resource.resourceType === 'OperationOutcome') {
+          entry.resource = sanitizeOutcome(entry.resource as never);
+        } else {
+          const j = await judge(entry.resource, fctx);
+          if (!j.visible) {
+            out.push({ response: { status: '404 Not Found', outcome: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] } } });
+            continue;
+          }
+          for (const pid of j.patients) ctx.patients.add(pid);
+          scrubDisplays(entry.resource, fctx);
+        }
+      }
+      out.push(entry);
+    }
+    return { resourceType: 'Bundle', type: upstream.type ?? (`${it.kind}-response` as never), entry: out };
+  }
+
+  return stages;
+}
+
+function isSearchOrHistory(it: FhirInteraction): boolean {
+  return it.kind.startsWith('search') || it.kind.startsWith('history');
+}
+
+/** `https://upstream/fhir/Observation?x` → `Observation?x`; undefined for links elsewhere. */
+function upstreamRelative(url: string, bases: readonly string[]): string | undefined {
+  for (const b of bases) {
+    if (url.startsWith(`${b}/`)) return url.slice(b.length + 1);
+    if (url.startsWith(`${b}?`)) return url.slice(b.length);
+  }
+  return undefined;
+}
+
+function emptySearchset(deps: StageDeps, it: FhirInteraction): Answer {
+  return buildAnswer(it, 200, {}, { resourceType: 'Bundle', type: 'searchset', total: 0 }, deps.rewriter);
+}
+
+function refusalError(d: Decision, btgPage: string): ProxyError {
+  if (d.hide) return new ProxyError('ERR_NOT_FOUND', 'Resource not found.', { detail: d.reason });
+  const hint = d.reason === 'no-care-relationship' ? ` Break-the-glass page: ${btgPage}` : '';
+  return new ProxyError('ERR_FORBIDDEN', d.message + hint, { detail: d.reason, issue: 'forbidden' });
+}
