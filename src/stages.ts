@@ -15,7 +15,8 @@ import { matchRoles } from './policy/roles.js';
 import type { CareSet, Evidence } from './relate/types.js';
 import type { CareSetResolver } from './relate/careset.js';
 import type { BreakGlassStore } from './relate/breakglass.js';
-import { filterBundle, judge, sanitizeOutcome, scrubDisplays, type FilterContext, type PatientLink } from './shape/filter.js';
+import { filterBundle, judge, sanitizeOutcome, scrubDisplays, type FilterContext } from './shape/filter.js';
+import { resolvePatientLink, type PatientLink } from './fhir/patients.js';
 import { patchedCopy } from './shape/json-patch.js';
 import { PAGE_PATH, type PageLinks } from './shape/paging.js';
 import { buildAnswer, parseUpstreamBody } from './shape/response.js';
@@ -105,18 +106,22 @@ export function createStages(deps: StageDeps): Stages {
     }
   }
 
+  function readRef(ref: string): Promise<Resource | undefined> {
+    const [type, id] = ref.split('/');
+    return deps.client.read(type!, id!);
+  }
+
   function filterContext(careSet: CareSet, role: RoleConfig | undefined): FilterContext {
-    const cache = new Map<string, Promise<PatientLink | undefined>>();
+    const cache = new Map<string, Promise<Resource | undefined>>();
     return {
       careSet,
       subjectOnly: role?.profile === 'own-record' || role?.profile === 'mandate',
       linkOf: deps.linkOf,
       localBases: deps.rewriter.upstreamBases,
-      resolve(ref) {
+      read(ref) {
         let p = cache.get(ref);
         if (!p) {
-          const [type, id] = ref.split('/');
-          p = deps.client.read(type!, id!).then((r) => (r ? deps.linkOf(r) : undefined));
+          p = readRef(ref);
           cache.set(ref, p);
         }
         return p;
@@ -126,9 +131,9 @@ export function createStages(deps: StageDeps): Stages {
 
   /** The patients a write touches, before and after, for `decide`. */
   async function writePatients(it: FhirInteraction): Promise<NonNullable<Parameters<typeof decide>[0]['writePatients']> & { linkChanged: boolean }> {
-    const side = (r: Resource | undefined): readonly string[] | 'undetermined' | 'none' => {
+    const side = async (r: Resource | undefined): Promise<readonly string[] | 'undetermined' | 'none'> => {
       if (!r) return 'none';
-      const l = deps.linkOf(r);
+      const l = await resolvePatientLink(deps.linkOf(r), (ref) => readRef(ref), { localBases: deps.rewriter.upstreamBases });
       if (l.kind === 'none') return 'none';
       if (l.kind === 'patients') return l.ids;
       return 'undetermined';
@@ -151,7 +156,7 @@ export function createStages(deps: StageDeps): Stages {
       JSON.stringify((before as Patient | undefined)?.link ?? []) !== JSON.stringify((after as Patient | undefined)?.link ?? []) &&
       (after !== undefined || before !== undefined) &&
       !(it.kind === 'delete');
-    return { before: side(before), after: side(after), linkChanged };
+    return { before: await side(before), after: await side(after), linkChanged };
   }
 
   async function decideOne(it: FhirInteraction, p: Principal, role: RoleConfig, careSet: CareSet, paging: boolean): Promise<Decision> {

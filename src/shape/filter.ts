@@ -1,5 +1,6 @@
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { walkReferences, removeDisplays, parseReference } from '../fhir/references.js';
+import { resolvePatientLink, type PatientLink } from '../fhir/patients.js';
 import type { CareSet } from '../relate/types.js';
 
 /**
@@ -8,20 +9,13 @@ import type { CareSet } from '../relate/types.js';
  * and write responses all pass through `judge`. Anything that cannot be judged is withheld.
  */
 
-/** Which patients a resource belongs to (see fhir/patients.ts). */
-export type PatientLink =
-  | { kind: 'none' }
-  | { kind: 'patients'; ids: readonly string[]; subjectIds: readonly string[] }
-  | { kind: 'undetermined'; reason: string }
-  | { kind: 'indirect'; via: readonly string[] };
-
 export interface FilterContext {
   careSet: CareSet;
   /** Own-record callers (patients) only see resources whose subject/patient is them. */
   subjectOnly: boolean;
   linkOf(resource: Resource): PatientLink;
-  /** Resolves an indirect link target (`DocumentReference/x`) to its patient link; undefined when it cannot be read. */
-  resolve(ref: string): Promise<PatientLink | undefined>;
+  /** Reads an indirect link target (`DocumentReference/x`) with the service credential; undefined when it cannot be read. */
+  read(ref: string): Promise<Resource | undefined>;
   localBases: readonly string[];
 }
 
@@ -36,8 +30,9 @@ function allowed(set: CareSet, id: string): boolean {
 }
 
 /** Judges one resource (with what it contains). */
-export async function judge(resource: Resource, ctx: FilterContext, depth = 0): Promise<Judgement> {
-  const link = ctx.linkOf(resource);
+export async function judge(resource: Resource, ctx: FilterContext): Promise<Judgement> {
+  let link: PatientLink = ctx.linkOf(resource);
+  if (link.kind === 'indirect') link = await resolvePatientLink(link, ctx.read, { localBases: ctx.localBases });
   switch (link.kind) {
     case 'none':
       return { visible: true, patients: [] };
@@ -52,24 +47,9 @@ export async function judge(resource: Resource, ctx: FilterContext, depth = 0): 
       }
       return { visible: true, patients: ids };
     }
-    case 'indirect': {
-      if (depth >= 2 || link.via.length === 0) return { visible: false, patients: [], reason: 'indirect link too deep' };
-      const patients: string[] = [];
-      for (const ref of link.via) {
-        const target = await ctx.resolve(ref);
-        if (!target) return { visible: false, patients, reason: 'indirect target unreadable' };
-        const j = await judgeLink(target, ctx, depth + 1);
-        patients.push(...j.patients);
-        if (!j.visible) return { visible: false, patients, reason: j.reason ?? 'indirect target hidden' };
-      }
-      return { visible: true, patients: [...new Set(patients)] };
-    }
+    default:
+      return { visible: false, patients: [], reason: 'indirect link unresolved' };
   }
-}
-
-async function judgeLink(link: PatientLink, ctx: FilterContext, depth: number): Promise<Judgement> {
-  // Reuse `judge` on a synthetic carrier so that one rule decides.
-  return judge({ resourceType: 'Basic' } as Resource, { ...ctx, linkOf: () => link }, depth);
 }
 
 /** Removes `display` texts of references to patients the caller may not see (they would name them). */
