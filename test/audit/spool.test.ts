@@ -1,0 +1,361 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { appendFile, mkdtemp, readdir, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FileHandle } from 'node:fs/promises';
+import type { AuditEvent } from '@medplum/fhirtypes';
+import { encodeSpoolLine, openSpool, readSpoolDir, type AuditSpool, type SpoolIo } from '../../src/audit/spool.js';
+import { ProxyError } from '../../src/http/errors.js';
+
+let dir: string;
+let spools: AuditSpool[] = [];
+let n = 0;
+
+function ev(tag = ''): AuditEvent {
+  n++;
+  return {
+    resourceType: 'AuditEvent',
+    id: `ev-${n}${tag}`,
+    type: { code: 'rest' },
+    recorded: new Date().toISOString(),
+    agent: [{ requestor: true }],
+    source: { observer: { display: 'caregate' } },
+  };
+}
+
+async function open(opts: Partial<Parameters<typeof openSpool>[0]> = {}): Promise<AuditSpool> {
+  const s = await openSpool({ dir, ...opts });
+  spools.push(s);
+  return s;
+}
+
+function errno(code: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(code), { code });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** An io that counts writes and syncs and knows which bytes reached a sync. */
+function countingIo(syncDelayMs = 0) {
+  const written: string[] = [];
+  const synced = new Set<string>();
+  let unsynced: string[] = [];
+  const counters = { writes: 0, syncs: 0 };
+  const io: SpoolIo = {
+    async write(fh: FileHandle, data: Buffer) {
+      counters.writes++;
+      await fh.write(data);
+      const ids = [...data.toString('utf8').matchAll(/"id":"([^"]+)"/g)].map((m) => m[1]!);
+      written.push(...ids);
+      unsynced.push(...ids);
+    },
+    async datasync(fh: FileHandle) {
+      counters.syncs++;
+      const batch = unsynced;
+      unsynced = [];
+      if (syncDelayMs) await sleep(syncDelayMs);
+      await fh.datasync();
+      for (const id of batch) synced.add(id);
+    },
+  };
+  return { io, counters, synced, written };
+}
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'caregate-spool-'));
+});
+afterEach(async () => {
+  for (const s of spools) await s.close();
+  spools = [];
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('audit.spool: durability and group commit', () => {
+  it('resolves a strict append only once its bytes were fdatasync\'ed', async () => {
+    const { io, synced } = countingIo(3);
+    const s = await open({ io });
+    const events = Array.from({ length: 50 }, () => ev());
+    const checks = events.map(async (e, i) => {
+      await sleep(i % 7);
+      await s.append([e]);
+      expect(synced.has(e.id!)).toBe(true);
+    });
+    await Promise.all(checks);
+    expect(s.backlog()).toBe(50);
+  });
+
+  it('groups 500 concurrent appends into a handful of writes and syncs', async () => {
+    const { io, counters } = countingIo(2);
+    const s = await open({ io });
+    await Promise.all(Array.from({ length: 500 }, () => s.append([ev()])));
+    expect(counters.syncs).toBeLessThanOrEqual(3);
+    expect(counters.writes).toBe(counters.syncs);
+    expect(s.stats()).toMatchObject({ events: 500, syncs: counters.syncs });
+    const { events } = await readSpoolDir(dir);
+    expect(events).toHaveLength(500);
+  });
+
+  it('shares one sync among appends that arrive while a sync is in flight', async () => {
+    const { io, counters } = countingIo(5);
+    const s = await open({ io });
+    // 200 appends spread over ~100 ms: about 20 syncs of 5 ms can cover them.
+    await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        await sleep(Math.floor(i / 2));
+        await s.append([ev()]);
+      }),
+    );
+    expect(counters.syncs).toBeLessThan(60);
+    expect((await readSpoolDir(dir)).events).toHaveLength(200);
+  });
+
+  it('waits groupCommitMaxDelayMs on an idle spool to gather companions', async () => {
+    const { io, counters } = countingIo();
+    const s = await open({ io, groupCommitMaxDelayMs: 15 });
+    await Promise.all(
+      Array.from({ length: 10 }, async (_, i) => {
+        await sleep(i);
+        await s.append([ev()]);
+      }),
+    );
+    expect(counters.syncs).toBeLessThanOrEqual(2);
+  });
+
+  it('writes all events of one append, and an empty append costs nothing', async () => {
+    const s = await open();
+    await s.append([ev(), ev(), ev()]);
+    await s.append([]);
+    expect(s.stats()).toMatchObject({ events: 3, syncs: 1 });
+  });
+
+  it('writes lines as "<crc32> <json>" and creates owner-only files', async () => {
+    const s = await open();
+    const e = ev();
+    await s.append([e]);
+    const [seg] = (await readdir(dir)).filter((f) => f.startsWith('spool-'));
+    expect(seg).toMatch(/^spool-\d{10}\.jsonl$/);
+    const text = await readFile(join(dir, seg!), 'utf8');
+    expect(text).toBe(encodeSpoolLine(e).toString('utf8'));
+    expect(text).toMatch(/^[0-9a-f]{8} \{"resourceType":"AuditEvent"/);
+    expect((await stat(join(dir, seg!))).mode & 0o777).toBe(0o600);
+    expect((await stat(dir)).mode & 0o077).toBe(0);
+  });
+
+  it('refuses a second writer on the same spool directory', async () => {
+    await open();
+    await expect(openSpool({ dir })).rejects.toThrow(/already open/);
+  });
+});
+
+describe('audit.spool: recovery', () => {
+  it('ignores a torn last line and a corrupt line after a crash, and writes on in a new segment', async () => {
+    const s = await open();
+    const good = [ev(), ev(), ev()];
+    await s.append(good);
+    await s.close();
+    spools = [];
+    const [seg] = (await readdir(dir)).filter((f) => f.startsWith('spool-'));
+    const corrupt = encodeSpoolLine(ev()).toString('utf8').replace('"rest"', '"resT"');
+    const torn = encodeSpoolLine(ev()).subarray(0, 40);
+    await appendFile(join(dir, seg!), corrupt);
+    await appendFile(join(dir, seg!), torn);
+
+    const again = await open();
+    expect(again.backlog()).toBe(3);
+    expect(again.stats().tornLines).toBe(2);
+    const later = ev();
+    await again.append([later]);
+    const segs = (await readdir(dir)).filter((f) => f.startsWith('spool-')).sort();
+    expect(segs).toHaveLength(2);
+    const { events, tornLines } = await readSpoolDir(dir);
+    expect(events.map((e) => e.id)).toEqual([...good, later].map((e) => e.id));
+    expect(tornLines).toBe(2);
+    const batch = await again.readBatch(100);
+    expect(batch!.events.map((e) => e.id)).toEqual([...good, later].map((e) => e.id));
+  });
+
+  it('rotates segments, ships through the cursor and deletes fully shipped segments', async () => {
+    const s = await open({ segmentMaxBytes: 1024 });
+    const all: AuditEvent[] = [];
+    for (let i = 0; i < 30; i++) {
+      const e = ev();
+      all.push(e);
+      await s.append([e]);
+    }
+    expect(s.stats().segments).toBeGreaterThan(3);
+    const shipped: string[] = [];
+    for (let b = await s.readBatch(7); b; b = await s.readBatch(7)) {
+      shipped.push(...b.events.map((e) => e.id!));
+      await s.commit(b);
+    }
+    expect(shipped).toEqual(all.map((e) => e.id));
+    expect(s.backlog()).toBe(0);
+    // Only the segment still being written remains.
+    expect((await readdir(dir)).filter((f) => f.startsWith('spool-'))).toHaveLength(1);
+    await s.close();
+    spools = [];
+    const again = await open({ segmentMaxBytes: 1024 });
+    expect(again.backlog()).toBe(0);
+    expect(await again.readBatch(10)).toBeUndefined();
+  });
+
+  it('keeps the cursor across restarts and re-ships from the start when the cursor is lost', async () => {
+    const s = await open();
+    const all = [ev(), ev(), ev(), ev()];
+    await s.append(all);
+    const b = await s.readBatch(2);
+    await s.commit(b!);
+    await s.close();
+    spools = [];
+    const again = await open();
+    expect(again.backlog()).toBe(2);
+    expect((await again.readBatch(10))!.events.map((e) => e.id)).toEqual(all.slice(2).map((e) => e.id));
+    await again.close();
+    spools = [];
+    await unlink(join(dir, 'cursor.json'));
+    const lost = await open();
+    // Re-sending is harmless (PUT with the same ids); skipping would not be.
+    expect(lost.backlog()).toBe(4);
+  });
+
+  it('rejects a commit that does not start at the cursor', async () => {
+    const s = await open();
+    await s.append([ev(), ev()]);
+    const b = await s.readBatch(1);
+    await s.commit(b!);
+    await expect(s.commit(b!)).rejects.toThrow(TypeError);
+  });
+
+  it('never hands the shipper events whose sync is still in flight', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let hold = false;
+    const s = await open({
+      io: {
+        async datasync(fh) {
+          if (hold) await gate;
+          await fh.datasync();
+        },
+      },
+    });
+    await s.append([ev()]);
+    hold = true;
+    const pendingAppend = s.append([ev(), ev()]);
+    await sleep(10);
+    expect((await s.readBatch(10))!.events).toHaveLength(1);
+    release();
+    await pendingAppend;
+    expect((await s.readBatch(10))!.events).toHaveLength(3);
+  });
+});
+
+describe('audit.spool: a disk that cannot be written', () => {
+  it('refuses strict appends with ERR_AUDIT_UNAVAILABLE on ENOSPC, reports why, and recovers', async () => {
+    let full = false;
+    const s = await open({
+      failureRetryMs: 20,
+      io: {
+        async write(fh, data) {
+          if (full) {
+            // A partial write before the error: it must not survive as a torn line.
+            await fh.write(data.subarray(0, Math.floor(data.length / 2)));
+            throw errno('ENOSPC');
+          }
+          await fh.write(data);
+        },
+      },
+    });
+    const before = [ev(), ev()];
+    await s.append(before);
+    full = true;
+    const err = await s.append([ev('-lost')]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ProxyError);
+    expect((err as ProxyError).code).toBe('ERR_AUDIT_UNAVAILABLE');
+    expect((err as ProxyError).status).toBe(503);
+    expect(s.health()).toMatchObject({ ok: false, reason: expect.stringContaining('ENOSPC') });
+    expect(s.health().reason).toContain('disk full');
+    // Refused at once while failed.
+    await expect(s.append([ev('-lost')])).rejects.toMatchObject({ code: 'ERR_AUDIT_UNAVAILABLE' });
+    await sleep(60);
+    expect(s.health().ok).toBe(false);
+
+    full = false;
+    await sleep(60);
+    expect(s.health()).toEqual({ ok: true });
+    const after = ev();
+    await s.append([after]);
+    const { events, tornLines } = await readSpoolDir(dir);
+    expect(tornLines).toBe(0);
+    expect(events.map((e) => e.id)).toEqual([...before, after].map((e) => e.id));
+    expect(s.backlog()).toBe(3);
+  });
+
+  it('never trusts a descriptor whose fdatasync failed (EIO): answers 503 and resumes in a new segment', async () => {
+    let broken = false;
+    const s = await open({
+      failureRetryMs: 10,
+      io: {
+        async datasync(fh) {
+          if (broken) throw errno('EIO');
+          await fh.datasync();
+        },
+      },
+    });
+    await s.append([ev()]);
+    broken = true;
+    await expect(s.append([ev('-lost')])).rejects.toMatchObject({ code: 'ERR_AUDIT_UNAVAILABLE' });
+    expect(s.health().reason).toContain('EIO');
+    broken = false;
+    await sleep(50);
+    await s.append([ev()]);
+    expect((await readdir(dir)).filter((f) => f.startsWith('spool-'))).toHaveLength(2);
+    // The unsynced write was cut back: only acknowledged events remain.
+    expect((await readSpoolDir(dir)).events.map((e) => e.id)).not.toContainEqual(expect.stringContaining('-lost'));
+  });
+
+  it('rejects strict appends queued behind a failing write instead of leaving them waiting', async () => {
+    let full = false;
+    const s = await open({
+      failureRetryMs: 10_000,
+      io: {
+        async write(fh, data) {
+          await sleep(5);
+          if (full) throw errno('ENOSPC');
+          await fh.write(data);
+        },
+      },
+    });
+    full = true;
+    const results = await Promise.allSettled(Array.from({ length: 20 }, async (_, i) => {
+      await sleep(i);
+      return s.append([ev()]);
+    }));
+    expect(results.every((r) => r.status === 'rejected')).toBe(true);
+  });
+
+  it('in async mode acknowledges at once and keeps acknowledged events through a failure', async () => {
+    let full = false;
+    const s = await open({
+      mode: 'async',
+      failureRetryMs: 20,
+      io: {
+        async write(fh, data) {
+          if (full) throw errno('ENOSPC');
+          await fh.write(data);
+        },
+      },
+    });
+    full = true;
+    const acked = [ev(), ev(), ev()];
+    for (const e of acked) await s.append([e]);
+    await sleep(5);
+    expect(s.health().ok).toBe(false);
+    // While failed, new events are refused rather than silently kept in memory.
+    await expect(s.append([ev()])).rejects.toMatchObject({ code: 'ERR_AUDIT_UNAVAILABLE' });
+    full = false;
+    await sleep(60);
+    expect(s.health().ok).toBe(true);
+    await s.flush();
+    expect((await readSpoolDir(dir)).events.map((e) => e.id)).toEqual(acked.map((e) => e.id));
+  });
+});
