@@ -1,3 +1,4 @@
+/* global process */
 // Child process for the crash test: appends AuditEvents to a strict spool as fast as 64 concurrent
 // "requests" can, printing "acked <id>" only after each append resolved (i.e. after fdatasync), and
 // ships to a FHIR endpoint in the background. The parent kills it with SIGKILL mid-load.
