@@ -1,13 +1,39 @@
 import { z } from 'zod';
 import { loggingSchema, metricsSchema, serverSchema, upstreamSchema } from './schema.js';
+import { identityConfigSchema } from '../identity/config.js';
+import { auditConfigSchema } from '../audit/config.js';
 
-/** The whole caregate.yaml. Sections of later stages are added here as they land. */
+const policyRefSchema = z
+  .object({
+    file: z.string().min(1).default('policy.yaml').describe('The policy file, relative to this file.'),
+    watch: z.boolean().default(true).describe('Reload the policy when the file changes (SIGHUP always reloads).'),
+    shadowFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('A candidate policy evaluated beside the active one; differences are logged, responses unaffected.'),
+  })
+  .strict();
+
+const demoSchema = z
+  .object({
+    seed: z.number().int().default(42),
+    patients: z.number().int().min(10).max(100_000).default(2000),
+    keysDir: z.string().default('../var/demo-keys').describe('Where the demo token issuer keeps its keys, relative to this file.'),
+  })
+  .strict();
+
+/** The whole caregate.yaml: deployment sections plus each stage's own section. */
 export const configSchema = z
   .object({
-    server: serverSchema.default(serverSchema.parse({})),
-    upstream: upstreamSchema.default(upstreamSchema.parse({})),
-    logging: loggingSchema.default(loggingSchema.parse({})),
-    metrics: metricsSchema.default(metricsSchema.parse({})),
+    server: serverSchema.prefault({}),
+    upstream: upstreamSchema.prefault({}),
+    logging: loggingSchema.prefault({}),
+    metrics: metricsSchema.prefault({}),
+    identity: identityConfigSchema,
+    audit: auditConfigSchema.prefault({}),
+    policy: policyRefSchema.prefault({}),
+    demo: demoSchema.prefault({}).describe('The embedded demo hospital, used when upstream.url is null.'),
   })
   .strict();
 

@@ -1,0 +1,331 @@
+import http from 'node:http';
+import https from 'node:https';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import type { TLSSocket } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Resource } from '@medplum/fhirtypes';
+import type { LoadedConfig } from './config/load.js';
+import { configPath, ConfigError } from './config/load.js';
+import { createApp } from './app.js';
+import { createPipeline, type RequestContext } from './pipeline.js';
+import { createStages } from './stages.js';
+import { createLogger } from './ops/logger.js';
+import { createMetrics, type Metrics } from './ops/metrics.js';
+import { createFhirClient } from './upstream/client.js';
+import { createUpstreamProxy } from './upstream/proxy.js';
+import { createIdentifier } from './identity/identify.js';
+import { tlsInfoFromSocket, tlsServerOptions } from './identity/certificate.js';
+import { loadPolicy, type LoadedPolicy } from './policy/load.js';
+import { matchRoles } from './policy/roles.js';
+import { createCareSetResolver } from './relate/careset.js';
+import { createBreakGlassStore } from './relate/breakglass.js';
+import { mandatedPatients } from './relate/mandate.js';
+import { patientsOf } from './fhir/patients.js';
+import { createBaseRewriter } from './shape/rewrite.js';
+import { createPageLinks } from './shape/paging.js';
+import { createRequestShaper } from './shape/request.js';
+import { buildAuditEvents, type AuditInput } from './audit/build.js';
+import { openSpool } from './audit/spool.js';
+import { createShipper } from './audit/shipper.js';
+import type { Answer } from './http/send.js';
+
+export interface CaregateOptions {
+  loaded: LoadedConfig;
+  /** The upstream base URL (the config's, or the embedded demo engine's). */
+  upstreamUrl: string;
+  logger?: Logger;
+  /** Listen on this port instead of the configured one (tests use 0). */
+  port?: number;
+  host?: string;
+}
+
+export interface Caregate {
+  url: string;
+  publicBaseUrl: string;
+  server: http.Server | https.Server;
+  metrics: Metrics;
+  /** Re-reads the policy file; an invalid file is refused and the active policy kept. */
+  reloadPolicy(): { ok: true; revision: string } | { ok: false; problems: string[] };
+  policyRevision(): string;
+  /** Upstream lookups made for care sets so far (benchmark). */
+  careSetLookups(): number;
+  close(): Promise<void>;
+}
+
+/** Builds every stage from the configuration, wires the pipeline, and listens. */
+export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
+  const { config } = opts.loaded;
+  const logger = opts.logger ?? createLogger(config.logging.level);
+  const metrics = createMetrics();
+  const port = opts.port ?? config.server.port;
+  const host = opts.host ?? config.server.host;
+  const basePath = config.server.basePath;
+
+  const serviceHeaders = serviceCredential(opts.loaded);
+  const client = createFhirClient({ baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: config.upstream.lookupTimeoutMs });
+
+  // Policy: loaded once here, reloaded on SIGHUP or file change; an invalid new file is refused.
+  const policyFile = configPath(opts.loaded, config.policy.file);
+  let active: LoadedPolicy = loadPolicy(policyFile);
+
+  const identifier = createIdentifier({
+    config: config.identity,
+    client,
+    logger,
+    mapRoles: (claims, ctx) =>
+      matchRoles(active.policy, { kind: ctx.kind, claims, roleCodes: ctx.roleCodes, cardPresented: false }).map((r) => r.id),
+    readFile: (p) => readFileSync(configPath(opts.loaded, p)),
+  });
+
+  const spool = await openSpool({
+    dir: configPath(opts.loaded, config.audit.spoolDir),
+    mode: config.audit.mode,
+    segmentMaxBytes: config.audit.segmentMaxBytes,
+    groupCommitMaxDelayMs: config.audit.groupCommitMaxDelayMs,
+    logger,
+  });
+  const ship = config.audit.ship;
+  const shipper = createShipper({
+    spool,
+    target:
+      ship.target === 'url'
+        ? { baseUrl: ship.url!, headers: ship.headers ?? {}, timeoutMs: ship.timeoutMs }
+        : { baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: ship.timeoutMs },
+    batchSize: ship.batchSize,
+    intervalMs: ship.intervalMs,
+    backoff: ship.backoff,
+    logger,
+    hooks: {
+      onShipped: (n) => metrics.auditShipped.inc(n),
+      onBacklog: (n) => metrics.auditBacklog.set(n),
+    },
+  });
+  shipper.start();
+
+  // Listen first: with port 0 (tests, benchmark) the public base URL depends on the port bound.
+  const tlsCfg = config.server.tls;
+  let app: ReturnType<typeof createApp> | undefined;
+  const listener: http.RequestListener = (req, res) => {
+    if (app) app(req, res);
+    else {
+      res.statusCode = 503;
+      res.end();
+    }
+  };
+  const server = tlsCfg
+    ? https.createServer(
+        {
+          cert: readFileSync(configPath(opts.loaded, tlsCfg.certFile)),
+          key: readFileSync(configPath(opts.loaded, tlsCfg.keyFile)),
+          ...(config.identity.certificates
+            ? tlsServerOptions(config.identity.certificates, (p) => readFileSync(configPath(opts.loaded, p)))
+            : {}),
+        },
+        listener,
+      )
+    : http.createServer(listener);
+  server.keepAliveTimeout = config.server.keepAliveTimeoutMs;
+  server.headersTimeout = config.server.keepAliveTimeoutMs + 1000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const actualPort = (server.address() as AddressInfo).port;
+  const scheme = tlsCfg ? 'https' : 'http';
+  const localUrl = `${scheme}://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${actualPort}${basePath === '/' ? '' : basePath}`;
+  const publicBaseUrl = config.server.publicBaseUrl ?? localUrl;
+  const rewriter = createBaseRewriter(opts.upstreamUrl, publicBaseUrl);
+
+  const careSets = createCareSetResolver({
+    client,
+    config: () => active.policy.careRelationships,
+    onLookup: (kind, ok) => metrics.lookups.inc({ kind, result: ok ? 'ok' : 'error' }),
+  });
+  const breakGlass = createBreakGlassStore();
+  const localBases = [opts.upstreamUrl];
+  const shaper = createRequestShaper({ serviceHeaders, publicBaseUrl });
+  const pages = createPageLinks({ publicBaseUrl, ttlSeconds: active.policy.paging.linkTtlSeconds });
+
+  function auditInput(ctx: RequestContext, answer: Answer): AuditInput {
+    return {
+      requestId: ctx.id,
+      recorded: ctx.receivedAt.toISOString(),
+      ...(ctx.principal ? { principal: ctx.principal } : {}),
+      ...(ctx.interaction ? { interaction: ctx.interaction } : {}),
+      ...(ctx.decision ? { decision: ctx.decision } : {}),
+      httpStatus: answer.status,
+      ...(ctx.upstreamStatus !== undefined ? { upstreamStatus: ctx.upstreamStatus } : {}),
+      ...(ctx.clientAddress ? { clientAddress: ctx.clientAddress } : {}),
+      ...(ctx.principal?.claims.clientId ? { clientId: ctx.principal.claims.clientId } : {}),
+      publicBaseUrl,
+      site: config.audit.site,
+      rawQuery: ctx.rawQuery,
+      patients: [...ctx.patients],
+      ...(ctx.resources.length ? { resourceRefs: ctx.resources } : {}),
+      ...(ctx.error ? { failure: { code: ctx.error.code, message: ctx.error.message } } : {}),
+    };
+  }
+
+  const stages = createStages({
+    logger,
+    client,
+    policy: () => active.policy,
+    identify: (req, ctx) =>
+      identifier.identify({
+        method: ctx.method,
+        url: req.url ?? '/',
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        ...(req.socket.remoteAddress ? { remoteAddress: req.socket.remoteAddress } : {}),
+        ...('encrypted' in req.socket && (req.socket as TLSSocket).encrypted ? { tls: tlsInfoFromSocket(req.socket as TLSSocket) } : {}),
+      }),
+    careSets,
+    mandates: (rp) => mandatedPatients(client, rp),
+    breakGlass,
+    linkOf: (r: Resource) => patientsOf(r, { localBases }),
+    rewriter,
+    pages,
+    shapeRequest: (it, ctx, override) => shaper(it, ctx, override),
+    audit: (ctx, answer) => spool.append(buildAuditEvents(auditInput(ctx, answer))),
+    auditBreakGlass: (ctx, patient, reason, until) =>
+      spool.append(
+        buildAuditEvents({
+          ...auditInput(ctx, { status: 200, headers: {}, body: undefined, contentType: undefined }),
+          kind: 'break-glass-start',
+          patients: [patient],
+          breakGlass: { reason, until: new Date(until).toISOString() },
+        }),
+      ),
+    maxRequestBytes: config.server.maxRequestBytes,
+    breakGlassPage: `${publicBaseUrl.replace(/\/fhir$/, '')}/caregate/break-glass`,
+  });
+
+  const proxy = createUpstreamProxy({
+    target: opts.upstreamUrl,
+    timeoutMs: config.upstream.timeoutMs,
+    maxResponseBytes: config.server.maxResponseBytes,
+    maxSockets: config.upstream.maxSockets,
+    tls: config.upstream.auth.type === 'mtls' ? { ...config.upstream.auth } : undefined,
+  });
+
+  const handle = createPipeline({
+    stages,
+    forward: proxy.forward,
+    logger,
+    metrics,
+    maxRequestBytes: config.server.maxRequestBytes,
+    compress: config.server.compression,
+  });
+
+  let upstreamReady: { at: number; ok: boolean } = { at: 0, ok: false };
+  app = createApp({
+    basePath,
+    logger,
+    metrics,
+    metricsPath: config.metrics.enabled ? config.metrics.path : undefined,
+    handle,
+    readiness: [
+      {
+        name: 'upstream',
+        async check() {
+          if (Date.now() - upstreamReady.at > 5000) {
+            try {
+              await client.capabilities();
+              upstreamReady = { at: Date.now(), ok: true };
+            } catch {
+              upstreamReady = { at: Date.now(), ok: false };
+            }
+          }
+          return upstreamReady.ok ? { ok: true } : { ok: false, reason: 'the FHIR server does not answer /metadata' };
+        },
+      },
+      {
+        name: 'audit-spool',
+        async check() {
+          const h = spool.health();
+          return h.ok ? { ok: true } : { ok: false, reason: h.reason ?? 'audit spool not writable' };
+        },
+      },
+      {
+        name: 'policy',
+        async check() {
+          return { ok: true, reason: `revision ${active.revision}` };
+        },
+      },
+    ],
+  });
+
+  function reloadPolicy(): { ok: true; revision: string } | { ok: false; problems: string[] } {
+    try {
+      const next = loadPolicy(policyFile);
+      const previous = active.revision;
+      active = next;
+      careSets.clear();
+      logger.info({ revision: next.revision, previous }, 'policy reloaded');
+      void spool.append(
+        buildAuditEvents({
+          kind: 'policy-reload',
+          requestId: `policy-${next.revision}`,
+          recorded: new Date().toISOString(),
+          publicBaseUrl,
+          site: config.audit.site,
+          patients: [],
+          policy: { revision: next.revision, previousRevision: previous },
+        }),
+      );
+      return { ok: true, revision: next.revision };
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.problems : ['unreadable policy'];
+      logger.error({ problems }, 'policy reload refused; the active policy is kept');
+      return { ok: false, problems };
+    }
+  }
+
+  let watcher: FSWatcher | undefined;
+  if (config.policy.watch) {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      watcher = watch(policyFile, () => {
+        clearTimeout(timer);
+        timer = setTimeout(reloadPolicy, 200);
+      });
+      watcher.unref();
+    } catch {
+      logger.warn('policy file cannot be watched; reload with SIGHUP');
+    }
+  }
+
+  logger.info({ url: localUrl, policy: active.revision, audit: config.audit.mode }, 'caregate listening');
+
+  return {
+    url: localUrl,
+    publicBaseUrl,
+    server,
+    metrics,
+    reloadPolicy,
+    policyRevision: () => active.revision,
+    careSetLookups: () => careSets.lookups,
+    async close() {
+      watcher?.close();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), config.server.shutdownGraceMs).unref();
+      });
+      proxy.close();
+      identifier.close();
+      await shipper.stop();
+      await spool.close();
+    },
+  };
+}
+
+/** The proxy's own credential towards the upstream; the user's token never goes there. */
+function serviceCredential(loaded: LoadedConfig): Record<string, string> {
+  const auth = loaded.config.upstream.auth;
+  if (auth.type !== 'bearer') return {};
+  const token = auth.tokenEnv ? process.env[auth.tokenEnv] : readFileSync(configPath(loaded, auth.tokenFile!), 'utf8').trim();
+  if (!token) throw new ConfigError(loaded.file, [`upstream.auth.tokenEnv: the environment variable ${auth.tokenEnv} is empty`]);
+  return { authorization: `Bearer ${token}` };
+}
