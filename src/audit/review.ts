@@ -1,0 +1,632 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
+import { AgentType, DcmSubtype, DetailType, EntityName, EntityType, EventType, ObjectRole, Systems } from './codes.js';
+import { readSpoolDir } from './spool.js';
+import { renderReviewHtml } from './report-html.js';
+
+/**
+ * DIM review of the audit trail: break-the-glass accesses to review, refusals, accesses outside
+ * usual hours, users who opened unusually many records, and every access to one patient (to answer
+ * a patient who asks who saw their record). Pure computations over AuditEvents, plus loaders for the
+ * spool and the FHIR server and writers for the HTML report and CSV files.
+ */
+
+/** Where the trail is read from: the local spool (what is not yet deleted) or the FHIR server. */
+export type ReviewSource =
+  | { spoolDir: string }
+  | { baseUrl: string; headers?: Record<string, string>; timeoutMs?: number; maxPages?: number };
+
+export interface ReviewHours {
+  timeZone: string;
+  /** Hour (0-23) from which an access is outside usual hours. */
+  offHoursStart: number;
+  /** Hour (0-23) until which an access is outside usual hours. */
+  offHoursEnd: number;
+  weekends: boolean;
+}
+
+export interface ReviewUnusual {
+  /** Flag only users above this many distinct patients (and above the others' mean + 3σ). */
+  minPatients: number;
+  /** Flag every user above this many distinct patients. */
+  threshold?: number;
+}
+
+export interface ReviewOptions {
+  /** ISO instant, or a date `YYYY-MM-DD` (start of that day in the review time zone). */
+  from: string;
+  /** ISO instant, or a date `YYYY-MM-DD` (end of that day in the review time zone). */
+  to: string;
+  /** A patient id or `Patient/<id>` whose every access is listed. */
+  patient?: string;
+  hours?: Partial<ReviewHours>;
+  unusual?: Partial<ReviewUnusual>;
+  /** Clock for `generatedAt`. */
+  now?: () => Date;
+}
+
+/** One AuditEvent, flattened for review. */
+export interface AuditSummary {
+  id: string;
+  recorded: string;
+  kind: 'access' | 'break-glass-start' | 'policy-reload' | 'login-failure' | 'other';
+  subtype: string;
+  action: string;
+  outcome: string;
+  outcomeDesc: string;
+  /** idNatPs, else the issuer-scoped subject, else the user reference. */
+  user: string | undefined;
+  userRef: string | undefined;
+  userName: string | undefined;
+  professions: string[];
+  policyRoles: string[];
+  patients: string[];
+  resources: string[];
+  query: string | undefined;
+  clientAddress: string | undefined;
+  clientId: string | undefined;
+  purpose: string[];
+  breakGlass: boolean;
+  breakGlassReason: string | undefined;
+  decisionReason: string | undefined;
+  requestId: string | undefined;
+  site: string | undefined;
+}
+
+export interface BreakGlassRow {
+  recorded: string;
+  what: 'opened' | 'access';
+  user: string;
+  userName: string;
+  patient: string;
+  reason: string;
+  subtype: string;
+  resources: string;
+  outcome: string;
+  requestId: string;
+  eventId: string;
+}
+
+export interface RefusalRow {
+  recorded: string;
+  user: string;
+  userName: string;
+  clientAddress: string;
+  patient: string;
+  subtype: string;
+  resources: string;
+  reason: string;
+  outcomeDesc: string;
+  requestId: string;
+  eventId: string;
+}
+
+export interface AccessRow {
+  recorded: string;
+  localTime: string;
+  user: string;
+  userName: string;
+  professions: string;
+  patient: string;
+  action: string;
+  subtype: string;
+  resources: string;
+  outcome: string;
+  purpose: string;
+  reason: string;
+  clientAddress: string;
+  requestId: string;
+  eventId: string;
+}
+
+export interface ReviewModel {
+  from: string;
+  to: string;
+  generatedAt: string;
+  hours: ReviewHours;
+  unusual: ReviewUnusual;
+  sites: string[];
+  totals: { events: number; accesses: number; refusals: number; failures: number; breakGlass: number; users: number; patients: number };
+  daily: { day: string; accesses: number; refusals: number; breakGlass: number }[];
+  breakGlass: BreakGlassRow[];
+  refusals: RefusalRow[];
+  refusalsByUser: { user: string; userName: string; refusals: number; patients: number; last: string }[];
+  refusalsByPatient: { patient: string; refusals: number; users: number; last: string }[];
+  offHours: AccessRow[];
+  /** Distinct patients opened per user (successful accesses), most first. */
+  patientsPerUser: { user: string; userName: string; patients: number; accesses: number; flagged: boolean; threshold: number | undefined }[];
+  unusualUsers: { user: string; userName: string; patients: number; accesses: number; threshold: number | undefined }[];
+  patient: { patient: string; accesses: AccessRow[] } | undefined;
+}
+
+const DEFAULT_HOURS: ReviewHours = { timeZone: 'Europe/Paris', offHoursStart: 20, offHoursEnd: 7, weekends: true };
+const DEFAULT_UNUSUAL: ReviewUnusual = { minPatients: 20 };
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+/** Reads the AuditEvents recorded in [from, to] from the spool or the FHIR server, one per id. */
+export async function loadAuditEvents(source: ReviewSource, from: string, to: string): Promise<AuditEvent[]> {
+  let events: AuditEvent[];
+  if ('spoolDir' in source) {
+    events = (await readSpoolDir(source.spoolDir)).events;
+  } else {
+    events = await fetchAuditEvents(source, from, to);
+  }
+  const fromMs = Date.parse(from);
+  const toMs = Date.parse(to);
+  const byId = new Map<string, AuditEvent>();
+  for (const e of events) {
+    const t = Date.parse(e.recorded);
+    if (e.id && t >= fromMs && t <= toMs) byId.set(e.id, e);
+  }
+  return [...byId.values()].sort((a, b) => a.recorded.localeCompare(b.recorded));
+}
+
+async function fetchAuditEvents(
+  source: Extract<ReviewSource, { baseUrl: string }>,
+  from: string,
+  to: string,
+): Promise<AuditEvent[]> {
+  const base = source.baseUrl.replace(/\/+$/, '');
+  const origin = new URL(base).origin;
+  const out: AuditEvent[] = [];
+  const qs = new URLSearchParams([
+    ['date', `ge${from}`],
+    ['date', `le${to}`],
+    ['_count', '500'],
+  ]);
+  let url: string | undefined = `${base}/AuditEvent?${qs}`;
+  for (let page = 0; url; page++) {
+    if (page >= (source.maxPages ?? 100_000)) throw new Error(`audit review: more than ${source.maxPages} pages`);
+    const res = await fetch(url, {
+      headers: { accept: 'application/fhir+json', ...source.headers },
+      signal: AbortSignal.timeout(source.timeoutMs ?? 60_000),
+    });
+    if (res.status !== 200) throw new Error(`audit review: the FHIR server answered HTTP ${res.status}`);
+    const bundle = (await res.json()) as Bundle;
+    if (bundle.resourceType !== 'Bundle') throw new Error('audit review: the FHIR server did not answer a Bundle');
+    for (const e of bundle.entry ?? []) {
+      if (e.resource?.resourceType === 'AuditEvent' && (e.search?.mode ?? 'match') === 'match') out.push(e.resource);
+    }
+    const next = bundle.link?.find((l) => l.relation === 'next')?.url;
+    // Follow the server's paging, but never to another origin with our credentials.
+    if (next && new URL(next, `${base}/`).origin !== origin) throw new Error('audit review: next link to another origin');
+    url = next ? new URL(next, `${base}/`).href : undefined;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flattening
+
+/** Flattens a caregate AuditEvent into the fields the review uses. */
+export function summarizeAuditEvent(ev: AuditEvent): AuditSummary {
+  const user = ev.agent.find((a) => a.requestor && a.type?.coding?.some((c) => c.code === AgentType.informationRecipient.code));
+  const client = ev.agent.find((a) => a.network?.type === '2');
+  const entities = ev.entity ?? [];
+  const detailOf = (name: string, type: string) =>
+    entities.find((e) => e.name === name)?.detail?.find((d) => d.type === type)?.valueString;
+  const purpose = [
+    ...(ev.purposeOfEvent ?? []).flatMap((c) => c.coding ?? []),
+    ...(user?.purposeOfUse ?? []).flatMap((c) => c.coding ?? []),
+  ]
+    .filter((c) => c.system === Systems.actReason && c.code)
+    .map((c) => c.code!);
+  const roles = (user?.role ?? []).flatMap((r) => r.coding ?? []);
+  const subtype = ev.subtype?.[0]?.code ?? '';
+  let kind: AuditSummary['kind'] = 'other';
+  if (ev.type.code === EventType.rest.code) kind = 'access';
+  else if (ev.type.code === EventType.userAuthentication.code) kind = 'login-failure';
+  else if (ev.type.code === EventType.securityAlert.code && subtype === DcmSubtype.emergencyOverrideStarted.code) kind = 'break-glass-start';
+  else if (ev.type.code === EventType.securityAlert.code && subtype === DcmSubtype.securityConfiguration.code) kind = 'policy-reload';
+  const uniquePurpose = [...new Set(purpose)];
+  return {
+    id: ev.id ?? '',
+    recorded: ev.recorded,
+    kind,
+    subtype,
+    action: ev.action ?? '',
+    outcome: ev.outcome ?? '',
+    outcomeDesc: ev.outcomeDesc ?? '',
+    user: user?.who?.identifier?.value ?? user?.who?.reference,
+    userRef: user?.who?.reference,
+    userName: user?.name,
+    professions: roles.filter((c) => c.system === Systems.professionSante).map((c) => c.code ?? ''),
+    policyRoles: roles.filter((c) => c.system === Systems.policyRole).map((c) => c.code ?? ''),
+    patients: entities
+      .filter((e) => e.type?.code === EntityType.person.code && e.role?.code === ObjectRole.patient.code && e.what?.reference)
+      .map((e) => e.what!.reference!),
+    resources: entities.filter((e) => e.role?.code === ObjectRole.domainResource.code && e.what?.reference).map((e) => e.what!.reference!),
+    query: entities.find((e) => e.role?.code === ObjectRole.query.code)?.description,
+    clientAddress: client?.network?.address,
+    clientId: client?.who?.identifier?.value,
+    purpose: uniquePurpose,
+    breakGlass: uniquePurpose.includes('BTG'),
+    breakGlassReason: detailOf(EntityName.breakGlass, DetailType.breakGlassReason),
+    decisionReason: detailOf(EntityName.decision, DetailType.decisionReason) ?? detailOf(EntityName.decision, DetailType.failureCode),
+    requestId: entities.find((e) => e.type?.code === EntityType.requestId.code)?.what?.identifier?.value,
+    site: ev.source.site,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Computations
+
+/** Computes the review of the given events over [from, to]. */
+export function buildReviewModel(events: readonly AuditEvent[], opts: ReviewOptions): ReviewModel {
+  const hours: ReviewHours = { ...DEFAULT_HOURS, ...opts.hours };
+  const unusual: ReviewUnusual = { ...DEFAULT_UNUSUAL, ...opts.unusual };
+  const from = resolveBound(opts.from, 'start', hours.timeZone);
+  const to = resolveBound(opts.to, 'end', hours.timeZone);
+  const fromMs = Date.parse(from);
+  const toMs = Date.parse(to);
+  const clock = localClock(hours.timeZone);
+  const rows = events
+    .filter((e) => {
+      const t = Date.parse(e.recorded);
+      return t >= fromMs && t <= toMs;
+    })
+    .map(summarizeAuditEvent)
+    .sort((a, b) => a.recorded.localeCompare(b.recorded));
+
+  const userKey = (s: AuditSummary) => s.user ?? `unidentified @ ${s.clientAddress ?? 'unknown'}`;
+  const names = new Map<string, string>();
+  for (const s of rows) if (s.user && s.userName) names.set(s.user, s.userName);
+  const nameOf = (k: string) => names.get(k) ?? '';
+
+  const accesses = rows.filter((s) => s.kind === 'access' && s.patients.length > 0);
+  const refusals = rows.filter((s) => s.outcome === '4');
+  const failures = rows.filter((s) => s.outcome === '8' || s.outcome === '12');
+  const btg = rows.filter((s) => s.breakGlass && s.outcome === '0' && (s.kind === 'access' || s.kind === 'break-glass-start'));
+
+  // Daily counts, by local day.
+  const daily = new Map<string, { day: string; accesses: number; refusals: number; breakGlass: number }>();
+  const dayOf = (s: AuditSummary) => {
+    const day = clock(s.recorded).date;
+    let d = daily.get(day);
+    if (!d) daily.set(day, (d = { day, accesses: 0, refusals: 0, breakGlass: 0 }));
+    return d;
+  };
+  for (const s of accesses) if (s.outcome === '0') dayOf(s).accesses++;
+  for (const s of refusals) dayOf(s).refusals++;
+  for (const s of btg) dayOf(s).breakGlass++;
+
+  const breakGlass: BreakGlassRow[] = btg.flatMap((s) =>
+    (s.patients.length ? s.patients : ['']).map((patient) => ({
+      recorded: s.recorded,
+      what: s.kind === 'break-glass-start' ? ('opened' as const) : ('access' as const),
+      user: userKey(s),
+      userName: s.userName ?? '',
+      patient,
+      reason: s.breakGlassReason ?? '',
+      subtype: s.subtype,
+      resources: s.resources.join(' '),
+      outcome: s.outcome,
+      requestId: s.requestId ?? '',
+      eventId: s.id,
+    })),
+  );
+
+  const refusalRows: RefusalRow[] = refusals.map((s) => ({
+    recorded: s.recorded,
+    user: userKey(s),
+    userName: s.userName ?? '',
+    clientAddress: s.clientAddress ?? '',
+    patient: s.patients.join(' '),
+    subtype: s.subtype,
+    resources: s.resources.join(' '),
+    reason: s.decisionReason ?? '',
+    outcomeDesc: s.outcomeDesc,
+    requestId: s.requestId ?? '',
+    eventId: s.id,
+  }));
+
+  const byUser = new Map<string, { refusals: number; patients: Set<string>; last: string }>();
+  const byPatient = new Map<string, { refusals: number; users: Set<string>; last: string }>();
+  for (const s of refusals) {
+    const u = userKey(s);
+    const bu = byUser.get(u) ?? { refusals: 0, patients: new Set<string>(), last: '' };
+    bu.refusals++;
+    bu.last = s.recorded;
+    for (const p of s.patients) bu.patients.add(p);
+    byUser.set(u, bu);
+    for (const p of s.patients) {
+      const bp = byPatient.get(p) ?? { refusals: 0, users: new Set<string>(), last: '' };
+      bp.refusals++;
+      bp.last = s.recorded;
+      bp.users.add(u);
+      byPatient.set(p, bp);
+    }
+  }
+
+  const toAccessRow = (s: AuditSummary, patient: string): AccessRow => ({
+    recorded: s.recorded,
+    localTime: clock(s.recorded).label,
+    user: userKey(s),
+    userName: s.userName ?? '',
+    professions: s.professions.join(' '),
+    patient,
+    action: s.action,
+    subtype: s.subtype,
+    resources: s.resources.join(' ') || s.query || '',
+    outcome: s.outcome,
+    purpose: s.purpose.join(' '),
+    reason: s.breakGlassReason ? `${s.decisionReason ?? ''} — ${s.breakGlassReason}` : (s.decisionReason ?? ''),
+    clientAddress: s.clientAddress ?? '',
+    requestId: s.requestId ?? '',
+    eventId: s.id,
+  });
+
+  const offHours = accesses
+    .filter((s) => isOffHours(clock(s.recorded), hours))
+    .flatMap((s) => s.patients.map((p) => toAccessRow(s, p)));
+
+  // Distinct patients opened per user (successful accesses only).
+  const opened = new Map<string, { patients: Set<string>; accesses: number }>();
+  for (const s of accesses) {
+    if (s.outcome !== '0' || !s.user) continue;
+    const o = opened.get(s.user) ?? { patients: new Set<string>(), accesses: 0 };
+    o.accesses++;
+    for (const p of s.patients) o.patients.add(p);
+    opened.set(s.user, o);
+  }
+  const counts = [...opened.entries()].map(([user, o]) => ({ user, patients: o.patients.size, accesses: o.accesses }));
+  const patientsPerUser = counts
+    .map((c) => {
+      const threshold = unusualThreshold(c, counts, unusual);
+      return { ...c, userName: nameOf(c.user), threshold, flagged: threshold !== undefined && c.patients > threshold };
+    })
+    .sort((a, b) => b.patients - a.patients || a.user.localeCompare(b.user));
+
+  let patient: ReviewModel['patient'];
+  if (opts.patient) {
+    const ref = opts.patient.startsWith('Patient/') ? opts.patient : `Patient/${opts.patient}`;
+    patient = { patient: ref, accesses: rows.filter((s) => s.patients.includes(ref)).map((s) => toAccessRow(s, ref)) };
+  }
+
+  return {
+    from,
+    to,
+    generatedAt: (opts.now?.() ?? new Date()).toISOString(),
+    hours,
+    unusual,
+    sites: [...new Set(rows.map((s) => s.site).filter((s): s is string => Boolean(s)))],
+    totals: {
+      events: rows.length,
+      accesses: accesses.filter((s) => s.outcome === '0').length,
+      refusals: refusals.length,
+      failures: failures.length,
+      breakGlass: btg.length,
+      users: new Set(rows.filter((s) => s.user).map((s) => s.user)).size,
+      patients: new Set(accesses.flatMap((s) => s.patients)).size,
+    },
+    daily: [...daily.values()].sort((a, b) => a.day.localeCompare(b.day)),
+    breakGlass,
+    refusals: refusalRows,
+    refusalsByUser: [...byUser.entries()]
+      .map(([user, b]) => ({ user, userName: nameOf(user), refusals: b.refusals, patients: b.patients.size, last: b.last }))
+      .sort((a, b) => b.refusals - a.refusals || a.user.localeCompare(b.user)),
+    refusalsByPatient: [...byPatient.entries()]
+      .map(([p, b]) => ({ patient: p, refusals: b.refusals, users: b.users.size, last: b.last }))
+      .sort((a, b) => b.refusals - a.refusals || a.patient.localeCompare(b.patient)),
+    offHours,
+    patientsPerUser,
+    unusualUsers: patientsPerUser.filter((u) => u.flagged).map(({ flagged: _f, ...u }) => u),
+    patient,
+  };
+}
+
+/**
+ * The distinct-patient count above which `user` is unusual: a fixed threshold if configured,
+ * otherwise mean + 3σ of the *other* users (leave-one-out, so a single outlier does not hide itself
+ * by inflating the statistics), never below `minPatients`. Undefined when there is nothing to compare.
+ */
+function unusualThreshold(
+  user: { user: string; patients: number },
+  all: readonly { user: string; patients: number }[],
+  cfg: ReviewUnusual,
+): number | undefined {
+  const others = all.filter((o) => o.user !== user.user).map((o) => o.patients);
+  let statistical: number | undefined;
+  if (others.length >= 2) {
+    const mean = others.reduce((a, b) => a + b, 0) / others.length;
+    const sd = Math.sqrt(others.reduce((a, b) => a + (b - mean) ** 2, 0) / others.length);
+    statistical = Math.max(cfg.minPatients, Math.floor(mean + 3 * sd));
+  }
+  if (cfg.threshold !== undefined) return statistical === undefined ? cfg.threshold : Math.min(cfg.threshold, statistical);
+  return statistical;
+}
+
+interface LocalTime {
+  date: string;
+  hour: number;
+  weekday: number;
+  label: string;
+}
+
+function localClock(timeZone: string): (iso: string) => LocalTime {
+  const fmt = new Intl.DateTimeFormat('en-GB', {
+    timeZone,
+    year: 'numeric',
+    month: '2-digit',
+    day: '2-digit',
+    hour: '2-digit',
+    minute: '2-digit',
+    hourCycle: 'h23',
+    weekday: 'short',
+  });
+  const days = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+  return (iso) => {
+    const parts = Object.fromEntries(fmt.formatToParts(new Date(iso)).map((p) => [p.type, p.value]));
+    const date = `${parts.year}-${parts.month}-${parts.day}`;
+    return {
+      date,
+      hour: Number(parts.hour),
+      weekday: days.indexOf(parts.weekday ?? ''),
+      label: `${parts.weekday} ${date} ${parts.hour}:${parts.minute}`,
+    };
+  };
+}
+
+function isOffHours(t: LocalTime, h: ReviewHours): boolean {
+  if (h.weekends && (t.weekday === 0 || t.weekday === 6)) return true;
+  return h.offHoursStart > h.offHoursEnd
+    ? t.hour >= h.offHoursStart || t.hour < h.offHoursEnd
+    : t.hour >= h.offHoursStart && t.hour < h.offHoursEnd;
+}
+
+/** A date `YYYY-MM-DD` becomes the start or end of that day in `timeZone`; an instant stays as is. */
+export function resolveBound(value: string, side: 'start' | 'end', timeZone: string): string {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
+  if (!m) {
+    const t = Date.parse(value);
+    if (Number.isNaN(t)) throw new TypeError(`not a date or instant: ${value}`);
+    return new Date(t).toISOString();
+  }
+  const [y, mo, d] = [Number(m[1]), Number(m[2]) - 1, Number(m[3])];
+  const midnight = (yy: number, mm: number, dd: number) => {
+    const guess = Date.UTC(yy, mm, dd);
+    // Two passes settle the offset even across a DST change.
+    let t = guess - zoneOffsetMs(guess, timeZone);
+    t = guess - zoneOffsetMs(t, timeZone);
+    return t;
+  };
+  const t = side === 'start' ? midnight(y, mo, d) : midnight(y, mo, d + 1) - 1;
+  return new Date(t).toISOString();
+}
+
+function zoneOffsetMs(t: number, timeZone: string): number {
+  const parts = Object.fromEntries(
+    new Intl.DateTimeFormat('en-GB', {
+      timeZone,
+      year: 'numeric',
+      month: '2-digit',
+      day: '2-digit',
+      hour: '2-digit',
+      minute: '2-digit',
+      second: '2-digit',
+      hourCycle: 'h23',
+    })
+      .formatToParts(new Date(t))
+      .map((p) => [p.type, Number(p.value)]),
+  );
+  const asUtc = Date.UTC(parts.year!, parts.month! - 1, parts.day!, parts.hour!, parts.minute!, parts.second!);
+  return asUtc - (t - (t % 1000));
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+/**
+ * One CSV cell per RFC 4180, protected against formula injection: a text starting with `=`, `+`,
+ * `-`, `@`, tab or carriage return is prefixed with `'` so that a spreadsheet shows it as text
+ * instead of evaluating it (names and reasons are typed by users).
+ */
+export function csvCell(value: string | number): string {
+  if (typeof value === 'number') return String(value);
+  const safe = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
+  return /[",\r\n]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
+}
+
+/** A CSV document: header row, CRLF line ends, UTF-8 BOM so that spreadsheets read accents right. */
+export function toCsv(header: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
+  return `\uFEFF${[header, ...rows].map((r) => r.map(csvCell).join(',')).join('\r\n')}\r\n`;
+}
+
+/** The CSV files of a review, by file name. */
+export function reviewCsvFiles(model: ReviewModel): Record<string, string> {
+  const accessHeader = [
+    'recorded',
+    'local_time',
+    'user',
+    'user_name',
+    'professions',
+    'patient',
+    'action',
+    'interaction',
+    'resources',
+    'outcome',
+    'purpose',
+    'reason',
+    'client_address',
+    'request_id',
+    'event_id',
+  ];
+  const accessCells = (r: AccessRow) => [
+    r.recorded,
+    r.localTime,
+    r.user,
+    r.userName,
+    r.professions,
+    r.patient,
+    r.action,
+    r.subtype,
+    r.resources,
+    r.outcome,
+    r.purpose,
+    r.reason,
+    r.clientAddress,
+    r.requestId,
+    r.eventId,
+  ];
+  const files: Record<string, string> = {
+    'break-glass.csv': toCsv(
+      ['recorded', 'what', 'user', 'user_name', 'patient', 'justification', 'interaction', 'resources', 'request_id', 'event_id'],
+      model.breakGlass.map((r) => [r.recorded, r.what, r.user, r.userName, r.patient, r.reason, r.subtype, r.resources, r.requestId, r.eventId]),
+    ),
+    'refusals.csv': toCsv(
+      ['recorded', 'user', 'user_name', 'client_address', 'patient', 'interaction', 'resources', 'reason', 'description', 'request_id', 'event_id'],
+      model.refusals.map((r) => [r.recorded, r.user, r.userName, r.clientAddress, r.patient, r.subtype, r.resources, r.reason, r.outcomeDesc, r.requestId, r.eventId]),
+    ),
+    'refusals-by-user.csv': toCsv(
+      ['user', 'user_name', 'refusals', 'distinct_patients', 'last'],
+      model.refusalsByUser.map((r) => [r.user, r.userName, r.refusals, r.patients, r.last]),
+    ),
+    'refusals-by-patient.csv': toCsv(
+      ['patient', 'refusals', 'distinct_users', 'last'],
+      model.refusalsByPatient.map((r) => [r.patient, r.refusals, r.users, r.last]),
+    ),
+    'off-hours.csv': toCsv(accessHeader, model.offHours.map(accessCells)),
+    'patients-per-user.csv': toCsv(
+      ['user', 'user_name', 'distinct_patients', 'accesses', 'threshold', 'flagged'],
+      model.patientsPerUser.map((r) => [r.user, r.userName, r.patients, r.accesses, r.threshold ?? '', r.flagged ? 'yes' : 'no']),
+    ),
+  };
+  if (model.patient) {
+    files[`patient-${model.patient.patient.slice('Patient/'.length).replace(/[^A-Za-z0-9.-]/g, '_')}.csv`] = toCsv(
+      accessHeader,
+      model.patient.accesses.map(accessCells),
+    );
+  }
+  return files;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command
+
+export interface RunReviewOptions extends ReviewOptions {
+  source: ReviewSource;
+  /** Directory that receives `report.html` and the CSV files (created owner-only: they hold PHI). */
+  outDir: string;
+}
+
+/** `caregate review`: loads the trail for the period, writes `report.html` and the CSV files. */
+export async function runReview(opts: RunReviewOptions): Promise<{ model: ReviewModel; files: string[] }> {
+  const timeZone = opts.hours?.timeZone ?? DEFAULT_HOURS.timeZone;
+  const from = resolveBound(opts.from, 'start', timeZone);
+  const to = resolveBound(opts.to, 'end', timeZone);
+  if (Date.parse(from) > Date.parse(to)) throw new TypeError('review: `from` is after `to`');
+  const events = await loadAuditEvents(opts.source, from, to);
+  const model = buildReviewModel(events, { ...opts, from, to });
+  await mkdir(opts.outDir, { recursive: true, mode: 0o700 });
+  const outputs: Record<string, string> = { 'report.html': renderReviewHtml(model), ...reviewCsvFiles(model) };
+  const files: string[] = [];
+  for (const [name, content] of Object.entries(outputs)) {
+    const path = join(opts.outDir, name);
+    await writeFile(path, content, { mode: 0o600 });
+    files.push(path);
+  }
+  return { model, files };
+}
