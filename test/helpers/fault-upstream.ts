@@ -1,0 +1,64 @@
+import http from 'node:http';
+import { gzipSync } from 'node:zlib';
+
+/**
+ * A fault-injecting front for a real FHIR engine: every request is relayed to `target`, except
+ * reads of `Observation/fault-<kind>`, which answer the fault. Only for fault tests: the behaviour
+ * under test is caregate's, the data still comes from the real engine.
+ */
+export async function startFaultUpstream(target: string): Promise<{ url: string; close(): Promise<void> }> {
+  const t = new URL(target);
+  const server = http.createServer((req, res) => {
+    const m = /\/Observation\/fault-([a-z0-9-]+)$/.exec(req.url ?? '');
+    if (m) {
+      switch (m[1]) {
+        case 'timeout':
+          return; // never answers
+        case 'error500':
+          res.writeHead(500, { 'content-type': 'application/fhir+json' });
+          res.end(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'exception', diagnostics: 'NullPointerException at Patient/secret-123' }] }));
+          return;
+        case 'gzip': {
+          res.writeHead(200, { 'content-type': 'application/fhir+json', 'content-encoding': 'gzip' });
+          res.end(gzipSync(JSON.stringify({ resourceType: 'Organization', id: 'fault-gzip', name: 'Gzipped' })));
+          return;
+        }
+        case 'html':
+          res.writeHead(200, { 'content-type': 'text/html' });
+          res.end('<html><body>Patient Jean Dupont, born 1950</body></html>');
+          return;
+        case 'notjson':
+          res.writeHead(200, { 'content-type': 'application/fhir+json' });
+          res.end('{"resourceType": "Observation", "subject": ');
+          return;
+        case 'huge': {
+          res.writeHead(200, { 'content-type': 'application/fhir+json' });
+          res.end(JSON.stringify({ resourceType: 'Organization', id: 'fault-huge', name: 'x'.repeat(3 * 1024 * 1024) }));
+          return;
+        }
+      }
+    }
+    const up = http.request(
+      { host: t.hostname, port: t.port, method: req.method, path: req.url, headers: { ...req.headers, host: t.host } },
+      (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      },
+    );
+    up.on('error', () => {
+      res.writeHead(502);
+      res.end();
+    });
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}${t.pathname}`,
+    close: () =>
+      new Promise((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}

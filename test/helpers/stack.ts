@@ -1,0 +1,86 @@
+import { mkdtempSync, copyFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pino } from 'pino';
+import { parseConfig } from '../../src/config/load.js';
+import { startCaregate, type Caregate } from '../../src/server.js';
+import { startDemoFhir } from '../../src/demo/server.js';
+import { demoToken, ensureDemoSigningKey } from '../../src/demo/tokens.js';
+import type { PersonaName } from '../../src/demo/personas.js';
+
+/**
+ * A whole stack for integration tests: the embedded demo FHIR engine (real medplum router) on a
+ * free port, and caregate in front of it with the demo policy, a demo token issuer, and an audit
+ * spool in a temporary folder.
+ */
+export interface Stack {
+  gate: Caregate;
+  /** caregate's FHIR base URL. */
+  url: string;
+  /** The upstream's FHIR base URL (for tests that compare, or that must not see it leak). */
+  upstreamUrl: string;
+  dir: string;
+  token(persona: PersonaName, opts?: { scope?: string }): string;
+  auth(persona: PersonaName): { authorization: string };
+  close(): Promise<void>;
+}
+
+export interface StackOptions {
+  patients?: number;
+  /** Extra YAML appended to the caregate config (must not repeat top-level keys used here). */
+  extraYaml?: string;
+  /** Use this upstream instead of starting the demo engine (fault injection). */
+  upstreamUrl?: string;
+  /** A different policy file. */
+  policyFile?: string;
+  auditMode?: 'strict' | 'async';
+}
+
+const ROOT = resolve(import.meta.dirname, '../..');
+
+export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  const dir = mkdtempSync(join(tmpdir(), 'caregate-test-'));
+  const keysDir = join(dir, 'keys');
+  const { jwksFile } = ensureDemoSigningKey(keysDir);
+  copyFileSync(opts.policyFile ?? join(ROOT, 'config/policy.yaml'), join(dir, 'policy.yaml'));
+  const demo = opts.upstreamUrl ? undefined : await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: opts.patients ?? 300 } });
+  const upstreamUrl = opts.upstreamUrl ?? demo!.url;
+  const yaml = `
+server: { host: 127.0.0.1, port: 0 }
+upstream: { url: "${upstreamUrl}", timeoutMs: 2000, lookupTimeoutMs: 2000 }
+logging: { level: silent }
+identity:
+  issuers:
+    - id: demo
+      issuer: https://idp.chu-demo.example/realms/chu
+      audience: caregate
+      algorithms: [ES256]
+      jwksFile: ${jwksFile}
+      claims:
+        idNatPs: idnat_ps
+        staffId: staff_id
+        staffIdSystem: https://chu-demo.example/fhir/staff-id
+        professionCodes: [SubjectRole]
+        roles: [realm_access.roles]
+        groups: [groups]
+        scope: scope
+audit: { mode: ${opts.auditMode ?? 'strict'}, spoolDir: ${join(dir, 'audit')}, site: test, ship: { intervalMs: 100 } }
+policy: { file: policy.yaml, watch: false }
+${opts.extraYaml ?? ''}`;
+  const loaded = parseConfig(yaml, join(dir, 'caregate.yaml'), {}, dir);
+  const gate = await startCaregate({ loaded, upstreamUrl, logger: pino({ level: 'silent' }) });
+  const token = (persona: PersonaName, o: { scope?: string } = {}) => demoToken(persona, { dir: keysDir, ...(o.scope ? { scope: o.scope } : {}) });
+  return {
+    gate,
+    url: gate.url,
+    upstreamUrl,
+    dir,
+    token,
+    auth: (persona) => ({ authorization: `Bearer ${token(persona)}` }),
+    async close() {
+      await gate.close();
+      await demo?.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

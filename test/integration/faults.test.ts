@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import request from 'supertest';
+import { startDemoFhir } from '../../src/demo/server.js';
+import { startFaultUpstream } from '../helpers/fault-upstream.js';
+import { startStack, type Stack } from '../helpers/stack.js';
+
+/** Upstream faults get a clear OperationOutcome with the right status, and nothing unjudged leaks. */
+let engine: Awaited<ReturnType<typeof startDemoFhir>>;
+let faults: Awaited<ReturnType<typeof startFaultUpstream>>;
+let stack: Stack;
+
+beforeAll(async () => {
+  engine = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: 100 } });
+  faults = await startFaultUpstream(engine.url);
+  stack = await startStack({ upstreamUrl: faults.url, extraYaml: 'server: { host: 127.0.0.1, port: 0, maxResponseBytes: 1mb, maxRequestBytes: 64kb }' });
+});
+afterAll(async () => {
+  await stack?.close();
+  await faults?.close();
+  await engine?.close();
+});
+
+const path = (p: string) => new URL(stack.url).pathname + p;
+const get = (p: string) => request(stack.gate.server).get(path(p)).set(stack.auth('dim'));
+
+describe('upstream faults', () => {
+  it('answers 504 with an OperationOutcome when the upstream does not answer in time', async () => {
+    const res = await get('/Observation/fault-timeout');
+    expect(res.status).toBe(504);
+    expect(res.body.resourceType).toBe('OperationOutcome');
+    expect(res.body.issue[0].code).toBe('timeout');
+  });
+
+  it('answers 502 with an OperationOutcome when the upstream cannot be reached', async () => {
+    const s = await startStack({ upstreamUrl: 'http://127.0.0.1:9/fhir' });
+    try {
+      const res = await request(s.gate.server).get(new URL(s.url).pathname + '/metadata');
+      expect(res.status).toBe(502);
+      expect(res.body.resourceType).toBe('OperationOutcome');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('keeps only the codes of an upstream 500, never its diagnostics', async () => {
+    const res = await get('/Observation/fault-error500');
+    expect(res.status).toBe(500);
+    expect(res.body.resourceType).toBe('OperationOutcome');
+    expect(res.text).not.toContain('secret-123');
+  });
+
+  it('reads a gzip body the upstream sent although identity was asked', async () => {
+    const res = await get('/Observation/fault-gzip');
+    // The resource is judged like any other (an Organization here: reference data).
+    expect(res.status).toBe(200);
+    expect(res.body.name).toBe('Gzipped');
+  });
+
+  it('refuses to pass a non-FHIR body (HTML) with a 502, without its content', async () => {
+    const res = await get('/Observation/fault-html');
+    expect(res.status).toBe(502);
+    expect(res.text).not.toContain('Dupont');
+  });
+
+  it('refuses to pass a truncated JSON body with a 502', async () => {
+    const res = await get('/Observation/fault-notjson');
+    expect(res.status).toBe(502);
+    expect(res.body.resourceType).toBe('OperationOutcome');
+  });
+
+  it('answers 502 when the upstream answer is larger than the configured limit', async () => {
+    const res = await get('/Observation/fault-huge');
+    expect(res.status).toBe(502);
+    expect(res.body.issue[0].details.text).toMatch(/larger/);
+  });
+
+  it('answers 413 when the request body is larger than the configured limit', async () => {
+    const res = await request(stack.gate.server)
+      .post(path('/Observation'))
+      .set(stack.auth('dim'))
+      .set('content-type', 'application/fhir+json')
+      .send(JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'x'.repeat(100 * 1024) } }));
+    expect(res.status).toBe(413);
+    expect(res.body.resourceType).toBe('OperationOutcome');
+  });
+});
