@@ -2,7 +2,7 @@ import { randomBytes, webcrypto, X509Certificate as NodeX509 } from 'node:crypto
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CertificatesConfigInput } from '../identity/config.js';
-import { thumbprintS256 } from '../identity/certificate.js';
+import { crlToPem, thumbprintS256 } from '../identity/certificate.js';
 import { x509 } from '../identity/x509.js';
 import { PERSONAS } from './personas.js';
 
@@ -282,7 +282,7 @@ export async function ensureDemoPki(dir: string): Promise<DemoPki> {
   }
 
   if (newCa || !crlCurrent(paths.crlFile, cardCa)) {
-    writeFileSync(paths.crlFile, (await createCrl(cardCa)).toString('pem'));
+    writeFileSync(paths.crlFile, crlToPem(await createCrl(cardCa)));
   }
 
   if (!(stillValid(paths.serverCaFile, 30 * DAY) && stillValid(paths.serverCertFile, DAY) && existsSync(paths.serverKeyFile))) {

@@ -136,19 +136,24 @@ export interface TrustStore {
 
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
 
-function pemBlocks(text: string, label: string): Uint8Array[] {
+function pemBlocks(text: string, ...labels: string[]): Uint8Array[] {
   const out: Uint8Array[] = [];
   for (const m of text.matchAll(PEM_BLOCK)) {
-    if (m[1] === label) out.push(Buffer.from(m[2]!.replace(/\s+/g, ''), 'base64'));
+    if (labels.includes(m[1]!)) out.push(Buffer.from(m[2]!.replace(/\s+/g, ''), 'base64'));
   }
   return out;
 }
 
 /** DER blocks of a PEM or DER file's content. */
-function derBlocks(content: Buffer, label: string): Uint8Array[] {
+function derBlocks(content: Buffer, ...labels: string[]): Uint8Array[] {
   const text = content.toString('latin1');
-  if (text.includes('-----BEGIN ')) return pemBlocks(text, label);
+  if (text.includes('-----BEGIN ')) return pemBlocks(text, ...labels);
   return [new Uint8Array(content)];
+}
+
+/** PEM of a CRL with the `X509 CRL` label OpenSSL expects (@peculiar/x509 writes `CRL`). */
+export function crlToPem(crl: x509.X509Crl): string {
+  return x509.PemConverter.encode(crl.rawData, 'X509 CRL');
 }
 
 /**
@@ -171,7 +176,7 @@ export function loadTrustStore(config: CertificatesConfig, readFile: (path: stri
   for (const file of config.crlFiles) {
     let blocks: Uint8Array[];
     try {
-      blocks = derBlocks(readFile(file), 'X509 CRL');
+      blocks = derBlocks(readFile(file), 'X509 CRL', 'CRL');
       for (const der of blocks) crls.push(new x509.X509Crl(der));
     } catch (cause) {
       throw new TypeError(`identity.certificates.crlFiles: cannot read a CRL from ${file}`, { cause });
@@ -182,7 +187,7 @@ export function loadTrustStore(config: CertificatesConfig, readFile: (path: stri
     cas,
     crls,
     caPem: cas.map((c) => c.toString('pem')),
-    crlPem: crls.map((c) => c.toString('pem')),
+    crlPem: crls.map(crlToPem),
     issuerCommonNames: config.issuerCommonNames ? new Set(config.issuerCommonNames) : undefined,
   };
 }

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { ProxyError } from '../http/errors.js';
 import type { FhirClient } from '../upstream/client.js';
@@ -10,6 +11,7 @@ import {
   identityHeaderNames,
   loadTrustStore,
   verifiedForwardedCertificate,
+  tlsInfoFromSocket,
   type TlsInfo,
   type TrustStore,
 } from './certificate.js';
@@ -39,6 +41,19 @@ export interface IdentifyInput {
   remoteAddress?: string;
   /** TLS facts of the connection (see `tlsInfoFromSocket`); absent on plain HTTP. */
   tls?: TlsInfo;
+}
+
+/** Builds an {@link IdentifyInput} from a Node request (plain HTTP or TLS). */
+export function identifyInputFrom(req: IncomingMessage): IdentifyInput {
+  const socket = req.socket as Partial<TLSSocket>;
+  return {
+    method: req.method ?? 'GET',
+    url: req.url ?? '/',
+    headers: req.headers,
+    rawHeaders: req.rawHeaders,
+    ...(req.socket.remoteAddress ? { remoteAddress: req.socket.remoteAddress } : {}),
+    ...(socket.encrypted ? { tls: tlsInfoFromSocket(req.socket as TLSSocket) } : {}),
+  };
 }
 
 export interface RoleMappingContext {

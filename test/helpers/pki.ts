@@ -10,7 +10,7 @@ import {
   privateKeyPem,
   type Issued,
 } from '../../src/demo/pki.js';
-import { thumbprintS256 } from '../../src/identity/certificate.js';
+import { crlToPem, thumbprintS256 } from '../../src/identity/certificate.js';
 
 export { createCa, createCrl, issueCardCertificate, issueServerCertificate, privateKeyPem, type Issued };
 
@@ -94,7 +94,7 @@ export async function createTestPki(): Promise<TestPki> {
   const serverCertFile = join(dir, 'server.pem');
   const serverKeyFile = join(dir, 'server-key.pem');
   writeFileSync(caFile, ca.cert.toString('pem'));
-  writeFileSync(crlFile, crl.toString('pem'));
+  writeFileSync(crlFile, crlToPem(crl));
   writeFileSync(serverCaFile, serverCa.cert.toString('pem'));
   const serverCertPem = server.cert.toString('pem');
   const serverKeyPem = await privateKeyPem(server.keys.privateKey);
