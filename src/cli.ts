@@ -104,6 +104,7 @@ async function serve(rest: string[]): Promise<number> {
     }
     throw err;
   }
+  process.stderr.write(`caregate listening on ${gate.url}\n`);
   if (stopDemo) await printDemoBanner(gate.url, configPath(loaded, config.demo.keysDir));
 
   let closing = false;

@@ -1,0 +1,169 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, copyFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import autocannon from 'autocannon';
+import { demoToken, ensureDemoSigningKey } from '../src/demo/tokens.js';
+
+/**
+ * `npm run bench`: the upstream directly, a bare express + http-proxy-middleware passthrough of the
+ * same upstream, and caregate, measured in one run on the same requests. Each server runs in its
+ * own process; the proxy's CPU time per request is read from /proc, since on 2 cores the upstream's
+ * cost masks the proxy's in requests per second. Writes docs/BENCHMARKS.md.
+ */
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const DURATION = Number(process.env.BENCH_SECONDS ?? 8);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
+const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 2000);
+
+interface Proc {
+  child: ChildProcess;
+  url: string;
+}
+
+function start(args: string[], readyPattern: RegExp, env: NodeJS.ProcessEnv = {}): Promise<Proc> {
+  return new Promise((resolveP, reject) => {
+    const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`not ready: ${args.join(' ')}\n${out}`)), 60_000);
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      const m = readyPattern.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        // Keep draining the pipes without holding their content.
+        child.stdout!.off('data', onData);
+        child.stderr!.off('data', onData);
+        child.stdout!.resume();
+        child.stderr!.resume();
+        resolveP({ child, url: m[1]! });
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.on('exit', (code) => reject(new Error(`exited ${code}: ${args.join(' ')}\n${out}`)));
+  });
+}
+
+/** utime + stime of a process in seconds (Linux). */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+interface Result {
+  rps: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  non2xx: number;
+  cpuMsPerReq?: number;
+}
+
+async function measure(url: string, headers: Record<string, string>, pid?: number): Promise<Result> {
+  // Warm-up: JIT, connection pools, caches.
+  await autocannon({ url, connections: CONNECTIONS, duration: 2, headers });
+  const before = pid ? cpuSeconds(pid) : 0;
+  const r = await autocannon({ url, connections: CONNECTIONS, duration: DURATION, headers });
+  const after = pid ? cpuSeconds(pid) : 0;
+  const requests = r.requests.total;
+  return {
+    rps: r.requests.average,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    requests,
+    non2xx: r.non2xx,
+    ...(pid ? { cpuMsPerReq: ((after - before) * 1000) / Math.max(1, requests) } : {}),
+  };
+}
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'caregate-bench-'));
+  const procs: ChildProcess[] = [];
+  try {
+    const upstream = await start(['dist/src/cli.js', 'demo-fhir', '--port', '0', '--patients', String(PATIENTS), '--seed', '42'], /(http:\/\/127\.0\.0\.1:\d+\/fhir)/);
+    procs.push(upstream.child);
+    const passthrough = await start(['dist/bench/passthrough.js', upstream.url, '0'], /"url":"(http:\/\/127\.0\.0\.1:\d+\/fhir)"/);
+    procs.push(passthrough.child);
+
+    const keys = join(dir, 'keys');
+    const { jwksFile } = ensureDemoSigningKey(keys);
+    copyFileSync(join(ROOT, 'config/policy.yaml'), join(dir, 'policy.yaml'));
+    writeFileSync(
+      join(dir, 'caregate.yaml'),
+      readFileSync(join(ROOT, 'config/caregate.yaml'), 'utf8')
+        .replace(/url: null.*/, `url: ${upstream.url}`)
+        .replace(/port: 8080/, 'port: 0')
+        .replace(/level: info/, 'level: warn')
+        .replace(/jwksFile: .*/, `jwksFile: ${jwksFile}`)
+        .replace(/spoolDir: .*/, `spoolDir: ${join(dir, 'audit')}`),
+    );
+    const gate = await start(['dist/src/cli.js', 'serve', '--config', join(dir, 'caregate.yaml')], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/);
+    procs.push(gate.child);
+
+    const clinician = { authorization: `Bearer ${demoToken('clinician', { dir: keys })}` };
+    const dim = { authorization: `Bearer ${demoToken('dim', { dir: keys })}` };
+    const scenarios: Array<{ name: string; path: string; auth: Record<string, string> }> = [
+      { name: 'read Patient (care set, warm cache)', path: '/Patient/pat-dupont', auth: clinician },
+      { name: 'search 10 Observations (filtered)', path: '/Observation?patient=pat-dupont&_count=10', auth: clinician },
+      { name: 'search 100 Observations (filtered)', path: '/Observation?patient=pat-dupont&_count=100', auth: clinician },
+      { name: 'search 100 Patients (DIM, all records)', path: '/Patient?_count=100', auth: dim },
+    ];
+
+    const rows: string[] = [];
+    const results: Array<{ name: string; direct: Result; pass: Result; gate: Result; returned: number }> = [];
+    for (const s of scenarios) {
+      const probe = await fetch(gate.url + s.path, { headers: s.auth });
+      const body = (await probe.json()) as { entry?: unknown[] };
+      const returned = body.entry?.length ?? 1;
+      if (probe.status !== 200) throw new Error(`scenario ${s.name}: caregate answered ${probe.status}`);
+      const direct = await measure(upstream.url + s.path, {}, upstream.child.pid);
+      const pass = await measure(passthrough.url + s.path, s.auth, passthrough.child.pid);
+      const g = await measure(gate.url + s.path, s.auth, gate.child.pid);
+      results.push({ name: s.name, direct, pass, gate: g, returned });
+      const line = `${s.name.padEnd(40)} entries=${String(returned).padStart(3)} | direct ${direct.rps.toFixed(0).padStart(6)} rps | passthrough ${pass.rps.toFixed(0).padStart(6)} rps p50 ${pass.p50}ms p99 ${pass.p99}ms cpu ${pass.cpuMsPerReq!.toFixed(3)}ms | caregate ${g.rps.toFixed(0).padStart(6)} rps p50 ${g.p50}ms p99 ${g.p99}ms cpu ${g.cpuMsPerReq!.toFixed(3)}ms | caregate/passthrough ${(g.rps / pass.rps).toFixed(2)} caregate/direct ${(g.rps / direct.rps).toFixed(2)}`;
+      console.log(line);
+      rows.push(
+        `| ${s.name} | ${returned} | ${direct.rps.toFixed(0)} | ${direct.p50} / ${direct.p99} | ${pass.rps.toFixed(0)} | ${pass.p50} / ${pass.p99} | ${pass.cpuMsPerReq!.toFixed(3)} | ${g.rps.toFixed(0)} | ${g.p50} / ${g.p99} | ${g.cpuMsPerReq!.toFixed(3)} | **${(g.rps / pass.rps).toFixed(2)}** | ${(g.rps / direct.rps).toFixed(2)} | ${g.non2xx} |`,
+      );
+    }
+
+    // Steady-state care-set lookups per request: read from caregate's own metrics.
+    const metrics = await (await fetch(gate.url.replace(/\/fhir$/, '') + '/metrics')).text();
+    const lookups = [...metrics.matchAll(/^caregate_lookups_total\{[^}]*\} (\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0);
+    const answered = [...metrics.matchAll(/^caregate_requests_total\{[^}]*\} (\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0);
+    const lookupsPerRequest = lookups / Math.max(1, answered);
+    console.log(`care-set lookups: ${lookups} for ${answered} requests (${lookupsPerRequest.toFixed(5)} per request)`);
+
+    const targets = results.map((r) => `- ${r.name}: caregate/passthrough = ${(r.gate.rps / r.pass.rps).toFixed(2)} (target ≥ 0.85–0.90) ${r.gate.rps / r.pass.rps >= 0.9 ? '✅' : r.gate.rps / r.pass.rps >= 0.85 ? '≈' : '❌'}`);
+    const md = `# Benchmarks
+
+Generated by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, ${(await import('node:os')).cpus().length} cores).
+Each server runs in its own process on this machine: the embedded demo FHIR engine (${PATIENTS} patients),
+a bare express + http-proxy-middleware passthrough with the same keep-alive agent, and caregate
+(identity, care-set resolution, policy, response filtering, strict fsync'ed audit). autocannon,
+${CONNECTIONS} connections, ${DURATION} s per measure after a 2 s warm-up. Latencies in ms. CPU is the
+server process's user+system time per request, read from /proc.
+
+| scenario | entries | direct rps | direct p50/p99 | passthrough rps | passthrough p50/p99 | passthrough CPU ms/req | caregate rps | caregate p50/p99 | caregate CPU ms/req | caregate/passthrough | caregate/direct | caregate non-2xx |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
+${rows.join('\n')}
+
+Care-set lookups to the upstream in steady state: ${lookups} for ${answered} answered requests (${lookupsPerRequest.toFixed(5)} per request; target ≤ 0.01).
+
+${targets.join('\n')}
+
+On two cores the upstream, the proxy and autocannon share the CPU: requests per second mostly
+measure the upstream. The CPU time per request is the proxy's own cost.
+`;
+    writeFileSync(join(ROOT, 'docs/BENCHMARKS.md'), md);
+    console.log('wrote docs/BENCHMARKS.md');
+  } finally {
+    for (const p of procs) p.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
