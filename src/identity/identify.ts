@@ -60,6 +60,8 @@ export interface RoleMappingContext {
   kind: Principal['kind'];
   /** PractitionerRole codes `system|code` (empty for patients and related persons). */
   roleCodes: readonly string[];
+  /** The holder's own card certificate is part of this request (card alone, or token + same person's card). */
+  cardPresented: boolean;
 }
 
 export interface IdentifierOptions {
@@ -267,7 +269,7 @@ export function createIdentifier(opts: IdentifierOptions): Identifier {
       const certificate = presented?.identity;
       const resolved = await resolver.resolve({ claims, staff, certificate });
       const roleCodes = resolved.kind === 'practitioner' ? resolved.roleCodes : [];
-      const policyRoles = opts.mapRoles(claims, { kind: resolved.kind, roleCodes });
+      const policyRoles = opts.mapRoles(claims, { kind: resolved.kind, roleCodes, cardPresented: personalCard });
 
       if (!personalCard && cardRoles.size > 0 && [...claims.roles, ...policyRoles].some((r) => cardRoles.has(r))) {
         throw new ProxyError('ERR_CARD_REQUIRED', 'This role requires the holder’s CPS card certificate in the request.');

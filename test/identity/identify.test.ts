@@ -88,7 +88,7 @@ describe('identify: one identity per request', () => {
       config,
       client: fhir,
       logger: pino({ level: 'debug' }, stream),
-      mapRoles: (claims, ctx) => [...claims.roles, ...(ctx.kind === 'patient' ? ['patient'] : [])],
+      mapRoles: (claims, ctx) => [...claims.roles, ...(ctx.kind === 'patient' ? ['patient'] : []), ...(ctx.cardPresented ? ['card'] : [])],
     });
   }
 
@@ -218,6 +218,7 @@ describe('identify: one identity per request', () => {
       const token = await kc.sign({ idnat_ps: '899700000013', realm_access: { roles: ['clinician'] } });
       const p = await nginx.identify(input({ token, tls: { authorized: true, peerCertificateDer: pki.cards.clinician.der } }));
       expect(p.method).toBe('jwt+cert');
+      expect(p.policyRoles).toEqual(['clinician', 'card']);
       expect(p.certificate?.idNatPs).toBe('899700000013');
       expect(p.claims.professionCodes).toEqual(['10']);
     });
@@ -353,7 +354,7 @@ describe('identify: one identity per request', () => {
     it('accepts the listed role with the holder’s own card', async () => {
       const token = await kc.sign({ idnat_ps: '899700000013', realm_access: { roles: ['dim'] } });
       const p: Principal = await nginx.identify(input({ token, tls: { authorized: true, peerCertificateDer: pki.cards.clinician.der } }));
-      expect(p.policyRoles).toEqual(['dim']);
+      expect(p.policyRoles).toEqual(['dim', 'card']);
     });
   });
 
