@@ -28,7 +28,11 @@ async function main(argv: string[]): Promise<number> {
       return checkConfig(rest);
     case 'demo-fhir': {
       const { runDemoFhirCli } = await import('./demo/server.js');
-      return runDemoFhirCli(rest);
+      const demo = await runDemoFhirCli(rest);
+      const stop = () => void demo.close().then(() => process.exit(0));
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+      return new Promise<number>(() => {});
     }
     case 'demo-token':
       return demoTokenCmd(rest);
