@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { buildAuditEvents, type AuditInput } from '../src/audit/build.js';
@@ -20,6 +20,9 @@ export interface AuditBenchResult {
   buildP50Us: number;
   /** Requests per fdatasync at `rate` (group commit at work). */
   eventsPerSync: number;
+  /** The disk alone: one 2 KiB append + fdatasync at a time, p50 and p99. Strict audit cannot beat this. */
+  diskSyncP50Ms: number;
+  diskSyncP99Ms: number;
   rate: number;
   requests: number;
 }
@@ -42,7 +45,7 @@ export async function runAuditBench(opts: AuditBenchOptions = {}): Promise<Audit
   const throughputMs = opts.throughputMs ?? 3000;
   const concurrency = opts.concurrency ?? 256;
   const baseDir = opts.baseDir ?? 'var';
-  await import('node:fs/promises').then((fs) => fs.mkdir(baseDir, { recursive: true }));
+  await mkdir(baseDir, { recursive: true });
   const dir = await mkdtemp(join(baseDir, 'bench-audit-'));
   const spool = await openSpool({ dir, mode: 'strict' });
   let seq = 0;
@@ -110,6 +113,7 @@ export async function runAuditBench(opts: AuditBenchOptions = {}): Promise<Audit
   });
 
   try {
+    const disk = await diskSyncLatency(dir);
     // Warm-up: first segment, JIT.
     await Promise.all(Array.from({ length: 200 }, () => spool.append(buildAuditEvents(input()))));
 
@@ -154,6 +158,8 @@ export async function runAuditBench(opts: AuditBenchOptions = {}): Promise<Audit
       p99Ms: round(percentile(latMs, 99)),
       buildP50Us: round(percentile(buildUs, 50)),
       eventsPerSync: round(total / Math.max(1, syncs)),
+      diskSyncP50Ms: round(percentile(disk, 50)),
+      diskSyncP99Ms: round(percentile(disk, 99)),
       rate,
       requests: total,
     };
@@ -161,6 +167,24 @@ export async function runAuditBench(opts: AuditBenchOptions = {}): Promise<Audit
     await spool.close();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Latency of the bare disk: sequential 2 KiB appends, each followed by fdatasync. */
+async function diskSyncLatency(dir: string): Promise<number[]> {
+  const fh = await open(join(dir, 'disk-probe'), 'a');
+  const buf = Buffer.alloc(2048, 0x61);
+  const out: number[] = [];
+  try {
+    for (let i = 0; i < 300; i++) {
+      const t = process.hrtime.bigint();
+      await fh.write(buf);
+      await fh.datasync();
+      out.push(Number(process.hrtime.bigint() - t) / 1e6);
+    }
+  } finally {
+    await fh.close();
+  }
+  return out;
 }
 
 function percentile(xs: number[], p: number): number {
@@ -177,7 +201,8 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const r = await runAuditBench();
   console.log(
     `audit (strict): ${r.eventsPerSec} events/s max; at ${r.rate} req/s: append p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, ` +
-      `${r.eventsPerSync} events per fdatasync; building an event ${r.buildP50Us} µs`,
+      `${r.eventsPerSync} events per fdatasync; building an event ${r.buildP50Us} µs; ` +
+      `bare disk append+fdatasync p50 ${r.diskSyncP50Ms} ms, p99 ${r.diskSyncP99Ms} ms`,
   );
   console.log(JSON.stringify(r));
 }
