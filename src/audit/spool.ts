@@ -1,5 +1,5 @@
 import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { ProxyError } from '../http/errors.js';
@@ -390,6 +390,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
       if (active) await active.fh.close().catch(() => undefined);
       active = undefined;
       await unlink(join(dir, LOCK_FILE)).catch(() => undefined);
+      openDirs.delete(resolve(dir));
     },
   };
   return spool;
@@ -536,19 +537,25 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** Spool directories open in this process. */
+const openDirs = new Set<string>();
+
 /**
  * One live process per spool directory: a second writer would interleave segments. A lock left by a
  * process that died (kill -9) is taken over.
  */
 async function acquireLock(dir: string): Promise<void> {
   const path = join(dir, LOCK_FILE);
+  if (openDirs.has(resolve(dir))) throw new Error(`audit spool ${dir} is already open in this process`);
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       await writeFile(path, String(process.pid), { flag: 'wx', mode: 0o600 });
+      openDirs.add(resolve(dir));
       return;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
+      // Our own pid in a lock we do not hold: a previous incarnation (a container restarted with the same pid).
       if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
         throw new Error(`audit spool ${dir} is in use by process ${holder}`);
       }
