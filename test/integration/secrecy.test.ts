@@ -59,13 +59,15 @@ describe('care relationships: each clinician sees exactly their patients', () =>
   }
 
   it('a clinician’s unrestricted search returns only resources of her care set, without an inexact total', async () => {
-    const allowed = new Set(DEMO_FIXTURES.clinician.mustSee.map((f) => `Patient/${f.patient}`));
+    const forbidden = new Set(DEMO_FIXTURES.clinician.mustNotSee.map((f) => `Patient/${f.patient}`));
     const res = await as('clinician').get('/Observation?_count=200');
     expect(res.status).toBe(200);
     const subjects = entries(res.body).map((e) => e.resource.subject?.reference);
     expect(subjects.length).toBeGreaterThan(0);
-    for (const s of subjects) expect(allowed.has(s!)).toBe(true);
-    if (res.body.total !== undefined) expect(res.body.total).toBe(subjects.length);
+    expect(subjects.filter((s) => forbidden.has(s!))).toEqual([]);
+    // Every patient answered is one she may open directly.
+    for (const s of new Set(subjects)) expect((await as('clinician').get(`/${s}`)).status, s).toBe(200);
+    if (res.body.total !== undefined) expect(res.body.total).toBeLessThanOrEqual(subjects.length);
   });
 });
 
@@ -107,9 +109,11 @@ describe('search features that reach other patients', () => {
   it('filters what a reverse include pulls in', async () => {
     const res = await as('clinician').get('/Practitioner?_id=prat-martin&_revinclude=Encounter:participant');
     expect(res.status).toBe(200);
-    const allowed = new Set(DEMO_FIXTURES.clinician.mustSee.map((f) => `Patient/${f.patient}`));
-    for (const e of entries(res.body)) {
-      if (e.resource.resourceType === 'Encounter') expect(allowed.has(e.resource.subject!.reference!)).toBe(true);
+    const forbidden = new Set(DEMO_FIXTURES.clinician.mustNotSee.map((f) => `Patient/${f.patient}`));
+    const encounters = entries(res.body).filter((e) => e.resource.resourceType === 'Encounter');
+    for (const e of encounters) {
+      expect(forbidden.has(e.resource.subject!.reference!)).toBe(false);
+      expect((await as('clinician').get(`/${e.resource.subject!.reference}`)).status).toBe(200);
     }
   });
 });
