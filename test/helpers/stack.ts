@@ -34,6 +34,8 @@ export interface StackOptions {
   /** A different policy file. */
   policyFile?: string;
   auditMode?: 'strict' | 'async';
+  /** Extra keys of the `server:` mapping, e.g. `maxResponseBytes: 1mb`. */
+  server?: string;
 }
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -46,7 +48,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const demo = opts.upstreamUrl ? undefined : await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: opts.patients ?? 300 } });
   const upstreamUrl = opts.upstreamUrl ?? demo!.url;
   const yaml = `
-server: { host: 127.0.0.1, port: 0 }
+server: { host: 127.0.0.1, port: 0${opts.server ? `, ${opts.server}` : ''} }
 upstream: { url: "${upstreamUrl}", timeoutMs: 2000, lookupTimeoutMs: 2000 }
 logging: { level: silent }
 identity:

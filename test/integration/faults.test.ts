@@ -12,7 +12,7 @@ let stack: Stack;
 beforeAll(async () => {
   engine = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: 100 } });
   faults = await startFaultUpstream(engine.url);
-  stack = await startStack({ upstreamUrl: faults.url, extraYaml: 'server: { host: 127.0.0.1, port: 0, maxResponseBytes: 1mb, maxRequestBytes: 64kb }' });
+  stack = await startStack({ upstreamUrl: faults.url, server: 'maxResponseBytes: 1mb, maxRequestBytes: 64kb' });
 });
 afterAll(async () => {
   await stack?.close();
