@@ -1576,6 +1576,10 @@ function formatQuery(req: SearchRequest, count: number): URLSearchParams {
   if (req.types?.length) q.set('_type', req.types.join(','));
   if (req.fields?.length) q.set('_elements', req.fields.join(','));
   if (req.summary) q.set('_summary', req.summary);
+  if (count === 0 && req.total === 'accurate') {
+    q.set('_summary', 'count');
+    return q;
+  }
   if (req.total) q.set('_total', req.total);
   q.set('_count', String(count));
   return q;

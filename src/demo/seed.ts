@@ -476,6 +476,7 @@ class HospitalBuilder {
   private readonly counters = new Map<string, number>();
   private readonly usedIns = new Set<string>();
   private ippSeq = 0;
+  private staySeq = 0;
   /** Generated clinical staff per service (personas excluded). */
   private readonly staff = new Map<ServiceKey, { physicians: Staff[]; nurses: Staff[] }>();
 
@@ -721,7 +722,7 @@ class HospitalBuilder {
         : {}),
     }));
     const withDisplay = this.rng.chance(0.3);
-    const stayNumber = `${new Date(start).getUTCFullYear()}${id.replace(/\D/g, '').padStart(6, '0').slice(-6)}${id.startsWith('enc-fx') ? pad(this.rng.int(0, 99), 2) : ''}`;
+    const stayNumber = `${new Date(start).getUTCFullYear()}${pad(++this.staySeq, 6)}`;
     this.push<Encounter>({
       resourceType: 'Encounter',
       id,
