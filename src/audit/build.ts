@@ -87,8 +87,9 @@ export interface AuditInput {
 }
 
 /**
- * Builds the IHE BALP AuditEvents of one interaction (one per patient for multi-patient searches,
- * plus a DCM 110113/110127 companion for a break-the-glass start). Every event carries a fresh
+ * Builds the IHE BALP AuditEvents of one interaction (one per patient for multi-patient searches),
+ * or the DCM 110113/110127 companion event(s) of a break-the-glass start, the DCM 110114 event of a
+ * failed identification, the DCM 110113/110129 event of a policy reload. Every event carries a fresh
  * client-assigned id: it is stored with the event in the spool, so a shipment retry rewrites the
  * same resource instead of duplicating it.
  */
@@ -103,10 +104,10 @@ export function buildAuditEvents(input: AuditInput): AuditEvent[] {
       return [loginFailureEvent(input, patients, ids())];
     case 'policy-reload':
       return [policyReloadEvent(input, ids())];
-    case 'break-glass-start': {
-      const starts = (patients.length ? patients : [undefined]).map((p) => breakGlassStartEvent(input, p, ids()));
-      return input.interaction ? [...accessEvents(input, patients, ids), ...starts] : starts;
-    }
+    case 'break-glass-start':
+      // Only the companion security alert: the interaction that opened the grant gets its own
+      // access event when it is answered (with its real status).
+      return (patients.length ? patients : [undefined]).map((p) => breakGlassStartEvent(input, p, ids()));
   }
 }
 

@@ -1,8 +1,9 @@
 import { z } from 'zod';
 
 /**
- * The `audit:` section: how AuditEvents are made durable, where they are shipped, who may read
- * them and how the DIM review flags unusual access.
+ * The `audit:` section: how AuditEvents are made durable, where they are shipped and how the DIM
+ * review flags unusual access. Who may read the trail is the policy's business (`roles[].readAudit`),
+ * so that one file says who sees what; nobody writes or deletes AuditEvents through caregate.
  */
 
 const httpUrl = z
@@ -94,10 +95,6 @@ export const auditConfigSchema = z
     failureRetryMs: z.number().int().positive().default(1000).describe('How often a failed spool (full disk, I/O error) is probed for recovery.'),
     ship: auditShipSchema.prefault({}),
     site: z.string().min(1).default('caregate').describe('AuditEvent.source.site: the name of this installation.'),
-    readRoles: z
-      .array(z.string().min(1))
-      .default(['dim', 'security-officer'])
-      .describe('Policy roles allowed to read AuditEvents and the review views. Nobody writes or deletes them through caregate.'),
     review: auditReviewSchema.prefault({}),
   })
   .strict();

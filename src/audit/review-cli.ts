@@ -42,7 +42,16 @@ export async function runReviewCli(argv: readonly string[]): Promise<number> {
     outDir: values.out!,
     source,
     ...(values.patient ? { patient: values.patient } : {}),
-    hours: config.audit.review,
+    hours: {
+      timeZone: config.audit.review.timeZone,
+      offHoursStart: config.audit.review.offHoursStart,
+      offHoursEnd: config.audit.review.offHoursEnd,
+      weekends: config.audit.review.weekends,
+    },
+    unusual: {
+      minPatients: config.audit.review.unusualMinPatients,
+      ...(config.audit.review.unusualThreshold !== undefined ? { threshold: config.audit.review.unusualThreshold } : {}),
+    },
   });
   process.stdout.write(`${model.totals?.events ?? ''} events reviewed; wrote:\n${files.map((f) => `  ${f}`).join('\n')}\n`);
   return 0;

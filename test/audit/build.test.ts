@@ -248,7 +248,7 @@ describe('audit.build: IHE BALP shape per kind of event', () => {
     expect(just.detail).toContainEqual({ type: DetailType.breakGlassUntil, valueString: '2025-03-04T11:00:00Z' });
   });
 
-  it('records a break-the-glass start as DCM 110113/110127, with the access event when there is an interaction', () => {
+  it('records a break-the-glass start as DCM 110113/110127, one per patient, apart from the access event of the request', () => {
     const only = buildAuditEvents(
       baseInput({ kind: 'break-glass-start', breakGlass: { reason: 'Cardiac arrest', until: '2025-03-04T11:00:00Z' } }),
     );
@@ -262,16 +262,17 @@ describe('audit.build: IHE BALP shape per kind of event', () => {
     expect(entities(ev, isPatient)[0]!.what?.reference).toBe('Patient/pat-1');
     expect(entities(ev, (e) => e.name === EntityName.breakGlass)[0]!.description).toBe('BTG justification: Cardiac arrest');
 
-    const both = buildAuditEvents(
+    // The request that opened the grant is audited on its own when answered: no second access event here.
+    const withInteraction = buildAuditEvents(
       baseInput({
         kind: 'break-glass-start',
         breakGlass: { reason: 'Cardiac arrest' },
-        interaction: interaction('operation', { resourceType: 'Patient', id: 'pat-1', operation: 'break-glass', method: 'POST' }),
-        decision: permit({ reason: 'break-glass', rule: 'break-glass' }),
+        patients: ['pat-1', 'pat-2'],
+        interaction: interaction('read', { resourceType: 'Patient', id: 'pat-1' }),
       }),
     );
-    expect(both.map((e) => e.type.code)).toEqual(['rest', '110113']);
-    expect(both[0]!.purposeOfEvent![0]!.coding![0]!.code).toBe('BTG');
+    expect(withInteraction.map((e) => e.type.code)).toEqual(['110113', '110113']);
+    expect(withInteraction.map((e) => entities(e, isPatient)[0]!.what?.reference)).toEqual(['Patient/pat-1', 'Patient/pat-2']);
   });
 
   it('records a refused break-the-glass attempt with outcome 4', () => {
