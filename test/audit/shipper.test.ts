@@ -1,14 +1,13 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
-import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
+import { startDemoFhir, type DemoFhirServer } from '../../src/demo/server.js';
 import { buildAuditEvents } from '../../src/audit/build.js';
 import { openSpool, type AuditSpool } from '../../src/audit/spool.js';
 import { createShipper, type AuditShipper } from '../../src/audit/shipper.js';
+import { loadAuditEvents } from '../../src/audit/review.js';
 import { startFakeAuditServer, type FakeAuditServer } from './fake-fhir.js';
 import { baseInput, interaction, permit } from './fixtures.js';
 
@@ -157,45 +156,35 @@ describe('audit.shipper', () => {
   });
 });
 
-describe('audit.shipper against the medplum FHIR engine', () => {
-  let engine: Server;
-  let repo: MemoryRepository;
-  let engineUrl: string;
-
+describe('audit.shipper against the embedded FHIR engine (medplum router)', () => {
+  let fhir: DemoFhirServer;
   beforeEach(async () => {
-    // A minimal HTTP face on @medplum/fhir-router (the demo engine's router and repository).
-    repo = new MemoryRepository();
-    const router = new FhirRouter();
-    engine = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', async () => {
-        const url = (req.url ?? '/').replace(/^\/fhir/, '') || '/';
-        const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : undefined;
-        const [outcome, resource] = await router.handleRequest(
-          { method: req.method as 'POST', url, pathname: '', params: {}, query: {}, body },
-          repo,
-        );
-        const ok = outcome.issue?.every((i) => i.severity !== 'error');
-        res.writeHead(ok ? 200 : 400, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(resource ?? outcome));
-      });
-    });
-    await new Promise<void>((r) => engine.listen(0, '127.0.0.1', r));
-    engineUrl = `http://127.0.0.1:${(engine.address() as AddressInfo).port}/fhir`;
+    fhir = await startDemoFhir({ seed: false });
   });
   afterEach(async () => {
-    await new Promise<void>((r) => engine.close(() => r()));
+    await fhir.close();
   });
 
-  it('creates AuditEvents under their client-assigned ids (update-as-create) and a retry adds none', async () => {
+  async function storedIds(): Promise<string[]> {
+    const ids: string[] = [];
+    let url: string | undefined = `${fhir.url}/AuditEvent?_count=1000&_elements=id`;
+    while (url) {
+      const b = (await (await fetch(url)).json()) as Bundle;
+      ids.push(...(b.entry ?? []).map((e) => e.resource!.id!));
+      url = b.link?.find((l) => l.relation === 'next')?.url;
+    }
+    return ids.sort();
+  }
+
+  it('creates AuditEvents under their client-assigned ids (update-as-create) and a replay adds none', async () => {
     const evs = events(25);
     await spool.append(evs);
-    const s = createShipper({ spool, target: { baseUrl: engineUrl }, batchSize: 10 });
+    const s = createShipper({ spool, target: { baseUrl: fhir.url }, batchSize: 10 });
     await s.flush();
-    const stored = await repo.search({ resourceType: 'AuditEvent', count: 1000 });
-    expect(stored.entry?.map((e) => e.resource!.id).sort()).toEqual(evs.map((e) => e.id).sort());
-    const one = await repo.readResource<AuditEvent>('AuditEvent', evs[3]!.id!);
+    expect(await storedIds()).toEqual(evs.map((e) => e.id).sort());
+    const one = (await (await fetch(`${fhir.url}/AuditEvent/${evs[3]!.id}`)).json()) as AuditEvent;
     expect(one.entity).toEqual(evs[3]!.entity);
+    expect(one.agent).toEqual(evs[3]!.agent);
 
     // A replay of the same Bundle (as after a lost answer) leaves the count unchanged.
     const replay: Bundle = {
@@ -203,9 +192,20 @@ describe('audit.shipper against the medplum FHIR engine', () => {
       type: 'transaction',
       entry: evs.slice(0, 10).map((e) => ({ resource: e, request: { method: 'PUT', url: `AuditEvent/${e.id}` } })),
     };
-    const res = await fetch(`${engineUrl}/`, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(replay) });
+    const res = await fetch(`${fhir.url}/`, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(replay) });
     expect(res.status).toBe(200);
-    const after = await repo.search({ resourceType: 'AuditEvent', count: 1000 });
-    expect(after.entry).toHaveLength(25);
+    expect(await storedIds()).toHaveLength(25);
+  });
+
+  it('lets the review read the shipped trail back by date and patient', async () => {
+    const evs = events(12);
+    await spool.append(evs);
+    await createShipper({ spool, target: { baseUrl: fhir.url } }).flush();
+    const found = await loadAuditEvents({ baseUrl: fhir.url }, '2025-03-04T00:00:00Z', '2025-03-04T23:59:59Z');
+    expect(found.map((e) => e.id).sort()).toEqual(evs.map((e) => e.id).sort());
+    const none = await loadAuditEvents({ baseUrl: fhir.url }, '2025-03-05T00:00:00Z', '2025-03-06T00:00:00Z');
+    expect(none).toEqual([]);
+    const byPatient = (await (await fetch(`${fhir.url}/AuditEvent?patient=Patient/pat-1&_count=100`)).json()) as Bundle;
+    expect(byPatient.entry).toHaveLength(12);
   });
 });
