@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { BlockList, isIPv4 } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { LRUCache } from 'lru-cache';
 import { invalidCertificate } from './challenge.js';
 import {
   forwardedHeaderName,
@@ -368,6 +369,30 @@ export async function verifiedForwardedCertificate(der: Uint8Array, store: Trust
   const cert = parseDer(der, realm);
   await verifyCertificate(cert, store, now, realm);
   return identityOf(cert, der, 'header', realm);
+}
+
+/**
+ * {@link verifiedForwardedCertificate} with a small cache of successes, keyed by the certificate's
+ * SHA-256: verification costs milliseconds (ASN.1 parsing, two signature checks) and a card is
+ * presented on every request. An entry lives `ttlMs` at most and never past the card's notAfter;
+ * CRLs only change when the trust store is reloaded, which builds a new verifier. Failures are
+ * not cached.
+ */
+export function createForwardedCertificateVerifier(
+  store: TrustStore,
+  opts: { now: () => number; realm: string; ttlMs?: number; max?: number },
+): (der: Uint8Array) => Promise<CertificateIdentity> {
+  const ttlMs = opts.ttlMs ?? 60_000;
+  const cache = new LRUCache<string, CertificateIdentity>({ max: opts.max ?? 1000, ttl: ttlMs });
+  return async (der) => {
+    const key = thumbprintS256(der);
+    const hit = cache.get(key);
+    if (hit) return hit;
+    const identity = await verifiedForwardedCertificate(der, store, new Date(opts.now()), opts.realm);
+    const ttl = Math.min(ttlMs, Date.parse(identity.notAfter) - opts.now());
+    if (ttl > 0) cache.set(key, identity, { ttl });
+    return identity;
+  };
 }
 
 async function checkRevocation(

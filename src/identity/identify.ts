@@ -10,7 +10,7 @@ import {
   certificateFromTls,
   identityHeaderNames,
   loadTrustStore,
-  verifiedForwardedCertificate,
+  createForwardedCertificateVerifier,
   tlsInfoFromSocket,
   type TlsInfo,
   type TrustStore,
@@ -119,6 +119,7 @@ export function createIdentifier(opts: IdentifierOptions): Identifier {
   const forwarded = config.certificates?.forwarded;
   const forwardedHeader = forwarded ? forwardedHeaderName(forwarded) : undefined;
   const fromTrustedProxy = createAddressMatcher(forwarded?.trustedProxies ?? []);
+  const verifyForwarded = store && forwarded ? createForwardedCertificateVerifier(store, { now, realm }) : undefined;
   const resolver = createPrincipalResolver({
     client: opts.client,
     practitionerIdentifierSystems: config.practitionerIdentifierSystems,
@@ -170,7 +171,7 @@ export function createIdentifier(opts: IdentifierOptions): Identifier {
         if (value === undefined) return undefined;
         const der = certificateFromHeader(value, forwarded.format, realm);
         if (!der) return undefined;
-        const identity = await verifiedForwardedCertificate(der, store, new Date(now()), realm);
+        const identity = await verifyForwarded!(der);
         return { identity, method: 'forwarded-cert' };
       }
       if (input.headers[forwardedHeader] !== undefined) {

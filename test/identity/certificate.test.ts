@@ -139,6 +139,23 @@ describe('CPS card certificates', () => {
     });
   });
 
+  it('caches a verified forwarded card, never past its notAfter', async () => {
+    const { createForwardedCertificateVerifier } = await import('../../src/identity/certificate.js');
+    const shortLived = await issueCardCertificate(pki.ca, {
+      surname: 'BREF',
+      idNatPs: '899700000062',
+      givenName: 'ALIX',
+      notAfter: new Date(Date.now() + 300),
+    });
+    const s = loadTrustStore(certificatesSchema.parse({ trustedCaFiles: [pki.caFile] }));
+    const verify = createForwardedCertificateVerifier(s, { now: Date.now, realm: 'caregate' });
+    const der = new Uint8Array(shortLived.cert.rawData);
+    const first = await verify(der);
+    expect(await verify(der)).toBe(first);
+    await new Promise((resolve) => setTimeout(resolve, 1300));
+    expect((await refusal(verify(der))).message).toMatch(/expired/);
+  });
+
   describe('forwarded header formats', () => {
     it('decodes the nginx $ssl_client_escaped_cert form', () => {
       const der = certificateFromHeader(nginxEscaped(pki.cards.clinician.pem), 'nginx-escaped-pem');
