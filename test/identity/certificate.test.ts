@@ -141,19 +141,15 @@ describe('CPS card certificates', () => {
 
   it('caches a verified forwarded card, never past its notAfter', async () => {
     const { createForwardedCertificateVerifier } = await import('../../src/identity/certificate.js');
-    const shortLived = await issueCardCertificate(pki.ca, {
-      surname: 'BREF',
-      idNatPs: '899700000062',
-      givenName: 'ALIX',
-      notAfter: new Date(Date.now() + 300),
-    });
     const s = loadTrustStore(certificatesSchema.parse({ trustedCaFiles: [pki.caFile] }));
-    const verify = createForwardedCertificateVerifier(s, { now: Date.now, realm: 'caregate' });
-    const der = new Uint8Array(shortLived.cert.rawData);
-    const first = await verify(der);
-    expect(await verify(der)).toBe(first);
-    await new Promise((resolve) => setTimeout(resolve, 1300));
-    expect((await refusal(verify(der))).message).toMatch(/expired/);
+    const notAfter = pki.cards.nurse.issued.cert.notAfter.getTime();
+    let now = notAfter - 100; // 100 ms of validity left: the cache entry may live 100 ms at most
+    const verify = createForwardedCertificateVerifier(s, { now: () => now, realm: 'caregate' });
+    const first = await verify(pki.cards.nurse.der);
+    expect(await verify(pki.cards.nurse.der)).toBe(first);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    now = notAfter + 1000;
+    expect((await refusal(verify(pki.cards.nurse.der))).message).toMatch(/expired/);
   });
 
   describe('forwarded header formats', () => {
