@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { AgentType, DcmSubtype, DetailType, EntityName, EntityType, EventType, ObjectRole, Systems } from './codes.js';
 import { readSpoolDir } from './spool.js';
-import { renderReviewHtml } from './report-html.js';
+import { renderReviewHtml, type RenderOptions } from './report-html.js';
 
 /**
  * DIM review of the audit trail: break-the-glass accesses to review, refusals, accesses outside
@@ -606,22 +606,38 @@ export function reviewCsvFiles(model: ReviewModel): Record<string, string> {
 // ---------------------------------------------------------------------------------------------
 // The command
 
-export interface RunReviewOptions extends ReviewOptions {
-  source: ReviewSource;
+export interface RunReviewOptions extends ReviewReportOptions {
   /** Directory that receives `report.html` and the CSV files (created owner-only: they hold PHI). */
   outDir: string;
 }
 
-/** `caregate review`: loads the trail for the period, writes `report.html` and the CSV files. */
-export async function runReview(opts: RunReviewOptions): Promise<{ model: ReviewModel; files: string[] }> {
+/** The inputs of a review: the period and settings, and where the trail is read from. */
+export interface ReviewReportOptions extends ReviewOptions {
+  source: ReviewSource;
+}
+
+/**
+ * Loads the trail for the period and renders the review in memory: the model, the HTML page and the
+ * CSV files by name. For the admin views caregate serves to the DIM (pass the CSP `nonce`).
+ */
+export async function reviewReport(
+  opts: ReviewReportOptions,
+  render: RenderOptions = {},
+): Promise<{ model: ReviewModel; html: string; csv: Record<string, string> }> {
   const timeZone = opts.hours?.timeZone ?? DEFAULT_HOURS.timeZone;
   const from = resolveBound(opts.from, 'start', timeZone);
   const to = resolveBound(opts.to, 'end', timeZone);
   if (Date.parse(from) > Date.parse(to)) throw new TypeError('review: `from` is after `to`');
   const events = await loadAuditEvents(opts.source, from, to);
   const model = buildReviewModel(events, { ...opts, from, to });
+  return { model, html: renderReviewHtml(model, render), csv: reviewCsvFiles(model) };
+}
+
+/** `caregate review`: loads the trail for the period, writes `report.html` and the CSV files. */
+export async function runReview(opts: RunReviewOptions): Promise<{ model: ReviewModel; files: string[] }> {
+  const { model, html, csv } = await reviewReport(opts);
   await mkdir(opts.outDir, { recursive: true, mode: 0o700 });
-  const outputs: Record<string, string> = { 'report.html': renderReviewHtml(model), ...reviewCsvFiles(model) };
+  const outputs: Record<string, string> = { 'report.html': html, ...csv };
   const files: string[] = [];
   for (const [name, content] of Object.entries(outputs)) {
     const path = join(opts.outDir, name);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { buildAuditEvents, type AuditInput } from '../../src/audit/build.js';
-import { buildReviewModel, csvCell, resolveBound, runReview, summarizeAuditEvent, toCsv, reviewCsvFiles } from '../../src/audit/review.js';
+import { buildReviewModel, csvCell, resolveBound, reviewReport, runReview, summarizeAuditEvent, toCsv, reviewCsvFiles } from '../../src/audit/review.js';
 import { escapeHtml, renderReviewHtml } from '../../src/audit/report-html.js';
 import { openSpool } from '../../src/audit/spool.js';
 import { baseInput, deny, interaction, permit, practitioner } from './fixtures.js';
@@ -288,6 +288,18 @@ describe('audit.review: runReview', () => {
     expect((await stat(join(out, 'report.html'))).mode & 0o077).toBe(0);
     const patientCsv = await readFile(join(out, 'patient-pat-vip.csv'), 'utf8');
     expect(patientCsv.split('\r\n').filter(Boolean)).toHaveLength(1 + 8);
+  });
+
+  it('renders in memory for the admin view, with the CSP nonce, and refuses an inverted period', async () => {
+    const spool = await openSpool({ dir: join(dir, 'spool') });
+    await spool.append(ward());
+    await spool.close();
+    const source = { spoolDir: join(dir, 'spool') };
+    const r = await reviewReport({ ...period, source }, { nonce: 'n0nce' });
+    expect(r.html).toContain('<script nonce="n0nce">');
+    expect(Object.keys(r.csv)).toContain('refusals-by-user.csv');
+    expect(r.model.totals.refusals).toBe(6);
+    await expect(reviewReport({ from: '2025-02-16', to: '2025-02-10', source })).rejects.toThrow(/after/);
   });
 
   it('reads every page of AuditEvent?date=ge..&date=le.. from a FHIR server', async () => {
