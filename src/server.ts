@@ -198,7 +198,6 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
         }),
       ),
     maxRequestBytes: config.server.maxRequestBytes,
-    breakGlassPage: `${publicBaseUrl.replace(/\/fhir$/, '')}/caregate/break-glass`,
   });
 
   const proxy = createUpstreamProxy({

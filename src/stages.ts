@@ -46,8 +46,6 @@ export interface StageDeps {
   /** Records a break-the-glass grant (high-severity audit); resolves once durable. */
   auditBreakGlass(ctx: RequestContext, patient: string, reason: string, until: number): Promise<void>;
   maxRequestBytes: number;
-  /** Break-the-glass page path, quoted in refusals. */
-  breakGlassPage: string;
 }
 
 /** Per-request state the stages share, beyond RequestContext. */
@@ -266,7 +264,7 @@ export function createStages(deps: StageDeps): Stages {
       const it = ctx.interaction!;
       const d = ctx.decision!;
       for (const p of d.patients) ctx.patients.add(p);
-      if (d.effect === 'deny') throw refusalError(d, deps.breakGlassPage);
+      if (d.effect === 'deny') throw refusalError(d);
       if (d.obligations.some((o) => o.kind === 'mark-break-glass')) ctx.answerHeaders['x-caregate-break-glass'] = 'active';
 
       const narrow = d.obligations.find((o) => o.kind === 'narrow');
@@ -447,8 +445,7 @@ function emptySearchset(deps: StageDeps, it: FhirInteraction): Answer {
   return buildAnswer(it, 200, {}, { resourceType: 'Bundle', type: 'searchset', total: 0 }, deps.rewriter);
 }
 
-function refusalError(d: Decision, btgPage: string): ProxyError {
+function refusalError(d: Decision): ProxyError {
   if (d.hide) return new ProxyError('ERR_NOT_FOUND', 'Resource not found.', { detail: d.reason });
-  const hint = d.reason === 'no-care-relationship' ? ` Break-the-glass page: ${btgPage}` : '';
-  return new ProxyError('ERR_FORBIDDEN', d.message + hint, { detail: d.reason, issue: 'forbidden' });
+  return new ProxyError('ERR_FORBIDDEN', d.message, { detail: d.reason, issue: 'forbidden' });
 }
