@@ -123,3 +123,61 @@ describe('CPS card over native mTLS', () => {
     expect(text(body)).toMatch(/revoked/);
   });
 });
+
+describe('native mTLS CRL checking covers the whole chain (OpenSSL CRL_CHECK_ALL)', () => {
+  it('needs the root CRL for the intermediate as well as the intermediate CRL for the card', async () => {
+    const { createCa, createCrl, issueCardCertificate, issueServerCertificate, privateKeyPem } = await import('../helpers/pki.js');
+    const { crlToPem } = await import('../../src/identity/certificate.js');
+    const { tlsInfoFromSocket, certificateFromTls } = await import('../../src/identity/certificate.js');
+    const root = await createCa({ name: 'CN=AC RACINE TEST, C=FR' });
+    const inter = await createCa({ name: 'CN=AC TEST PERSONNES, C=FR', parent: root });
+    const card = await issueCardCertificate(inter, { surname: 'A', idNatPs: '899700000013', givenName: 'B' });
+    const cardKey = await privateKeyPem(card.keys.privateKey);
+    const srv = await issueServerCertificate(root, { dnsNames: ['localhost'] });
+    const srvKey = await privateKeyPem(srv.keys.privateKey);
+
+    const outcome = async (crlOf: Array<typeof root>) => {
+      const crl = await Promise.all(crlOf.map(async (c) => crlToPem(await createCrl(c))));
+      const s = createServer(
+        {
+          cert: srv.cert.toString('pem'),
+          key: srvKey,
+          ca: [root.cert.toString('pem'), inter.cert.toString('pem')],
+          crl,
+          requestCert: true,
+          rejectUnauthorized: false,
+        },
+        (req, res) => {
+          try {
+            certificateFromTls(tlsInfoFromSocket(req.socket as import('node:tls').TLSSocket), { issuerCommonNames: undefined });
+            res.end('ok');
+          } catch (err) {
+            res.end((err as Error).message);
+          }
+        },
+      );
+      await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+      const p = (s.address() as AddressInfo).port;
+      try {
+        return await new Promise<string>((resolve, reject) => {
+          const r = request(
+            { host: '127.0.0.1', port: p, ca: root.cert.toString('pem'), servername: 'localhost', cert: card.cert.toString('pem'), key: cardKey, agent: false },
+            (res) => {
+              let d = '';
+              res.on('data', (c: Buffer) => (d += c.toString()));
+              res.on('end', () => resolve(d));
+            },
+          );
+          r.on('error', reject);
+          r.end();
+        });
+      } finally {
+        s.closeAllConnections();
+        s.close();
+      }
+    };
+
+    expect(await outcome([inter])).toMatch(/no CRL is available/);
+    expect(await outcome([inter, root])).toBe('ok');
+  });
+});
