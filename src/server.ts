@@ -198,6 +198,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
         }),
       ),
     maxRequestBytes: config.server.maxRequestBytes,
+    invalidatePrincipal: (ref) => identifier.invalidatePrincipal(ref),
   });
 
   const proxy = createUpstreamProxy({

@@ -17,6 +17,7 @@ import type { CareSetResolver } from './relate/careset.js';
 import type { BreakGlassStore } from './relate/breakglass.js';
 import { filterBundle, judge, sanitizeOutcome, scrubDisplays, type FilterContext } from './shape/filter.js';
 import { resolvePatientLink, type PatientLink } from './fhir/patients.js';
+import { walkReferences } from './fhir/references.js';
 import { patchedCopy } from './shape/json-patch.js';
 import { PAGE_PATH, type PageLinks } from './shape/paging.js';
 import { buildAnswer, parseUpstreamBody } from './shape/response.js';
@@ -46,6 +47,8 @@ export interface StageDeps {
   /** Records a break-the-glass grant (high-severity audit); resolves once durable. */
   auditBreakGlass(ctx: RequestContext, patient: string, reason: string, until: number): Promise<void>;
   maxRequestBytes: number;
+  /** Drops the cached principal of `Practitioner/<id>` (after a PractitionerRole write). */
+  invalidatePrincipal(practitioner: string): void;
 }
 
 /** Per-request state the stages share, beyond RequestContext. */
@@ -63,6 +66,7 @@ const extra = (ctx: RequestContext): Extra => {
   return e;
 };
 
+const RELATIONSHIP_WRITES = new Set(['CareTeam', 'Encounter', 'PractitionerRole']);
 const PUBLIC_PATHS = new Set(['/metadata', '/.well-known/smart-configuration']);
 const BTG_CATEGORY = /v3-ActReason#BTG\b/;
 
@@ -293,6 +297,7 @@ export function createStages(deps: StageDeps): Stages {
         const oo = body?.resourceType === 'OperationOutcome' ? sanitizeOutcome(body as never) : undefined;
         return buildAnswer(it, status, {}, oo ?? { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing' }] }, deps.rewriter);
       }
+      invalidateRelationships(it);
       if (body === undefined) return buildAnswer(it, status, upstream.headers, undefined, deps.rewriter);
 
       if (it.kind === 'batch' || it.kind === 'transaction') {
@@ -333,6 +338,25 @@ export function createStages(deps: StageDeps): Stages {
 
     audit: (ctx, answer) => deps.audit(ctx, answer),
   };
+
+  /**
+   * A successful write to a relationship resource drops the cached care sets (and principals) of
+   * the members it names, so that what it grants or removes applies at once for them.
+   */
+  function invalidateRelationships(it: FhirInteraction): void {
+    const writes = it.kind === 'batch' || it.kind === 'transaction' ? (it.entries ?? []).map((e) => e.interaction) : [it];
+    for (const w of writes) {
+      if (w.method === 'GET' || !w.resourceType || !RELATIONSHIP_WRITES.has(w.resourceType)) continue;
+      const refs = new Set<string>();
+      walkReferences(w.body, (ref) => {
+        if (typeof ref.reference === 'string' && /^(Practitioner|PractitionerRole|Organization)\/[A-Za-z0-9\-.]+$/.test(ref.reference)) {
+          refs.add(ref.reference);
+        }
+      });
+      deps.careSets.invalidate(refs);
+      for (const r of refs) if (r.startsWith('Practitioner/')) deps.invalidatePrincipal(r);
+    }
+  }
 
   function signLinks(b: Bundle, ctx: RequestContext): void {
     if (!b.link || !ctx.principal) return;
