@@ -15,7 +15,7 @@ import {
   type TlsInfo,
   type TrustStore,
 } from './certificate.js';
-import { bearerChallenge, invalidToken, noCredential } from './challenge.js';
+import { bearerChallenge, invalidCertificate, invalidToken, noCredential } from './challenge.js';
 import { mapClaims, type MappedToken } from './claims.js';
 import { forwardedHeaderName, type IdentityConfig } from './config.js';
 import { createTokenVerifier } from './jwt.js';
@@ -185,9 +185,7 @@ export function createIdentifier(opts: IdentifierOptions): Identifier {
 
   function cardClaims(c: CertificateIdentity): Claims {
     if (!c.idNatPs) {
-      throw new ProxyError('ERR_CERT_INVALID', 'The client certificate names no person (no CN).', {
-        headers: { 'WWW-Authenticate': bearerChallenge(realm) },
-      });
+      throw invalidCertificate(realm, 'The client certificate names no person (no CN).');
     }
     const displayName = [c.givenName, c.surname].filter(Boolean).join(' ') || undefined;
     return {
