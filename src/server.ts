@@ -74,7 +74,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     client,
     logger,
     mapRoles: (claims, ctx) =>
-      matchRoles(active.policy, { kind: ctx.kind, claims, roleCodes: ctx.roleCodes, cardPresented: false }).map((r) => r.id),
+      matchRoles(active.policy, { kind: ctx.kind, claims, roleCodes: ctx.roleCodes, cardPresented: ctx.cardPresented }).map((r) => r.id),
     readFile: (p) => readFileSync(configPath(opts.loaded, p)),
   });
 
