@@ -1,8 +1,8 @@
-import { parseSearchRequest } from '@medplum/core';
+import { evalFhirPathTyped, getSearchParameterDetails, globalSchema, parseSearchRequest, toTypedValue } from '@medplum/core';
 import { MemoryRepository } from '@medplum/fhir-router';
 import type { Bundle, CareTeam, Observation, Resource } from '@medplum/fhirtypes';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { DemoRepository, applyJsonPatch, dateRange } from '../../src/demo/engine.js';
+import { DemoRepository, applyJsonPatch, compileSimplePath, dateRange } from '../../src/demo/engine.js';
 import { IPP_SYSTEM, PERSONAS } from '../../src/demo/personas.js';
 import { buildHospital } from '../../src/demo/seed.js';
 
@@ -225,5 +225,30 @@ describe('JSON Patch', () => {
     expect(() => applyJsonPatch({ a: 1 }, [{ op: 'test', path: '/a', value: 2 }])).toThrow();
     expect(() => applyJsonPatch({ a: 1 }, [{ op: 'remove', path: '/b' }])).toThrow();
     expect(() => applyJsonPatch({ a: 1 }, [{ op: 'frobnicate', path: '/a' }])).toThrow();
+  });
+});
+
+describe('compiled search parameter paths', () => {
+  it('give the same values as the FHIRPath interpreter on every seeded resource', () => {
+    let compared = 0;
+    for (const type of new Set(resources.map((r) => r.resourceType))) {
+      const of = resources.filter((r) => r.resourceType === type);
+      for (const param of Object.values(globalSchema.types[type]?.searchParams ?? {})) {
+        let atom;
+        try {
+          atom = getSearchParameterDetails(type, param).parsedExpression;
+        } catch {
+          continue;
+        }
+        const fast = compileSimplePath(type, atom.toString());
+        if (!fast) continue;
+        for (const r of of) {
+          const expected = evalFhirPathTyped(atom, [toTypedValue(r)]).map((tv) => JSON.stringify(tv.value));
+          expect(fast(r).map((tv) => JSON.stringify(tv.value)), `${type}.${param.code} on ${r.id}`).toEqual(expected);
+          compared++;
+        }
+      }
+    }
+    expect(compared).toBeGreaterThan(10_000);
   });
 });
