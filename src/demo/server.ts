@@ -75,21 +75,40 @@ function mediaType(header: string | undefined): string {
 
 const isJsonType = (t: string): boolean => t === 'application/fhir+json' || t === 'application/json' || t === 'text/json';
 
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = Number(req.headers['content-length'] ?? '0');
-  if (declared > limit) {
-    throw new HttpFailure(outcome(413, 'too-costly', `Request body larger than ${limit} bytes`));
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const tooLarge = (): HttpFailure => new HttpFailure(outcome(413, 'too-costly', `Request body larger than ${limit} bytes`));
+  if (Number(req.headers['content-length'] ?? '0') > limit) {
+    return Promise.reject(tooLarge());
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      throw new HttpFailure(outcome(413, 'too-costly', `Request body larger than ${limit} bytes`));
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    req.on('data', (chunk: Buffer) => {
+      if (settled) return;
+      size += chunk.length;
+      if (size > limit) {
+        // Stop reading; the 413 goes out with `Connection: close` and the socket ends with it.
+        settled = true;
+        req.pause();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (!settled) {
+        settled = true;
+        resolve(Buffer.concat(chunks));
+      }
+    });
+    req.on('error', (err) => {
+      if (!settled) {
+        settled = true;
+        reject(err);
+      }
+    });
+  });
 }
 
 function parseJson(buf: Buffer): unknown {
@@ -107,11 +126,15 @@ function formToQuery(text: string, into: Record<string, string | string[]>): voi
   }
 }
 
-/** The client asked for something other than JSON (XML, Turtle): we only speak JSON. */
-function wantsNonJson(accept: string | undefined, format: string | null): boolean {
-  if (format && !/json/i.test(format)) return true;
-  if (!accept) return false;
-  return !/json|\*\/\*|application\/\*/i.test(accept);
+/** The client asked only for a format we do not serve (XML, Turtle): 406. */
+function refusesJson(accept: string | undefined, format: string | null): boolean {
+  if (format) return !/json/i.test(format);
+  return accept !== undefined && /xml|turtle/i.test(accept) && !/json|\*\/\*/i.test(accept);
+}
+
+/** A Binary is served in its own content type when the client does not ask for JSON. */
+function wantsRawBinary(accept: string | undefined): boolean {
+  return accept !== undefined && accept !== '' && !/json|\*\/\*/i.test(accept);
 }
 
 const httpDate = (iso: string | undefined): string | undefined => (iso ? new Date(iso).toUTCString() : undefined);
@@ -138,7 +161,7 @@ export function createDemoHandler(
       return { reply: outcome(405, 'not-supported', `Method ${method} not supported`), type };
     }
     const binaryRead = method === 'GET' && /^Binary\/[^/]+(\/_history\/[^/]+)?$/.test(rel);
-    if (!binaryRead && wantsNonJson(req.headers.accept, url.searchParams.get('_format'))) {
+    if (!binaryRead && refusesJson(req.headers.accept, url.searchParams.get('_format'))) {
       return { reply: outcome(406, 'not-supported', 'Only JSON is served'), type };
     }
 
@@ -230,7 +253,7 @@ export function createDemoHandler(
       if (method === 'GET' && req.headers['if-none-match'] === headers['etag']) {
         return { reply: { status: 304, headers, body: undefined }, type };
       }
-      if (binaryRead && resource.resourceType === 'Binary' && wantsNonJson(req.headers.accept, null)) {
+      if (binaryRead && resource.resourceType === 'Binary' && wantsRawBinary(req.headers.accept)) {
         const binary = resource as WithId<Resource> & { contentType?: string; data?: string };
         headers['content-type'] = binary.contentType ?? 'application/octet-stream';
         return { reply: { status, headers, body: Buffer.from(binary.data ?? '', 'base64') }, type };

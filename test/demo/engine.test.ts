@@ -1,6 +1,7 @@
 import type { Bundle, CapabilityStatement, Observation, OperationOutcome, Patient } from '@medplum/fhirtypes';
+import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDemoFhir, type DemoFhirServer } from '../../src/demo/server.js';
+import { runDemoFhirCli, startDemoFhir, type DemoFhirServer } from '../../src/demo/server.js';
 
 let fhir: DemoFhirServer;
 
@@ -274,12 +275,27 @@ describe('demo FHIR engine over HTTP', () => {
     expect((await call('POST', 'Patient', '<Patient/>', { 'content-type': 'application/fhir+xml' })).status).toBe(415);
     expect((await call('GET', 'Nonsense/1')).status).toBe(404);
     expect((await call('GET', 'Patient/pat-dupont', undefined, { accept: 'application/fhir+xml' })).status).toBe(406);
+    expect((await call('GET', 'Patient/pat-dupont?_format=xml')).status).toBe(406);
+    expect((await call('GET', 'Patient/pat-dupont', undefined, { accept: 'text/html,*/*;q=0.8' })).status).toBe(200);
   });
 
   it('answers 413 to a body larger than the configured limit', async () => {
     const big = { ...newPatient('BIG'), text: { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${'x'.repeat(70_000)}</div>` } };
     const res = await call('POST', 'Patient', big);
     expect(res.status).toBe(413);
+  });
+
+  it('answers 413 to a chunked body that grows past the limit', async () => {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request(`${fhir.url}/Patient`, { method: 'POST', headers: { 'content-type': JSON_TYPE } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      for (let i = 0; i < 10; i++) req.write('x'.repeat(10_000));
+      req.end();
+    });
+    expect(status).toBe(413);
   });
 
   it('serves a Binary as FHIR JSON, or raw when its content type is asked for', async () => {
@@ -302,5 +318,24 @@ describe('demo FHIR engine over HTTP', () => {
   it('answers 404 outside its base path', async () => {
     const res = await fetch(fhir.url.replace('/fhir', '/other'));
     expect(res.status).toBe(404);
+  });
+});
+
+describe('demo-fhir command', () => {
+  it('starts the engine, prints its URL and resource counts, and no names', async () => {
+    const lines: string[] = [];
+    const server = await runDemoFhirCli(['--port', '0', '--patients', '3', '--practitioners', '13', '--seed', '5'], (l) => lines.push(l));
+    try {
+      expect(lines[0]).toBe(`demo FHIR engine listening on ${server.url}`);
+      expect(lines.join('\n')).toMatch(/Patient\s+\d+/);
+      expect(lines.join('\n')).not.toMatch(/DUPONT|MARTIN/);
+      expect((await fetch(`${server.url}/Patient/pat-dupont`)).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses a malformed option', async () => {
+    await expect(runDemoFhirCli(['--patients', 'many'], () => undefined)).rejects.toThrow(/--patients/);
   });
 });
