@@ -92,6 +92,15 @@ export const auditConfigSchema = z
       .describe(
         'Extra time an append on an idle spool waits for companions before the write. Appends arriving while a write is in flight always share the next fsync, so 0 still batches under load.',
       ),
+    maxSyncsInFlight: z
+      .number()
+      .int()
+      .min(1)
+      .max(16)
+      .default(4)
+      .describe(
+        'fdatasyncs allowed to overlap (writes stay one at a time). On a busy disk a request then waits for one sync rather than for the end of the previous one too; 1 = strictly serial.',
+      ),
     failureRetryMs: z.number().int().positive().default(1000).describe('How often a failed spool (full disk, I/O error) is probed for recovery.'),
     ship: auditShipSchema.prefault({}),
     site: z.string().min(1).default('caregate').describe('AuditEvent.source.site: the name of this installation.'),

@@ -86,6 +86,8 @@ export interface SpoolOptions {
   segmentMaxBytes?: number;
   /** Extra wait for companions on an idle spool before writing. Default 0 (next event-loop turn). */
   groupCommitMaxDelayMs?: number;
+  /** Overlapping fdatasyncs allowed (writes stay serialised). Default 4; 1 = strictly one after the other. */
+  maxSyncsInFlight?: number;
   /** Probe interval while failed. Default 1000 ms. */
   failureRetryMs?: number;
   io?: Partial<SpoolIo>;
@@ -110,6 +112,24 @@ const defaultIo: SpoolIo = {
   datasync: (fh) => fh.datasync(),
 };
 
+interface ActiveSegment {
+  seg: number;
+  fh: FileHandle;
+  /** Bytes written (durable or not). */
+  size: number;
+  /** fdatasyncs running on `fh`. */
+  syncs: Set<Promise<void>>;
+}
+
+/** A batch written to the active segment, waiting for a sync. */
+interface Written {
+  seq: number;
+  /** Segment size after this write. */
+  end: number;
+  count: number;
+  entries: Pending[];
+}
+
 interface Pending {
   buf: Buffer;
   count: number;
@@ -125,6 +145,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   const mode = opts.mode ?? 'strict';
   const segmentMaxBytes = opts.segmentMaxBytes ?? 64 * 1024 * 1024;
   const delayMs = opts.groupCommitMaxDelayMs ?? 0;
+  const maxSyncs = Math.max(1, opts.maxSyncsInFlight ?? 4);
   const retryMs = opts.failureRetryMs ?? 1000;
   const io: SpoolIo = { ...defaultIo, ...opts.io };
   const log = opts.logger;
@@ -151,14 +172,20 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   }
   if (stats.tornLines) log?.warn({ tornLines: stats.tornLines }, 'audit spool: torn lines skipped on recovery');
 
-  let active: { seg: number; fh: FileHandle; size: number } | undefined;
-  /** End of the last synced write in the active segment: readers never go past it. */
+  let active: ActiveSegment | undefined;
+  /** End of the last write known durable in the active segment: readers never go past it. */
   let durableOffset = 0;
   let pending: Pending[] = [];
+  /** Written batches waiting for a sync, oldest first. */
+  let unconfirmed: Written[] = [];
+  let writeSeq = 0;
   /** Async-mode events acknowledged but not yet written when the spool failed; written first on recovery. */
   let retained: Pending[] = [];
   let scheduled = false;
-  let flushing: Promise<void> | undefined;
+  let writing = false;
+  let syncsInFlight = 0;
+  /** Every write-and-sync under way, so that `close()` can wait for them. */
+  const running = new Set<Promise<void>>();
   let failure: { reason: string; since: string } | undefined;
   let probeTimer: NodeJS.Timeout | undefined;
   let closed = false;
@@ -170,57 +197,100 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     });
   }
 
+  /** Waits a turn of the event loop (or, on an idle spool, the group-commit delay) to gather companions. */
   function schedule(): void {
-    if (scheduled || flushing || failure) return;
+    // A running write or a full set of syncs kicks the next write when it completes.
+    if (scheduled || failure || writing || syncsInFlight >= maxSyncs) return;
     scheduled = true;
     const run = () => {
       scheduled = false;
-      flushing = flushLoop().finally(() => {
-        flushing = undefined;
-        if (pending.length && !failure) schedule();
-      });
+      kick();
     };
-    if (delayMs > 0) setTimeout(run, delayMs);
+    if (delayMs > 0 && syncsInFlight === 0) setTimeout(run, delayMs);
     else setImmediate(run);
   }
 
-  async function flushLoop(): Promise<void> {
-    while (pending.length && !failure) {
-      const batch = pending;
-      pending = [];
-      const buf = batch.length === 1 ? batch[0]!.buf : Buffer.concat(batch.map((p) => p.buf));
-      const count = batch.reduce((n, p) => n + p.count, 0);
-      if (buf.length) {
-        try {
-          const file = await activeSegment(buf.length);
-          await io.write(file.fh, buf);
-          stats.writes++;
-          await io.datasync(file.fh);
-          stats.syncs++;
-          file.size += buf.length;
-          durableOffset = file.size;
-          stats.events += count;
-          backlog += count;
-        } catch (err) {
-          await fail(err);
-          // Strict callers are answered now (their requests get a 503) rather than left waiting
-          // for a recovery that may not come; async events were acknowledged and must be kept.
-          const stranded = [...batch, ...pending];
-          pending = [];
-          for (const p of stranded) {
-            if (p.strict) p.reject(unavailable());
-            else if (p.count) retained.push(p);
-          }
-          return;
-        }
+  /**
+   * Starts the next write if none is running and a sync slot is free. Writes are serialised (one
+   * `write()` at a time, so lines never interleave); their fdatasyncs may overlap, up to
+   * `maxSyncsInFlight`: on a busy disk a request then waits for one sync, not for the rest of the
+   * previous one plus its own. Whatever arrives meanwhile is grouped into the next write.
+   */
+  function kick(): void {
+    if (writing || failure || syncsInFlight >= maxSyncs || !pending.length) return;
+    const batch = pending;
+    pending = [];
+    const job = writeAndSync(batch);
+    running.add(job);
+    void job.finally(() => running.delete(job));
+  }
+
+  async function writeAndSync(batch: Pending[]): Promise<void> {
+    const buf = batch.length === 1 ? batch[0]!.buf : Buffer.concat(batch.map((p) => p.buf));
+    if (!buf.length) {
+      // A flush barrier (or empty appends): settled with the last write still awaiting its sync.
+      const last = unconfirmed.at(-1);
+      if (last) last.entries.push(...batch);
+      else for (const p of batch) p.resolve();
+      return;
+    }
+    writing = true;
+    syncsInFlight++;
+    let file: ActiveSegment;
+    let written: Written;
+    try {
+      file = await activeSegment(buf.length);
+      await io.write(file.fh, buf);
+      stats.writes++;
+      file.size += buf.length;
+      written = { seq: ++writeSeq, end: file.size, count: batch.reduce((n, p) => n + p.count, 0), entries: batch };
+      unconfirmed.push(written);
+    } catch (err) {
+      writing = false;
+      syncsInFlight--;
+      await fail(err, batch);
+      return;
+    }
+    writing = false;
+    // Registered before the next write may start: a rotation waits for the syncs on the old file.
+    const sync = io.datasync(file.fh);
+    file.syncs.add(sync);
+    kick();
+    try {
+      try {
+        await sync;
+      } finally {
+        file.syncs.delete(sync);
       }
-      for (const p of batch) p.resolve();
+      stats.syncs++;
+      confirm(written, file);
+    } catch (err) {
+      await fail(err);
+    } finally {
+      syncsInFlight--;
+      kick();
     }
   }
 
-  async function activeSegment(incoming: number): Promise<{ seg: number; fh: FileHandle; size: number }> {
+  /** A sync returned: everything written before it was issued is durable (fdatasync semantics). */
+  function confirm(upTo: Written, file: ActiveSegment): void {
+    if (failure) return;
+    while (unconfirmed.length && unconfirmed[0]!.seq <= upTo.seq) {
+      const w = unconfirmed.shift()!;
+      stats.events += w.count;
+      backlog += w.count;
+      for (const p of w.entries) p.resolve();
+    }
+    if (file === active) durableOffset = Math.max(durableOffset, upTo.end);
+  }
+
+  async function activeSegment(incoming: number): Promise<ActiveSegment> {
     if (active && active.size > 0 && active.size + incoming > segmentMaxBytes) {
       const old = active;
+      // Syncs still running on the old descriptor must finish before it is closed (a closed fd
+      // number can be reused by another file).
+      await Promise.allSettled([...old.syncs]);
+      if (failure) throw Object.assign(new Error('spool failed during rotation'), { code: 'EIO' });
       active = undefined;
       await old.fh.close();
     }
@@ -235,22 +305,36 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
         throw err;
       }
       segments = [...segments, seg];
-      active = { seg, fh, size: 0 };
+      active = { seg, fh, size: 0, syncs: new Set() };
       durableOffset = 0;
     }
     return active;
   }
 
-  async function fail(err: unknown): Promise<void> {
-    const code = (err as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
-    failure = { reason: `audit spool cannot be written (${code}${code === 'ENOSPC' ? ': disk full' : ''})`, since: new Date().toISOString() };
-    log?.error({ code }, 'audit spool write failed; strict requests are refused until it recovers');
+  async function fail(err: unknown, batch: Pending[] = []): Promise<void> {
+    const first = !failure;
+    if (first) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
+      failure = { reason: `audit spool cannot be written (${code}${code === 'ENOSPC' ? ': disk full' : ''})`, since: new Date().toISOString() };
+      log?.error({ code }, 'audit spool write failed; strict requests are refused until it recovers');
+    }
+    // Strict callers are answered now (their requests get a 503) rather than left waiting for a
+    // recovery that may not come; async events were acknowledged and must be kept.
+    const stranded = [...unconfirmed.flatMap((w) => w.entries), ...batch, ...pending];
+    unconfirmed = [];
+    pending = [];
+    for (const p of stranded) {
+      if (p.strict) p.reject(unavailable());
+      else if (p.count) retained.push(p);
+    }
+    if (!first) return;
     const broken = active;
     active = undefined;
     if (broken) {
-      // Cut whatever part of the failed write reached the file, so that only acknowledged events
+      // Cut whatever part of the failed writes reached the file, so that only acknowledged events
       // remain; then let go of the descriptor (after a failed sync its state is unknown).
       await broken.fh.truncate(durableOffset).catch(() => undefined);
+      await Promise.allSettled([...broken.syncs]);
       await broken.fh.close().catch(() => undefined);
     }
     armProbe();
@@ -286,7 +370,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     failure = undefined;
     pending = [...retained, ...pending];
     retained = [];
-    if (pending.length) schedule();
+    kick();
   }
 
   async function persistCursor(pos: SpoolPosition): Promise<void> {
@@ -328,10 +412,11 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
 
     flush() {
       if (failure) return Promise.reject(unavailable());
-      if (!pending.length && !flushing) return Promise.resolve();
+      if (!pending.length && !unconfirmed.length && !writing) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {
         pending.push({ buf: EMPTY, count: 0, strict: true, resolve, reject });
         schedule();
+        kick();
       });
     },
 
@@ -386,7 +471,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
       if (!failure) await spool.flush().catch(() => undefined);
       closed = true;
       if (probeTimer) clearTimeout(probeTimer);
-      await flushing;
+      await Promise.allSettled([...running]);
       if (active) await active.fh.close().catch(() => undefined);
       active = undefined;
       await unlink(join(dir, LOCK_FILE)).catch(() => undefined);

@@ -8,6 +8,8 @@ describe('audit config', () => {
       mode: 'strict',
       spoolDir: 'var/audit',
       groupCommitMaxDelayMs: 0,
+      maxSyncsInFlight: 4,
+      failureRetryMs: 1000,
       site: 'caregate',
       ship: { target: 'upstream', batchSize: 200, intervalMs: 1000, backoff: { initialMs: 500, maxMs: 60_000 } },
       review: { timeZone: 'Europe/Paris', offHoursStart: 20, offHoursEnd: 7, weekends: true, unusualMinPatients: 20 },

@@ -1,7 +1,8 @@
-/* global process */
 // Child process for the crash test: appends AuditEvents to a strict spool as fast as 64 concurrent
 // "requests" can, printing "acked <id>" only after each append resolved (i.e. after fdatasync), and
 // ships to a FHIR endpoint in the background. The parent kills it with SIGKILL mid-load.
+import process from 'node:process';
+
 // Usage: node crash-child.mjs <compiled src dir> <spool dir> <audit base URL> <tag>
 const [srcDir, spoolDir, baseUrl, tag] = process.argv.slice(2);
 const { openSpool } = await import(`${srcDir}/audit/spool.js`);
