@@ -187,52 +187,61 @@ function readKey(s: string, i: number, frame: Frame): number {
   return skipWs(s, j + 1);
 }
 
-/** Returns the index after the closing quote of the string starting at i (which is a quote). */
+/** Backslashes and characters that must be escaped in a JSON string. */
+// eslint-disable-next-line no-control-regex
+const SPECIAL_IN_STRING = /[\u0000-\u001f\\]/;
+
+/**
+ * Returns the index after the closing quote of the string starting at i (which is a quote).
+ * Plain runs are skipped with native searches (indexOf, a regex); only escapes are read one by one.
+ */
 function skipString(s: string, i: number): number {
-  const n = s.length;
   let j = i + 1;
-  // Set after a `\uD800`-`\uDBFF` escape: the next thing must be a low-surrogate escape.
-  let wantLow = false;
-  while (j < n) {
-    const c = s.charCodeAt(j);
-    if (c === QUOTE) {
-      if (wantLow) throw notJson('lone surrogate', j);
-      return j + 1;
-    }
-    if (c < 0x20) throw notJson('control character in string', j);
-    if (c === BACKSLASH) {
-      const e = s.charCodeAt(j + 1);
-      if (e === 0x75 /* u */) {
-        const hex = s.slice(j + 2, j + 6);
-        if (!/^[0-9A-Fa-f]{4}$/.test(hex)) throw notJson('bad unicode escape', j);
-        const cp = parseInt(hex, 16);
-        const isHigh = cp >= 0xd800 && cp <= 0xdbff;
-        const isLow = cp >= 0xdc00 && cp <= 0xdfff;
-        if (wantLow !== isLow) throw notJson('lone surrogate', j);
-        wantLow = isHigh;
-        j += 6;
-        continue;
-      }
-      if (
-        e !== QUOTE &&
-        e !== BACKSLASH &&
-        e !== 0x2f /* / */ &&
-        e !== 0x62 /* b */ &&
-        e !== 0x66 /* f */ &&
-        e !== 0x6e /* n */ &&
-        e !== 0x72 /* r */ &&
-        e !== 0x74 /* t */
-      ) {
-        throw notJson('bad escape', j);
-      }
-      if (wantLow) throw notJson('lone surrogate', j);
-      j += 2;
-      continue;
-    }
-    if (wantLow) throw notJson('lone surrogate', j);
-    j++;
+  for (;;) {
+    const quote = s.indexOf('"', j);
+    if (quote === -1) throw notJson('unterminated string', i);
+    // Searched within the run only (a search over the rest of the text would make scanning quadratic).
+    const k = s.slice(j, quote).search(SPECIAL_IN_STRING);
+    if (k === -1) return quote + 1;
+    const at = j + k;
+    if (s.charCodeAt(at) !== BACKSLASH) throw notJson('control character in string', at);
+    j = skipEscape(s, at);
   }
-  throw notJson('unterminated string', i);
+}
+
+/** Validates the escape at i (a backslash); returns the index after it, surrogate pairs included. */
+function skipEscape(s: string, i: number): number {
+  const e = s.charCodeAt(i + 1);
+  if (e !== 0x75 /* u */) {
+    if (
+      e !== QUOTE &&
+      e !== BACKSLASH &&
+      e !== 0x2f /* / */ &&
+      e !== 0x62 /* b */ &&
+      e !== 0x66 /* f */ &&
+      e !== 0x6e /* n */ &&
+      e !== 0x72 /* r */ &&
+      e !== 0x74 /* t */
+    ) {
+      throw notJson('bad escape', i);
+    }
+    return i + 2;
+  }
+  const cp = hex4(s, i + 2);
+  if (cp >= 0xdc00 && cp <= 0xdfff) throw notJson('lone surrogate', i);
+  if (cp >= 0xd800 && cp <= 0xdbff) {
+    // A high surrogate must be followed by an escaped low surrogate: parsers disagree on lone ones.
+    const low = s.charCodeAt(i + 6) === BACKSLASH && s.charCodeAt(i + 7) === 0x75 ? hex4(s, i + 8) : -1;
+    if (low < 0xdc00 || low > 0xdfff) throw notJson('lone surrogate', i);
+    return i + 12;
+  }
+  return i + 6;
+}
+
+function hex4(s: string, i: number): number {
+  const h = s.slice(i, i + 4);
+  if (!/^[0-9A-Fa-f]{4}$/.test(h)) throw notJson('bad unicode escape', i);
+  return parseInt(h, 16);
 }
 
 /** Returns the index after the number starting at i. */
@@ -268,7 +277,8 @@ function digits(s: string, i: number): number {
   let j = i;
   for (;;) {
     const c = s.charCodeAt(j);
-    if (c < ZERO || c > NINE) return j;
+    // Written so that NaN (past the end) stops the loop too.
+    if (!(c >= ZERO && c <= NINE)) return j;
     j++;
   }
 }

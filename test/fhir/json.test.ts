@@ -1,0 +1,145 @@
+import { describe, expect, it } from 'vitest';
+import { ProxyError } from '../../src/http/errors.js';
+import { MAX_JSON_DEPTH, decodeUtf8Strict, hasDuplicateKeys, parseJsonStrict } from '../../src/fhir/json.js';
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ProxyError) return err.code;
+    throw err;
+  }
+  return undefined;
+}
+
+describe('parseJsonStrict', () => {
+  it('parses what JSON.parse parses', () => {
+    const samples = [
+      '{}',
+      '[]',
+      '0',
+      '-1.5e+10',
+      '"x"',
+      'true',
+      'null',
+      ' {"a" : [1, 2.0, -0, 1E3, "\\u00e9\\n\\"", {"b": null}], "c": {"d": false}} ',
+      '{"emoji":"\\ud83d\\ude00","raw":"😀"}',
+      '{"a":1,"A":2}',
+    ];
+    for (const s of samples) expect(parseJsonStrict(s)).toEqual(JSON.parse(s));
+  });
+
+  it.each([
+    ['top level', '{"type":"batch","type":"transaction"}', '/type'],
+    ['nested object', '{"resourceType":"Observation","subject":{"reference":"Patient/a","reference":"Patient/b"}}', '/subject/reference'],
+    ['inside an array', '{"entry":[{"a":1},{"a":1,"a":2}]}', '/entry/1/a'],
+    ['escaped spelling of the same key', '{"type":"batch","\\u0074ype":"transaction"}', '/type'],
+    [
+      'inside a batch entry resource',
+      '{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"POST","url":"Observation"},"resource":{"resourceType":"Observation","subject":{"reference":"Patient/ok"},"subject":{"reference":"Patient/vic"}}}]}',
+      '/entry/0/resource/subject',
+    ],
+    [
+      'in a nested bundle',
+      '{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Bundle","entry":[{"resource":{"id":"1","id":"2"}}]}}]}',
+      '/entry/0/resource/entry/0/resource/id',
+    ],
+  ])('refuses duplicate keys: %s', (_name, text, pointer) => {
+    expect(hasDuplicateKeys(text)).toBe(true);
+    try {
+      parseJsonStrict(text);
+      expect.unreachable();
+    } catch (err) {
+      expect(err).toBeInstanceOf(ProxyError);
+      const e = err as ProxyError;
+      expect(e.code).toBe('ERR_DUPLICATE_KEYS');
+      expect(e.status).toBe(400);
+      expect(e.message).toContain(pointer);
+      // The message names where, never a value.
+      expect(e.message).not.toMatch(/Patient\/|batch|transaction/);
+    }
+  });
+
+  it('masks unusual key names in the pointer', () => {
+    const e = (() => {
+      try {
+        parseJsonStrict('{"Jean Dupont 1970":{"x":1,"x":2}}');
+      } catch (err) {
+        return err as ProxyError;
+      }
+      return undefined;
+    })();
+    expect(e?.message).toContain('/~/x');
+    expect(e?.message).not.toContain('Dupont');
+  });
+
+  it('does not mistake equal keys in different objects for duplicates', () => {
+    expect(hasDuplicateKeys('{"a":{"a":{"a":1}},"b":[{"a":1},{"a":2}]}')).toBe(false);
+  });
+
+  it.each([
+    ['empty', ''],
+    ['whitespace only', '  '],
+    ['trailing comma in object', '{"a":1,}'],
+    ['trailing comma in array', '[1,]'],
+    ['single quotes', "{'a':1}"],
+    ['unquoted key', '{a:1}'],
+    ['leading zero', '{"a":01}'],
+    ['bare dot number', '{"a":.5}'],
+    ['NaN', '{"a":NaN}'],
+    ['comment', '{"a":1 /* x */}'],
+    ['two values', '{} {}'],
+    ['unterminated string', '{"a":"x}'],
+    ['raw newline in string', '{"a":"x\ny"}'],
+    ['bad escape', '{"a":"\\x41"}'],
+    ['short unicode escape', '{"a":"\\u12"}'],
+    ['lone high surrogate escape', '{"a":"\\ud800"}'],
+    ['lone low surrogate escape', '{"a":"\\udc00x"}'],
+    ['lone surrogate escape in a key', '{"\\ud800":1,"\\udbff":2}'],
+    ['raw lone surrogate', '{"a":"\ud800"}'],
+    ['byte order mark', '\ufeff{}'],
+    ['mismatched brackets', '{"a":[1}'],
+    ['missing colon', '{"a" 1}'],
+    ['prototype key', '{"__proto__":{"admin":true}}'],
+    ['truncated literal', '{"a":tru}'],
+  ])('refuses non-JSON: %s', (_name, text) => {
+    expect(codeOf(() => parseJsonStrict(text))).toBe('ERR_BAD_REQUEST');
+  });
+
+  it('caps nesting depth', () => {
+    const ok = '['.repeat(MAX_JSON_DEPTH) + ']'.repeat(MAX_JSON_DEPTH);
+    expect(parseJsonStrict(ok)).toBeDefined();
+    const deep = '['.repeat(MAX_JSON_DEPTH + 1) + ']'.repeat(MAX_JSON_DEPTH + 1);
+    expect(codeOf(() => parseJsonStrict(deep))).toBe('ERR_BAD_REQUEST');
+  });
+
+  it('scans a large body quickly', () => {
+    const entries = Array.from({ length: 3000 }, (_, i) => ({
+      fullUrl: `urn:uuid:${i}`,
+      request: { method: 'POST', url: 'Observation' },
+      resource: {
+        resourceType: 'Observation',
+        status: 'final',
+        code: { coding: [{ system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' }] },
+        subject: { reference: 'Patient/p1' },
+        valueQuantity: { value: 72 + (i % 10), unit: '/min' },
+        note: [{ text: 'é'.repeat(50) }],
+      },
+    }));
+    const text = JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: entries });
+    const started = performance.now();
+    const parsed = parseJsonStrict(text) as { entry: unknown[] };
+    const ms = performance.now() - started;
+    expect(parsed.entry).toHaveLength(3000);
+    // About 1 MB; generous bound for a shared CI machine.
+    expect(text.length).toBeGreaterThan(900_000);
+    expect(ms).toBeLessThan(1000);
+  });
+});
+
+describe('decodeUtf8Strict', () => {
+  it('decodes UTF-8 and refuses invalid sequences', () => {
+    expect(decodeUtf8Strict(Buffer.from('{"a":"é"}'))).toBe('{"a":"é"}');
+    expect(codeOf(() => decodeUtf8Strict(Buffer.from([0x7b, 0xc3, 0x28, 0x7d])))).toBe('ERR_BAD_REQUEST');
+  });
+});
