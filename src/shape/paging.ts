@@ -35,7 +35,10 @@ export function createPageLinks(opts: { publicBaseUrl: string; ttlSeconds: numbe
       const dot = token.indexOf('.');
       if (dot <= 0 || token.length > 8192) throw refuse('malformed page token');
       const body = token.slice(0, dot);
-      const given = Buffer.from(token.slice(dot + 1), 'base64url');
+      const sig = token.slice(dot + 1);
+      const given = Buffer.from(sig, 'base64url');
+      // Non-canonical base64url (other trailing bits) decodes to the same bytes: refuse it as an edit.
+      if (given.toString('base64url') !== sig) throw refuse('non-canonical page token');
       const expected = sign(body);
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw refuse('bad page token signature');
       let payload: { l?: unknown; u?: unknown; e?: unknown };
