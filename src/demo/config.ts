@@ -19,7 +19,7 @@ export const demoConfigSchema = z
       .min(0)
       .max(20_000)
       .default(SEED_DEFAULTS.patients)
-      .describe('Generated patients, on top of the fixed fixture patients (about 40 resources each).'),
+      .describe('Generated patients, on top of the 31 fixed fixture patients (about 15 resources each).'),
     practitioners: z
       .number()
       .int()
