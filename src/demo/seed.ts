@@ -141,7 +141,7 @@ export const DEMO_FIXTURES = {
     mustSee: [
       { patient: 'pat-dupont', via: 'CareTeam/ct-dupont', status: 'active', source: 'careteam', why: 'direct participant of her active cardiology care team (and attending her in-progress stay enc-dupont)' },
       { patient: 'pat-fx-direct', via: 'CareTeam/ct-fx-direct', status: 'active', source: 'careteam', why: 'direct participant (Practitioner) of an active team, open period' },
-      { patient: 'pat-fx-role', via: 'CareTeam/ct-fx-role', status: 'active', source: 'careteam', why: 'participant through her active PractitionerRole role-martin-cardio' },
+      { patient: 'pat-fx-role', via: 'CareTeam/ct-fx-role', status: 'active', source: 'careteam', why: 'participant through her active PractitionerRole role-martin-cardio (team without period)' },
       { patient: 'pat-fx-nested', via: 'CareTeam/ct-fx-nested-outer', status: 'active', source: 'careteam', why: 'member of ct-fx-nested-inner, itself a participant of the patient team' },
       { patient: 'pat-fx-cycle', via: 'CareTeam/ct-fx-cycle-a', status: 'active', source: 'careteam', why: 'member of ct-fx-cycle-b, participant of ct-fx-cycle-a, which is a participant of ct-fx-cycle-b (a cycle the resolver must survive)' },
       { patient: 'pat-fx-participant-open', via: 'CareTeam/ct-fx-participant-open', status: 'active', source: 'careteam', why: 'her participant period started in the past and ends in the future' },
@@ -1000,9 +1000,11 @@ class HospitalBuilder {
     const encounterId = this.encounter(patient, service, encStatus, { start, ...(end !== undefined ? { end } : {}) }, participants);
 
     const current = ['in-progress', 'arrived', 'triaged', 'onleave'].includes(status);
-    const members = participants.map((p) => ({ member: p.ref }));
+    // Some participants carry their own period (covering the team's), some teams none at all.
+    const members = participants.map((p) => (this.rng.chance(0.2) ? { member: p.ref, period: { start } } : { member: p.ref }));
     if (current && service !== 'emergency') {
-      this.careTeam(patient, service, this.rng.chance(0.97) ? 'active' : 'entered-in-error', { start }, members, {
+      const period = this.rng.chance(0.15) ? undefined : { start };
+      this.careTeam(patient, service, this.rng.chance(0.97) ? 'active' : 'entered-in-error', period, members, {
         encounter: ref('Encounter', encounterId),
       });
     } else if (status.startsWith('finished') && this.rng.chance(0.6)) {
@@ -1070,7 +1072,7 @@ class HospitalBuilder {
       clinical(p, 'cardiology', undefined, 'prat-martin');
     };
     team('pat-fx-direct', 'Albert', 'active', { start: now - 30 * DAY }, [{ member: martin }], 'ct-fx-direct');
-    team('pat-fx-role', 'Bruno', 'active', { start: now - 12 * DAY }, [{ member: martinRole }], 'ct-fx-role');
+    team('pat-fx-role', 'Bruno', 'active', undefined, [{ member: martinRole }], 'ct-fx-role');
     team('pat-fx-participant-open', 'Cécile', 'active', { start: now - 40 * DAY }, [{ member: martin, period: { start: now - 10 * DAY, end: now + 20 * DAY } }], 'ct-fx-participant-open');
     team('pat-fx-service', 'Denise', 'active', { start: now - 15 * DAY }, [{ member: ref('Organization', DEMO_ORGANIZATIONS.cardiology) }], 'ct-fx-service');
     team('pat-fx-ended', 'Étienne', 'active', { start: now - 400 * DAY, end: now - 30 * DAY }, [{ member: martin }], 'ct-fx-ended');
