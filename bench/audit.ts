@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { buildAuditEvents, type AuditInput } from '../src/audit/build.js';
-import { openSpool } from '../src/audit/spool.js';
+import { openSpool, type AuditSpool } from '../src/audit/spool.js';
 
 /**
  * Audit cost in strict mode: what a request pays to have its AuditEvent built and fsync'ed to the
@@ -16,6 +16,8 @@ export interface AuditBenchResult {
   /** Latency added by a strict append at `rate` req/s. */
   p50Ms: number;
   p99Ms: number;
+  /** The same append with the disk's fdatasync skipped: the spool's own overhead. */
+  softwareP50Ms: number;
   /** Building the BALP event(s) of one request. */
   buildP50Us: number;
   /** Requests per fdatasync at `rate` (group commit at work). */
@@ -117,26 +119,19 @@ export async function runAuditBench(opts: AuditBenchOptions = {}): Promise<Audit
     // Warm-up: first segment, JIT.
     await Promise.all(Array.from({ length: 200 }, () => spool.append(buildAuditEvents(input()))));
 
-    // Phase 1: steady rate, open loop.
-    const buildUs: number[] = [];
-    const latMs: number[] = [];
+    // Phase 1: steady rate, open loop, real disk.
     const syncsBefore = spool.stats().syncs;
-    const total = Math.round((rate * durationMs) / 1000);
-    const inflight: Promise<void>[] = [];
-    const t0 = performance.now();
-    for (let i = 0; i < total; ) {
-      const due = Math.min(total, Math.floor(((performance.now() - t0) * rate) / 1000) + 1);
-      for (; i < due; i++) {
-        const b0 = process.hrtime.bigint();
-        const events = buildAuditEvents(input());
-        const a0 = process.hrtime.bigint();
-        buildUs.push(Number(a0 - b0) / 1e3);
-        inflight.push(spool.append(events).then(() => void latMs.push(Number(process.hrtime.bigint() - a0) / 1e6)));
-      }
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    await Promise.all(inflight);
+    const steady = await steadyRate(spool, rate, durationMs, input);
     const syncs = spool.stats().syncs - syncsBefore;
+
+    // The same without the disk's sync: what the spool's own code (queueing, write, wake-ups) costs.
+    const noSync = await openSpool({ dir: join(dir, 'nosync'), io: { datasync: async () => undefined } });
+    let software: Awaited<ReturnType<typeof steadyRate>>;
+    try {
+      software = await steadyRate(noSync, rate, Math.min(durationMs, 2000), input);
+    } finally {
+      await noSync.close();
+    }
 
     // Phase 2: closed loop, many requests in flight.
     let done = 0;
@@ -154,19 +149,50 @@ export async function runAuditBench(opts: AuditBenchOptions = {}): Promise<Audit
 
     return {
       eventsPerSec,
-      p50Ms: round(percentile(latMs, 50)),
-      p99Ms: round(percentile(latMs, 99)),
-      buildP50Us: round(percentile(buildUs, 50)),
-      eventsPerSync: round(total / Math.max(1, syncs)),
+      p50Ms: round(percentile(steady.latMs, 50)),
+      p99Ms: round(percentile(steady.latMs, 99)),
+      softwareP50Ms: round(percentile(software.latMs, 50)),
+      buildP50Us: round(percentile(steady.buildUs, 50)),
+      eventsPerSync: round(steady.latMs.length / Math.max(1, syncs)),
       diskSyncP50Ms: round(percentile(disk, 50)),
       diskSyncP99Ms: round(percentile(disk, 99)),
       rate,
-      requests: total,
+      requests: steady.latMs.length,
     };
   } finally {
     await spool.close();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Open loop: requests start on schedule (`rate` per second) whether or not earlier ones finished;
+ * each builds its event(s) and awaits the strict append, as the pipeline does before answering.
+ */
+async function steadyRate(
+  spool: AuditSpool,
+  rate: number,
+  durationMs: number,
+  input: () => AuditInput,
+): Promise<{ latMs: number[]; buildUs: number[] }> {
+  const total = Math.round((rate * durationMs) / 1000);
+  const latMs: number[] = [];
+  const buildUs: number[] = [];
+  const inflight: Promise<void>[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < total; ) {
+    const due = Math.min(total, Math.floor(((performance.now() - t0) * rate) / 1000) + 1);
+    for (; i < due; i++) {
+      const b0 = process.hrtime.bigint();
+      const events = buildAuditEvents(input());
+      const a0 = process.hrtime.bigint();
+      buildUs.push(Number(a0 - b0) / 1e3);
+      inflight.push(spool.append(events).then(() => void latMs.push(Number(process.hrtime.bigint() - a0) / 1e6)));
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await Promise.all(inflight);
+  return { latMs, buildUs };
 }
 
 /** Latency of the bare disk: sequential 2 KiB appends, each followed by fdatasync. */
@@ -201,7 +227,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const r = await runAuditBench();
   console.log(
     `audit (strict): ${r.eventsPerSec} events/s max; at ${r.rate} req/s: append p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, ` +
-      `${r.eventsPerSync} events per fdatasync; building an event ${r.buildP50Us} µs; ` +
+      `${r.eventsPerSync} events per fdatasync; without the disk sync p50 ${r.softwareP50Ms} ms; building an event ${r.buildP50Us} µs; ` +
       `bare disk append+fdatasync p50 ${r.diskSyncP50Ms} ms, p99 ${r.diskSyncP99Ms} ms`,
   );
   console.log(JSON.stringify(r));
