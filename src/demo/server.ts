@@ -154,7 +154,9 @@ export function createDemoHandler(
       return { reply: outcome(404, 'not-found', 'Not a FHIR endpoint'), type: '-' };
     }
     const rel = path.slice(basePath.length).replace(/^\/+/, '').replace(/\/+$/, '');
-    const type = rel.split('/')[0] || 'system';
+    // Logged: only a resource type or a known endpoint, never an arbitrary path segment.
+    const first = rel.split('/')[0] ?? '';
+    const type = first === '' ? 'system' : /^([A-Z][A-Za-z]{1,63}|\$[a-z-]{1,40}|_history|metadata)$/.test(first) ? first : 'other';
     let method = (req.method ?? 'GET').toUpperCase();
     if (method === 'HEAD') method = 'GET';
     if (!METHODS.has(method)) {
