@@ -329,7 +329,7 @@ function classifyEntry(entry: unknown, index: number, parent: Request, ctx: Ctx)
     const { method, url, ifNoneExist, ifMatch } = request;
     if (typeof method !== 'string' || !METHODS.has(method)) throw bad('request.method is not accepted');
     if (typeof url !== 'string' || url === '') throw bad('request.url is missing');
-    if (url.startsWith('/') || /^[A-Za-z][A-Za-z0-9+.\-]*:/.test(url)) {
+    if (url.startsWith('/') || /^[A-Za-z][A-Za-z0-9+.-]*:/.test(url)) {
       throw bad('request.url must be relative to the base');
     }
     const q = url.indexOf('?');
@@ -551,7 +551,7 @@ interface MediaType {
 function parseMediaType(value: string): MediaType | undefined {
   const parts = value.split(';');
   const type = (parts[0] ?? '').trim().toLowerCase();
-  if (!/^[a-z0-9!#$&^_.+\-]+\/[a-z0-9!#$&^_.+\-*]+$/.test(type) && type !== '*/*') return undefined;
+  if (!/^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+*-]+$/.test(type) && type !== '*/*') return undefined;
   const params = new Map<string, string>();
   for (const p of parts.slice(1)) {
     const eq = p.indexOf('=');

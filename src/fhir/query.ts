@@ -43,7 +43,7 @@ export function parseQuery(raw: string): SearchParam[] {
 
 const PARAM_CODE = '[A-Za-z_][A-Za-z0-9_\\-]{0,63}';
 const TYPE = '[A-Z][A-Za-z]{1,63}';
-const MODIFIER = /^[A-Za-z][A-Za-z0-9\-]{0,63}$/;
+const MODIFIER = /^[A-Za-z][A-Za-z0-9-]{0,63}$/;
 /** One link of a chain: `param` or `param:Type`. */
 const CHAIN_LINK = new RegExp(`^${PARAM_CODE}(?::${TYPE})?$`);
 const PLAIN_NAME = new RegExp(`^${PARAM_CODE}$`);
