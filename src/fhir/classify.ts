@@ -157,6 +157,7 @@ function route(req: Request, ctx: Ctx): FhirInteraction {
     if (req.ifNoneExist !== undefined && !(out.kind === 'create')) {
       throw bad('If-None-Exist applies to create only.');
     }
+    checkTypeParam(out.params, ctx);
     return out;
   };
 
@@ -164,7 +165,6 @@ function route(req: Request, ctx: Ctx): FhirInteraction {
   if (s0 === undefined) {
     if (method === 'GET') {
       noBody(req);
-      checkTypeParam(req.params, ctx);
       return make('search-system');
     }
     if (method === 'POST') return batch(req, ctx, make);
@@ -182,9 +182,7 @@ function route(req: Request, ctx: Ctx): FhirInteraction {
   }
   if (n === 1 && s0 === '_search') {
     allow(method, ['POST']);
-    const params = searchBody(req);
-    checkTypeParam(params, ctx);
-    return make('search-system', { params });
+    return make('search-system', { params: searchBody(req) });
   }
   if (n === 1 && s0.startsWith('$')) {
     return operation(req, make, { operation: opName(s0), operationLevel: 'system' });

@@ -113,8 +113,8 @@ export const REFERENCE_DATA_TYPES: ReadonlySet<string> = new Set([
 /** Compartment parameters that make the patient the subject of the resource; all others are participants. */
 const SUBJECT_PARAMS: ReadonlySet<string> = new Set(['subject', 'patient', 'beneficiary', 'individual']);
 
-/** Types whose references in a subject position stand for patients the caller must resolve. */
-const SUBJECT_CARRIERS: ReadonlySet<string> = new Set(['Group', 'Device']);
+/** Types whose references in a patient link may stand for patients the caller must resolve. */
+const PATIENT_CARRIERS: ReadonlySet<string> = new Set(['Group', 'Device']);
 
 type Role = 'subject' | 'participant';
 
@@ -192,8 +192,8 @@ class Links {
   }
 }
 
-/** Non-Patient references in a subject position: Group and Device may stand for patients. */
-const subjectOthers = (type: string): 'ignore' | 'via' => (SUBJECT_CARRIERS.has(type) ? 'via' : 'ignore');
+/** Non-Patient references in a compartment link: a Group (its members) or a Device (its patient) may stand for patients. */
+const carrierOthers = (type: string): 'ignore' | 'via' => (PATIENT_CARRIERS.has(type) ? 'via' : 'ignore');
 /** Non-Patient references that are just other parties (Practitioner, Organization, RelatedPerson...). */
 const ignoreOthers = (): 'ignore' => 'ignore';
 /** References to anything that is not reference data may carry patient data and must be resolved. */
@@ -242,7 +242,7 @@ const RULES: Readonly<Record<string, Rule>> = {
   },
   List: {
     read(r, l) {
-      if (r.subject !== undefined) l.link(r.subject, 'subject', subjectOthers, 'List.subject');
+      if (r.subject !== undefined) l.link(r.subject, 'subject', carrierOthers, 'List.subject');
       if (r.source !== undefined) l.link(r.source, 'participant', ignoreOthers, 'List.source');
       for (const v of evaluatePath(r, 'List.entry.item') ?? []) l.link(v, 'subject', resolveOthers, 'List.entry.item');
     },
@@ -272,7 +272,7 @@ const COMPARTMENT_RULES: Readonly<Record<string, Rule>> = Object.fromEntries(
       read(r: Record<string, unknown>, l: Links) {
         for (const link of links) {
           const role: Role = SUBJECT_PARAMS.has(link.param) ? 'subject' : 'participant';
-          for (const p of link.paths) l.path(r, p, role, role === 'subject' ? subjectOthers : ignoreOthers);
+          for (const p of link.paths) l.path(r, p, role, carrierOthers);
         }
       },
       empty: 'undetermined',
@@ -429,7 +429,7 @@ export function evaluatePath(resource: Record<string, unknown>, path: string): u
       if (!isObject(node)) return undefined;
       const v = node[step];
       if (v === undefined) continue;
-      if (Array.isArray(v)) next.push(...v);
+      if (Array.isArray(v)) for (const item of v) next.push(item);
       else next.push(v);
     }
     current = next;

@@ -184,6 +184,7 @@ const REFUSED: [string, Row, ErrorCode][] = [
   ['malformed chain', { method: 'GET', url: '/Observation?subject..name=x' }, 'ERR_BAD_REQUEST'],
   ['fragment in query', { method: 'GET', url: '/Observation?code=x#y' }, 'ERR_BAD_REQUEST'],
   ['unknown _type', { method: 'GET', url: '/?_type=Patient,Foo' }, 'ERR_BAD_REQUEST'],
+  ['unknown _type in a compartment search', { method: 'GET', url: '/Patient/p1/*?_type=Foo' }, 'ERR_BAD_REQUEST'],
   ['_type with a modifier', { method: 'GET', url: '/?_type:not=Patient' }, 'ERR_BAD_REQUEST'],
   ['too many parameters', { method: 'GET', url: `/Observation?${Array.from({ length: 1001 }, () => 'code=x').join('&')}` }, 'ERR_BAD_REQUEST'],
   ['access token in a _search form body', { method: 'POST', url: '/Observation/_search', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'access_token=x' }, 'ERR_TOKEN_IN_QUERY'],

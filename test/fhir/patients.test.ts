@@ -100,6 +100,17 @@ describe('patientsOf: compartment table', () => {
     });
     expect(patientsOf({ resourceType: 'Observation', subject: ref('Device/d1') })).toMatchObject({ kind: 'indirect', via: ['Device/d1'] });
   });
+
+  it('asks to resolve a Group in a participant position too (a message to a group of patients)', () => {
+    const c = { resourceType: 'Communication', subject: ref('Patient/p1'), recipient: [ref('Group/g1'), ref('Practitioner/dr')] };
+    expect(patientsOf(c)).toMatchObject({ kind: 'indirect', via: ['Patient/p1', 'Group/g1'], subjectIds: ['p1'] });
+  });
+
+  it('handles very large arrays on a path', () => {
+    const g = { resourceType: 'Appointment', participant: Array.from({ length: 200_000 }, () => ({ actor: ref('Practitioner/dr') })) };
+    g.participant.push({ actor: ref('Patient/p1') });
+    expect(patients(patientsOf(g)).ids).toEqual(['p1']);
+  });
 });
 
 describe('patientsOf: catch-all scan', () => {
