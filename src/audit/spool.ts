@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
@@ -18,8 +18,9 @@ import { ProxyError } from '../http/errors.js';
  * and a probe retries periodically. Writing resumes in a fresh segment: a file descriptor whose
  * sync failed is never trusted again.
  *
- * The shipper reads from a cursor (`cursor.json`, replaced by atomic rename) and commits it after
- * the server accepted a batch; fully shipped segments are deleted.
+ * The shipper reads from a cursor (two slot files overwritten in place, so that progress can be
+ * recorded even on a full disk) and commits it after the server accepted a batch; fully shipped
+ * segments are deleted, which is also how a disk filled by a long outage frees itself.
  */
 export interface AuditSpool {
   /**
@@ -95,7 +96,9 @@ export interface SpoolOptions {
 }
 
 const SEGMENT_RE = /^spool-(\d+)\.jsonl$/;
-const CURSOR_FILE = 'cursor.json';
+/** Two cursor slots written alternately in place: see `openCursor`. */
+const CURSOR_SLOTS = ['cursor-0', 'cursor-1'] as const;
+const CURSOR_RECORD_BYTES = 128;
 const LOCK_FILE = 'spool.lock';
 const PROBE_FILE = '.probe';
 const READ_CHUNK = 1 << 20;
@@ -155,7 +158,8 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   await acquireLock(dir);
 
   let segments = await listSegments(dir);
-  let cursor = await loadCursor(dir, segments);
+  const cursorStore = await openCursor(dir);
+  let cursor = await startPosition(dir, segments, cursorStore.position);
   const stats = { events: 0, writes: 0, syncs: 0, tornLines: 0 };
 
   // Recovery: count what is left to ship, skipping torn lines. New writes always go to a new
@@ -373,19 +377,6 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     kick();
   }
 
-  async function persistCursor(pos: SpoolPosition): Promise<void> {
-    const tmp = join(dir, `${CURSOR_FILE}.tmp`);
-    const fh = await open(tmp, 'w', 0o600);
-    try {
-      await fh.writeFile(JSON.stringify(pos));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, join(dir, CURSOR_FILE));
-    await fsyncDir(dir);
-  }
-
   async function deleteShipped(): Promise<void> {
     const keep: number[] = [];
     for (const seg of segments) {
@@ -456,7 +447,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
       if (batch.start.segment !== cursor.segment || batch.start.offset !== cursor.offset) {
         throw new TypeError('audit spool: commit of a batch that does not start at the cursor');
       }
-      await persistCursor(batch.end);
+      await cursorStore.save(batch.end);
       cursor = { ...batch.end };
       backlog = Math.max(0, backlog - batch.events.length);
       await deleteShipped();
@@ -474,6 +465,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
       await Promise.allSettled([...running]);
       if (active) await active.fh.close().catch(() => undefined);
       active = undefined;
+      await cursorStore.close();
       await unlink(join(dir, LOCK_FILE)).catch(() => undefined);
       openDirs.delete(resolve(dir));
     },
@@ -545,27 +537,86 @@ async function listSegments(dir: string): Promise<number[]> {
     .sort((a, b) => a - b);
 }
 
+interface CursorStore {
+  /** The last position saved, if any slot holds a valid one. */
+  position: SpoolPosition | undefined;
+  save(pos: SpoolPosition): Promise<void>;
+  close(): Promise<void>;
+}
+
 /**
- * The shipped position. A missing or unreadable cursor restarts from the oldest segment: that only
- * re-sends events, which the idempotent shipment turns into no-ops, whereas trusting a bad cursor
- * could skip events.
+ * The shipped position, kept in two fixed-size slot files written alternately **in place**
+ * (`<crc32> {"seq":…,"segment":…,"offset":…}` padded to 128 bytes). Overwriting allocated blocks
+ * needs no free space, so on a full disk the shipper can still record its progress and delete
+ * shipped segments, which is what frees the disk. A slot torn by a crash fails its CRC and the other
+ * (older) slot is used: that only re-sends events, which the idempotent shipment turns into no-ops.
  */
-async function loadCursor(dir: string, segments: readonly number[]): Promise<SpoolPosition> {
-  const first = { segment: segments[0] ?? 1, offset: 0 };
-  let pos: SpoolPosition;
+async function openCursor(dir: string): Promise<CursorStore> {
+  const slots: { fh: FileHandle; seq: number; pos: SpoolPosition | undefined }[] = [];
+  for (const name of CURSOR_SLOTS) {
+    const path = join(dir, name);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      fh = await open(path, 'w+', 0o600);
+      await fh.write(Buffer.alloc(CURSOR_RECORD_BYTES, 0x20), 0, CURSOR_RECORD_BYTES, 0);
+      await fh.sync();
+      await fsyncDir(dir);
+    }
+    const buf = Buffer.alloc(CURSOR_RECORD_BYTES);
+    await fh.read(buf, 0, CURSOR_RECORD_BYTES, 0);
+    slots.push({ fh, ...decodeCursor(buf) });
+  }
+  let seq = Math.max(...slots.map((s) => s.seq));
+  const newest = slots.reduce((a, b) => (b.seq > a.seq ? b : a));
+  return {
+    position: newest.pos,
+    async save(pos) {
+      seq++;
+      const slot = slots[seq % 2]!;
+      const json = JSON.stringify({ seq, segment: pos.segment, offset: pos.offset });
+      const record = Buffer.alloc(CURSOR_RECORD_BYTES, 0x20);
+      record.write(`${crc32(Buffer.from(json)).toString(16).padStart(8, '0')} ${json}`, 0, 'latin1');
+      record[CURSOR_RECORD_BYTES - 1] = 0x0a;
+      await slot.fh.write(record, 0, CURSOR_RECORD_BYTES, 0);
+      await slot.fh.datasync();
+    },
+    async close() {
+      for (const s of slots) await s.fh.close().catch(() => undefined);
+    },
+  };
+}
+
+function decodeCursor(buf: Buffer): { seq: number; pos: SpoolPosition | undefined } {
+  const text = buf.toString('latin1').trimEnd();
+  const m = /^([0-9a-f]{8}) (\{.*\})$/.exec(text);
+  if (!m || Number.parseInt(m[1]!, 16) !== crc32(Buffer.from(m[2]!))) return { seq: -1, pos: undefined };
   try {
-    const raw = JSON.parse(await readFile(join(dir, CURSOR_FILE), 'utf8')) as Partial<SpoolPosition>;
-    if (!Number.isSafeInteger(raw.segment) || !Number.isSafeInteger(raw.offset) || raw.offset! < 0) return first;
-    pos = { segment: raw.segment!, offset: raw.offset! };
+    const raw = JSON.parse(m[2]!) as { seq?: unknown; segment?: unknown; offset?: unknown };
+    if (!Number.isSafeInteger(raw.seq) || !Number.isSafeInteger(raw.segment) || !Number.isSafeInteger(raw.offset) || (raw.offset as number) < 0) {
+      return { seq: -1, pos: undefined };
+    }
+    return { seq: raw.seq as number, pos: { segment: raw.segment as number, offset: raw.offset as number } };
   } catch {
-    return first;
+    return { seq: -1, pos: undefined };
   }
-  if (segments.includes(pos.segment)) {
-    const size = (await stat(segmentPath(dir, pos.segment))).size;
-    return pos.offset <= size ? pos : first;
+}
+
+/**
+ * Where shipping resumes. Without a valid saved position, from the oldest segment: re-sending is
+ * harmless (idempotent), trusting a bad position could skip events.
+ */
+async function startPosition(dir: string, segments: readonly number[], saved: SpoolPosition | undefined): Promise<SpoolPosition> {
+  const first = { segment: segments[0] ?? 1, offset: 0 };
+  if (!saved) return first;
+  if (segments.includes(saved.segment)) {
+    const size = (await stat(segmentPath(dir, saved.segment))).size;
+    return saved.offset <= size ? saved : first;
   }
-  const next = segments.find((s) => s > pos.segment);
-  return next === undefined ? { segment: pos.segment, offset: 0 } : { segment: next, offset: 0 };
+  const next = segments.find((s) => s > saved.segment);
+  return next === undefined ? { segment: saved.segment, offset: 0 } : { segment: next, offset: 0 };
 }
 
 /**

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { appendFile, mkdtemp, readdir, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { appendFile, mkdtemp, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
@@ -308,10 +308,29 @@ describe('audit.spool: recovery', () => {
     expect((await again.readBatch(10))!.events.map((e) => e.id)).toEqual(all.slice(2).map((e) => e.id));
     await again.close();
     spools = [];
-    await unlink(join(dir, 'cursor.json'));
+    await unlink(join(dir, 'cursor-0'));
+    await unlink(join(dir, 'cursor-1'));
     const lost = await open();
     // Re-sending is harmless (PUT with the same ids); skipping would not be.
     expect(lost.backlog()).toBe(4);
+  });
+
+  it('falls back to the older cursor slot when the newer one is torn', async () => {
+    const s = await open();
+    const all = [ev(), ev(), ev(), ev()];
+    await s.append(all);
+    await s.commit((await s.readBatch(1))!);
+    await s.commit((await s.readBatch(2))!);
+    await s.close();
+    spools = [];
+    const slots = await Promise.all(['cursor-0', 'cursor-1'].map((f) => readFile(join(dir, f), 'latin1')));
+    expect(slots.every((t) => t.length === 128 && /^[0-9a-f]{8} \{"seq":\d+/.test(t))).toBe(true);
+    // Slots alternate: seq 2, the newest, is in cursor-0. Tear it.
+    expect(slots[0]).toContain('"seq":2');
+    await writeFile(join(dir, 'cursor-0'), slots[0]!.replace('"offset"', '"offsex"'));
+    const again = await open();
+    expect(again.backlog()).toBe(3);
+    expect((await again.readBatch(10))!.events.map((e) => e.id)).toEqual(all.slice(1).map((e) => e.id));
   });
 
   it('rejects a commit that does not start at the cursor', async () => {
@@ -427,6 +446,47 @@ describe('audit.spool: a disk that cannot be written', () => {
       return s.append([ev()]);
     }));
     expect(results.every((r) => r.status === 'rejected')).toBe(true);
+  });
+
+  it('frees a disk filled by its own backlog: shipping still records progress and deletes segments', async () => {
+    // A "disk" of 12 KiB for the spool's segments.
+    const quota = 12 * 1024;
+    const used = async () => {
+      let n = 0;
+      for (const f of await readdir(dir)) if (f.startsWith('spool-')) n += (await stat(join(dir, f))).size;
+      return n;
+    };
+    const s = await open({
+      segmentMaxBytes: 2048,
+      failureRetryMs: 10,
+      io: {
+        async write(fh, data) {
+          if ((await used()) + data.length > quota) throw errno('ENOSPC');
+          await fh.write(data);
+        },
+      },
+    });
+    const kept: string[] = [];
+    for (;;) {
+      const e = ev();
+      try {
+        await s.append([e]);
+        kept.push(e.id!);
+      } catch {
+        break;
+      }
+    }
+    expect(s.health().ok).toBe(false);
+    // The shipper drains: the cursor slots are overwritten in place, shipped segments deleted.
+    const shipped: string[] = [];
+    for (let b = await s.readBatch(5); b; b = await s.readBatch(5)) {
+      shipped.push(...b.events.map((x) => x.id!));
+      await s.commit(b);
+    }
+    expect(shipped).toEqual(kept);
+    await until(() => s.health().ok);
+    await s.append([ev()]);
+    expect(s.backlog()).toBe(1);
   });
 
   it('in async mode acknowledges at once and keeps acknowledged events through a failure', async () => {
