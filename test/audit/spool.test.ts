@@ -325,9 +325,9 @@ describe('audit.spool: recovery', () => {
     spools = [];
     const slots = await Promise.all(['cursor-0', 'cursor-1'].map((f) => readFile(join(dir, f), 'latin1')));
     expect(slots.every((t) => t.length === 128 && /^[0-9a-f]{8} \{"seq":\d+/.test(t))).toBe(true);
-    // Slots alternate: seq 2, the newest, is in cursor-0. Tear it.
-    expect(slots[0]).toContain('"seq":2');
-    await writeFile(join(dir, 'cursor-0'), slots[0]!.replace('"offset"', '"offsex"'));
+    // Slots alternate: the first save (seq 0) went to cursor-0, the second and newest (seq 1) to cursor-1. Tear it.
+    expect(slots[1]).toContain('"seq":1');
+    await writeFile(join(dir, 'cursor-1'), slots[1]!.replace('"offset"', '"offsex"'));
     const again = await open();
     expect(again.backlog()).toBe(3);
     expect((await again.readBatch(10))!.events.map((e) => e.id)).toEqual(all.slice(1).map((e) => e.id));
