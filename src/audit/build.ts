@@ -118,7 +118,7 @@ export function buildAuditEvents(input: AuditInput): AuditEvent[] {
 export function auditOutcome(input: Pick<AuditInput, 'kind' | 'decision' | 'httpStatus' | 'upstreamStatus' | 'failure'>): AuditOutcomeCode {
   if (input.kind === 'login-failure') return AuditOutcome.minorFailure;
   const code = input.failure?.code;
-  if (code !== undefined && code in ErrorCodes) {
+  if (code !== undefined && Object.hasOwn(ErrorCodes, code)) {
     if (code === 'ERR_INTERNAL') return AuditOutcome.majorFailure;
     if (code.startsWith('ERR_UPSTREAM_') || code === 'ERR_LOOKUP_FAILED' || code === 'ERR_AUDIT_UNAVAILABLE') {
       return AuditOutcome.seriousFailure;
