@@ -157,23 +157,32 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await acquireLock(dir);
 
-  let segments = await listSegments(dir);
-  const cursorStore = await openCursor(dir);
-  let cursor = await startPosition(dir, segments, cursorStore.position);
+  let segments: number[];
+  let cursorStore: CursorStore | undefined;
+  let cursor: SpoolPosition;
   const stats = { events: 0, writes: 0, syncs: 0, tornLines: 0 };
-
-  // Recovery: count what is left to ship, skipping torn lines. New writes always go to a new
-  // segment, so an old segment's torn tail stays where it is and is never followed by good data.
   let backlog = 0;
-  for (const seg of segments) {
-    if (seg < cursor.segment) continue;
-    const r = await scanSegment(segmentPath(dir, seg), seg === cursor.segment ? cursor.offset : 0, undefined, (line) => {
-      if (decodeSpoolLine(line)) backlog++;
-      else stats.tornLines++;
-      return true;
-    });
-    if (r.tornTail) stats.tornLines++;
+  try {
+    segments = await listSegments(dir);
+    cursorStore = await openCursor(dir);
+    cursor = await startPosition(dir, segments, cursorStore.position);
+    // Recovery: count what is left to ship, skipping torn lines. New writes always go to a new
+    // segment, so an old segment's torn tail stays where it is and is never followed by good data.
+    for (const seg of segments) {
+      if (seg < cursor.segment) continue;
+      const r = await scanSegment(segmentPath(dir, seg), seg === cursor.segment ? cursor.offset : 0, undefined, (line) => {
+        if (decodeSpoolLine(line)) backlog++;
+        else stats.tornLines++;
+        return true;
+      });
+      if (r.tornTail) stats.tornLines++;
+    }
+  } catch (err) {
+    await cursorStore?.close();
+    await releaseLock(dir);
+    throw err;
   }
+  const cursors = cursorStore;
   if (stats.tornLines) log?.warn({ tornLines: stats.tornLines }, 'audit spool: torn lines skipped on recovery');
 
   let active: ActiveSegment | undefined;
@@ -447,7 +456,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
       if (batch.start.segment !== cursor.segment || batch.start.offset !== cursor.offset) {
         throw new TypeError('audit spool: commit of a batch that does not start at the cursor');
       }
-      await cursorStore.save(batch.end);
+      await cursors.save(batch.end);
       cursor = { ...batch.end };
       backlog = Math.max(0, backlog - batch.events.length);
       await deleteShipped();
@@ -465,9 +474,8 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
       await Promise.allSettled([...running]);
       if (active) await active.fh.close().catch(() => undefined);
       active = undefined;
-      await cursorStore.close();
-      await unlink(join(dir, LOCK_FILE)).catch(() => undefined);
-      openDirs.delete(resolve(dir));
+      await cursors.close();
+      await releaseLock(dir);
     },
   };
   return spool;
@@ -699,6 +707,11 @@ async function acquireLock(dir: string): Promise<void> {
     }
   }
   throw new Error(`audit spool ${dir}: could not take the lock`);
+}
+
+async function releaseLock(dir: string): Promise<void> {
+  await unlink(join(dir, LOCK_FILE)).catch(() => undefined);
+  openDirs.delete(resolve(dir));
 }
 
 function isAlive(pid: number): boolean {
