@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
@@ -116,6 +118,16 @@ export function createTokenVerifier(issuers: readonly IssuerConfig[], opts: Toke
   const now = opts.now ?? Date.now;
   const byIss = new Map(issuers.map((iss) => [iss.issuer, { iss, key: keyFor(iss, opts) }] as const));
   const fail = (message: string, detail?: string, cause?: unknown) => invalidToken(realm, message, { detail, cause });
+  /**
+   * Tokens whose signature was verified, keyed by the SHA-256 of the token. A signature check is
+   * the costliest step of a request (≈0.4 ms for ES256); an EHR sends the same token for minutes.
+   * Time claims are checked again on every use; an entry lives at most VERIFIED_TTL_MS, so a key
+   * withdrawn from the issuer's JWKS stops being honoured within that delay.
+   */
+  const verified = new LRUCache<string, { iss: IssuerConfig; payload: JWTPayload; header: ProtectedHeaderParameters }>({
+    max: 10_000,
+    ttl: VERIFIED_TTL_MS,
+  });
 
   async function verifyWith(token: string, key: Key, options: JWTVerifyOptions) {
     try {
@@ -163,6 +175,12 @@ export function createTokenVerifier(issuers: readonly IssuerConfig[], opts: Toke
       }
 
       const currentMs = now();
+      const cacheKey = createHash('sha256').update(token).digest('base64url');
+      const hit = verified.get(cacheKey);
+      if (hit && hit.iss === iss) {
+        checkTimes(hit.payload, iss, currentMs);
+        return { issuer: iss, payload: hit.payload, header: hit.header };
+      }
       const options: JWTVerifyOptions = {
         algorithms: iss.algorithms,
         issuer: iss.issuer,
@@ -188,10 +206,26 @@ export function createTokenVerifier(issuers: readonly IssuerConfig[], opts: Toke
       if (iss.acceptedAcr !== undefined && (typeof payload.acr !== 'string' || !iss.acceptedAcr.includes(payload.acr))) {
         throw fail('The token authentication level (acr) is not accepted.');
       }
+      verified.set(cacheKey, { iss, payload, header });
       return { issuer: iss, payload, header };
     },
   };
+
+  /** The time rules jose applied at the first verification, applied again for a cached token. */
+  function checkTimes(payload: JWTPayload, iss: IssuerConfig, currentMs: number): void {
+    const t = currentMs / 1000;
+    const skew = iss.clockSkewSeconds;
+    if (typeof payload.exp !== 'number' || payload.exp <= t - skew) {
+      throw invalidToken(realm, 'The token has expired.', { code: 'ERR_TOKEN_EXPIRED', detail: 'exp' });
+    }
+    if (typeof payload.nbf === 'number' && payload.nbf > t + skew) throw fail('The token is not yet valid (nbf).');
+    if (iss.maxTokenAgeSeconds !== undefined && (typeof payload.iat !== 'number' || payload.iat + iss.maxTokenAgeSeconds < t - skew)) {
+      throw fail('The token issue time (iat) is not acceptable.');
+    }
+  }
 }
+
+const VERIFIED_TTL_MS = 60_000;
 
 function translate(err: unknown, realm: string): ProxyError {
   const fail = (message: string, detail?: string) => invalidToken(realm, message, { detail, cause: err });
