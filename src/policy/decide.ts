@@ -1,6 +1,8 @@
 import type { Resource } from '@medplum/fhirtypes';
 import type { FhirInteraction, SearchParam } from '../fhir/interaction.js';
 import { PATIENT_COMPARTMENT } from '../fhir/generated/patient-compartment.js';
+import { paramKind } from '../fhir/searchparams.js';
+import { scopeAllows } from '../identity/scopes.js';
 import type { Principal } from '../identity/principal.js';
 import type { CareSet, Evidence } from '../relate/types.js';
 import type { Policy, RoleConfig, SearchFeature } from './config.js';
@@ -72,6 +74,11 @@ export function decide(input: DecideInput): Decision {
   if (!input.careSet) return deny('lookup-failed', 'Care relationships could not be resolved.', 'default');
   const ctx: Ctx = { in: input, role, careSet: input.careSet };
 
+  const ceiling = scopeCeiling(input.principal, it);
+  if (ceiling) return deny('scope-ceiling', ceiling, `${role.id}.scope`);
+  const unknown = input.paging ? undefined : unknownParam(it);
+  if (unknown) return deny('parameter-forbidden', unknown, `${role.id}.search-parameters`);
+
   if (it.resourceType === 'AuditEvent' || it.compartment?.type === 'AuditEvent') {
     if (!role.readAudit || (it.method !== 'GET' && !isSearchPost(it))) {
       return deny('role-forbidden', 'The audit trail is read by the roles the policy names, and written by caregate only.', `${role.id}.audit`);
@@ -92,6 +99,60 @@ export function decide(input: DecideInput): Decision {
     default:
       return deny('role-forbidden', `The access profile "${role.profile}" of role "${role.id}" is not enforced by this version.`, `${role.id}.${role.profile}`);
   }
+}
+
+/** The SMART permission letter an interaction needs (batch entries are judged one by one). */
+function permissionOf(it: FhirInteraction): 'c' | 'r' | 'u' | 'd' | 's' | undefined {
+  switch (it.kind) {
+    case 'read':
+    case 'vread':
+    case 'history-instance':
+    case 'operation':
+      return 'r';
+    case 'search-type':
+    case 'search-system':
+    case 'search-compartment':
+    case 'history-type':
+    case 'history-system':
+      return 's';
+    case 'create':
+      return 'c';
+    case 'update':
+    case 'patch':
+      return 'u';
+    case 'delete':
+      return 'd';
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * SMART scopes are a ceiling: no policy grants more than the token's scopes allow. Restricted
+ * scopes (`?category=...`) are not applied as filters yet, so they do not grant anything here.
+ */
+function scopeCeiling(p: Principal, it: FhirInteraction): string | undefined {
+  const perm = permissionOf(it);
+  if (!perm) return undefined;
+  const type = it.kind === 'search-compartment' ? (it.resourceType ?? '*') : (it.resourceType ?? '*');
+  if (scopeAllows(p.claims.scopes, ['user', 'patient'], type, perm)) return undefined;
+  return `The token's scopes do not allow "${perm}" on ${type}.`;
+}
+
+/** Default deny on parameters: every search parameter must be one the FHIR server defines for the type. */
+function unknownParam(it: FhirInteraction): string | undefined {
+  if (!it.kind.startsWith('search') && !it.kind.startsWith('history')) return undefined;
+  const type = it.kind === 'search-system' || it.resourceType === '*' ? undefined : it.resourceType;
+  for (const p of it.params) {
+    const head = p.name.split('.')[0]!;
+    if (type === undefined) {
+      const k = paramKind('Resource', head);
+      if (k === 'unknown') return `The search parameter ${head} is not known for a search across types.`;
+    } else if (paramKind(type, head) === 'unknown') {
+      return `The search parameter ${head} is not a search parameter of ${type}.`;
+    }
+  }
+  return undefined;
 }
 
 function isSearchPost(it: FhirInteraction): boolean {
@@ -152,7 +213,8 @@ function decideListed(ctx: Ctx): Decision {
   switch (it.kind) {
     case 'search-system':
     case 'history-system':
-      if (!r.allowSearchFeatures.includes('system-search')) {
+      // A signed paging link (HAPI pages on its base URL) continues a search that was judged.
+      if (!ctx.in.paging && !r.allowSearchFeatures.includes('system-search')) {
         return deny('interaction-forbidden', 'System-level search and history are not allowed to this role.', `${r.id}.system-level`);
       }
       break;

@@ -6,9 +6,17 @@ import { gzipSync } from 'node:zlib';
  * reads of `Observation/fault-<kind>`, which answer the fault. Only for fault tests: the behaviour
  * under test is caregate's, the data still comes from the real engine.
  */
-export async function startFaultUpstream(target: string): Promise<{ url: string; close(): Promise<void> }> {
+export async function startFaultUpstream(
+  target: string,
+): Promise<{ url: string; close(): Promise<void>; failWhen(pattern: RegExp | undefined): void }> {
   const t = new URL(target);
+  let failing: RegExp | undefined;
   const server = http.createServer((req, res) => {
+    if (failing?.test(req.url ?? '')) {
+      res.writeHead(500, { 'content-type': 'application/fhir+json' });
+      res.end(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'exception' }] }));
+      return;
+    }
     const m = /\/Observation\/fault-([a-z0-9-]+)$/.exec(req.url ?? '');
     if (m) {
       switch (m[1]) {
@@ -55,6 +63,10 @@ export async function startFaultUpstream(target: string): Promise<{ url: string;
   const port = (server.address() as { port: number }).port;
   return {
     url: `http://127.0.0.1:${port}${t.pathname}`,
+    /** Requests whose path matches answer 500 until called again with undefined. */
+    failWhen(pattern) {
+      failing = pattern;
+    },
     close: () =>
       new Promise((r) => {
         server.closeAllConnections();

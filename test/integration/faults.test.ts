@@ -84,3 +84,17 @@ describe('upstream faults', () => {
     expect(res.body.resourceType).toBe('OperationOutcome');
   });
 });
+
+describe('care-relationship lookups that fail', () => {
+  it('refuses with 503 when the CareTeam lookup fails, and never passes the data', async () => {
+    faults.failWhen(/\/CareTeam\?/);
+    try {
+      const res = await request(stack.gate.server).get(path('/Patient/pat-dupont')).set(stack.auth('clinician'));
+      expect(res.status).toBe(503);
+      expect(res.body.resourceType).toBe('OperationOutcome');
+      expect(res.body.id).toBeUndefined();
+    } finally {
+      faults.failWhen(undefined);
+    }
+  });
+});

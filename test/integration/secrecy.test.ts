@@ -257,3 +257,25 @@ describe('other roles', () => {
     expect((await as('dim').post('/AuditEvent', { resourceType: 'AuditEvent' })).status).toBe(403);
   });
 });
+
+describe('request vocabulary', () => {
+  it('refuses a search parameter the FHIR server does not define (it might ignore it and widen the search)', async () => {
+    const res = await as('clinician').get('/Observation?patient=pat-dupont&subjekt=Patient/pat-fx-ortho');
+    expect(res.status).toBe(403);
+    expect(res.body.issue[0].details.text).toMatch(/subjekt/);
+  });
+
+  it('never grants more than the token’s SMART scopes', async () => {
+    const token = stack.token('clinician', { scope: 'openid fhirUser user/Patient.rs' });
+    const ok = await request(stack.gate.server).get(path('/Patient/pat-dupont')).set('authorization', `Bearer ${token}`);
+    expect(ok.status).toBe(200);
+    const no = await request(stack.gate.server).get(path('/Observation?patient=pat-dupont')).set('authorization', `Bearer ${token}`);
+    expect(no.status).toBe(403);
+    const write = await request(stack.gate.server)
+      .post(path('/Patient'))
+      .set('authorization', `Bearer ${token}`)
+      .set('content-type', 'application/fhir+json')
+      .send({ resourceType: 'Patient' });
+    expect(write.status).toBe(403);
+  });
+});
