@@ -34,7 +34,7 @@ export function createRequestShaper(opts: RequestShaperOptions) {
 
   return function shapeRequest(
     interaction: FhirInteraction,
-    ctx: { id: string; clientAddress: string | undefined; headers: Record<string, string | string[] | undefined> },
+    ctx: { id: string; clientAddress: string | undefined; headers: Record<string, string | string[] | undefined>; body?: Buffer | undefined },
     override?: { params?: readonly SearchParam[]; body?: unknown },
   ): UpstreamRequest {
     const params = override?.params ?? interaction.params;
@@ -82,7 +82,9 @@ export function createRequestShaper(opts: RequestShaperOptions) {
     }
     if (bodyJson !== undefined && body === undefined) {
       headers['content-type'] = interaction.kind === 'patch' ? 'application/json-patch+json' : 'application/fhir+json';
-      body = Buffer.from(JSON.stringify(bodyJson));
+      // The client's own bytes when the body was judged as sent (strictly parsed: no duplicate keys):
+      // re-serialising would lose FHIR decimal precision (1.50 → 1.5).
+      body = override?.body === undefined && ctx.body !== undefined ? ctx.body : Buffer.from(JSON.stringify(bodyJson));
     }
     if (interaction.method === 'PUT' || interaction.method === 'PATCH' || interaction.method === 'DELETE') {
       // Optimistic locking is the only client precondition passed on; a weak ETag has a fixed shape.

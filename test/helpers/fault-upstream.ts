@@ -8,9 +8,10 @@ import { gzipSync } from 'node:zlib';
  */
 export async function startFaultUpstream(
   target: string,
-): Promise<{ url: string; close(): Promise<void>; failWhen(pattern: RegExp | undefined): void }> {
+): Promise<{ url: string; close(): Promise<void>; failWhen(pattern: RegExp | undefined): void; bodies: string[] }> {
   const t = new URL(target);
   let failing: RegExp | undefined;
+  const bodies: string[] = [];
   const server = http.createServer((req, res) => {
     if (failing?.test(req.url ?? '')) {
       res.writeHead(500, { 'content-type': 'application/fhir+json' });
@@ -57,12 +58,19 @@ export async function startFaultUpstream(
       res.writeHead(502);
       res.end();
     });
-    req.pipe(up);
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (chunks.length) bodies.push(Buffer.concat(chunks).toString('utf8'));
+      up.end(Buffer.concat(chunks));
+    });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as { port: number }).port;
   return {
     url: `http://127.0.0.1:${port}${t.pathname}`,
+    /** Request bodies relayed, in order (for tests that check what caregate sent). */
+    bodies,
     /** Requests whose path matches answer 500 until called again with undefined. */
     failWhen(pattern) {
       failing = pattern;

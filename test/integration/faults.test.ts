@@ -98,3 +98,12 @@ describe('care-relationship lookups that fail', () => {
     }
   });
 });
+
+describe('request bodies', () => {
+  it('sends the client’s bytes upstream, keeping the precision of FHIR decimals', async () => {
+    const sent = '{"resourceType":"Observation","status":"final","code":{"text":"k"},"subject":{"reference":"Patient/pat-dupont"},"valueQuantity":{"value":1.50,"unit":"mmol/L"}}';
+    const res = await request(stack.gate.server).post(path('/Observation')).set(stack.auth('dim')).set('content-type', 'application/fhir+json').send(sent);
+    expect(res.status).toBe(201);
+    expect(faults.bodies).toContain(sent);
+  });
+});

@@ -186,3 +186,4 @@ describe('an unchanged FHIR client (fhir-kit-client) through caregate', () => {
     expect(JSON.stringify(batch)).not.toContain(upstreamHost);
   });
 });
+
