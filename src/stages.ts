@@ -58,6 +58,7 @@ interface Extra {
   paging?: boolean;
   entryDecisions?: Decision[];
   entryNotes?: string[];
+  breakGlassUntil?: number;
 }
 const extras = new WeakMap<RequestContext, Extra>();
 const extra = (ctx: RequestContext): Extra => {
@@ -178,26 +179,50 @@ export function createStages(deps: StageDeps): Stages {
   }
 
   /** Break-the-glass from the FHIR security-label header (or the policy's own header). */
-  async function maybeBreakGlass(ctx: RequestContext, p: Principal, role: RoleConfig, it: FhirInteraction): Promise<void> {
+  /**
+   * Break-the-glass, asked for in one of two ways:
+   * - the FHIR security-label header (`Category: …v3-ActReason#BTG…`, or the policy's own header)
+   *   with the reason in `X-BTG-Reason`, on a request naming one patient in its URL;
+   * - the operation `POST Patient/<id>/$break-glass` with a Parameters body `reason` (what the
+   *   break-the-glass page sends, for EHR clients that cannot add headers).
+   * Returns the grant when one was opened.
+   */
+  async function maybeBreakGlass(ctx: RequestContext, p: Principal, role: RoleConfig, it: FhirInteraction): Promise<{ until: number } | undefined> {
     const policy = deps.policy();
+    const asOperation = it.kind === 'operation' && it.operation === 'break-glass';
     const cat = ctx.headers['category'];
     const custom = policy.breakGlass.header ? ctx.headers[policy.breakGlass.header] : undefined;
-    const requested = (typeof cat === 'string' && BTG_CATEGORY.test(cat)) || custom !== undefined;
-    if (!requested) return;
-    const reasonHeader = ctx.headers['x-btg-reason'] ?? custom;
-    const reason = typeof reasonHeader === 'string' ? decodeURIComponent(reasonHeader).trim() : '';
+    const requested = asOperation || (typeof cat === 'string' && BTG_CATEGORY.test(cat)) || custom !== undefined;
+    if (!requested) return undefined;
+    let reason: string;
+    if (asOperation) {
+      if (it.method !== 'POST' || it.operationLevel !== 'instance' || it.resourceType !== 'Patient') {
+        throw new ProxyError('ERR_BAD_REQUEST', '$break-glass is POSTed on one patient: Patient/<id>/$break-glass.');
+      }
+      const body = it.body as { resourceType?: string; parameter?: { name?: string; valueString?: unknown }[] } | undefined;
+      const param = body?.resourceType === 'Parameters' ? body.parameter?.find((x) => x.name === 'reason') : undefined;
+      reason = typeof param?.valueString === 'string' ? param.valueString.trim() : '';
+    } else {
+      const reasonHeader = ctx.headers['x-btg-reason'] ?? custom;
+      try {
+        reason = typeof reasonHeader === 'string' ? decodeURIComponent(reasonHeader).trim() : '';
+      } catch {
+        reason = '';
+      }
+    }
     if (!role.breakGlass || p.kind !== 'practitioner') {
       throw new ProxyError('ERR_FORBIDDEN', `Break-the-glass is not allowed to role "${role.id}".`);
     }
     const patients = it.compartment?.type === 'Patient' ? [it.compartment.id] : it.resourceType === 'Patient' && it.id ? [it.id] : [];
-    if (patients.length !== 1 || it.kind === 'operation' && it.operation === 'export') {
+    if (patients.length !== 1 || (it.kind === 'operation' && !asOperation)) {
       throw new ProxyError('ERR_BAD_REQUEST', 'Break-the-glass names exactly one patient in the URL (Patient/<id> or Patient/<id>/<Type>).');
     }
     if (reason.length < policy.breakGlass.minReasonLength) {
-      throw new ProxyError('ERR_BAD_REQUEST', `Break-the-glass needs a reason of at least ${policy.breakGlass.minReasonLength} characters (header X-BTG-Reason).`);
+      throw new ProxyError('ERR_BAD_REQUEST', `Break-the-glass needs a reason of at least ${policy.breakGlass.minReasonLength} characters.`);
     }
     const g = deps.breakGlass.grant(p.practitioner, patients[0]!, reason, policy.breakGlass.durationMinutes);
     await deps.auditBreakGlass(ctx, g.patient, reason, g.until);
+    return { until: g.until };
   }
 
   const stages: Stages = {
@@ -240,7 +265,21 @@ export function createStages(deps: StageDeps): Stages {
       if (role.requireCard && !p.certificate) {
         throw new ProxyError('ERR_CARD_REQUIRED', `Role "${role.id}" requires a CPS card.`);
       }
-      await maybeBreakGlass(ctx, p, role, it);
+      const grant = await maybeBreakGlass(ctx, p, role, it);
+      if (grant && it.kind === 'operation' && it.operation === 'break-glass') {
+        x.breakGlassUntil = grant.until;
+        ctx.patients.add(it.id!);
+        return {
+          effect: 'permit',
+          reason: 'break-glass',
+          rule: `${role.id}.break-glass`,
+          message: 'Break-the-glass access opened',
+          evidence: [{ source: 'break-glass', reference: undefined, until: new Date(grant.until).toISOString() }],
+          obligations: [{ kind: 'audit-severity', severity: 'high' }, { kind: 'mark-break-glass' }],
+          patients: [it.id!],
+          purposeOfUse: 'BTG',
+        };
+      }
       let careSet = await careSetFor(p, role, false);
       x.careSet = careSet;
       const paging = x.paging === true;
@@ -270,6 +309,11 @@ export function createStages(deps: StageDeps): Stages {
       for (const p of d.patients) ctx.patients.add(p);
       if (d.effect === 'deny') throw refusalError(d);
       if (d.obligations.some((o) => o.kind === 'mark-break-glass')) ctx.answerHeaders['x-caregate-break-glass'] = 'active';
+      const until = extra(ctx).breakGlassUntil;
+      if (until !== undefined) {
+        const text = `Break-the-glass access to this patient is open until ${new Date(until).toISOString()}. It is recorded for review by the DIM.`;
+        return { kind: 'local', answer: buildAnswer(it, 200, {}, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', details: { text } }] }, deps.rewriter) };
+      }
 
       const narrow = d.obligations.find((o) => o.kind === 'narrow');
       if (narrow && narrow.kind === 'narrow') {

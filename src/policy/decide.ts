@@ -268,7 +268,7 @@ function outsideMessage(profile: RoleConfig['profile']): string {
     case 'mandate':
       return 'This record is not covered by a valid mandate.';
     default:
-      return 'This patient is not in your care relationships (CareTeam or Encounter). In an emergency, use break-the-glass.';
+      return 'This patient is not in your care relationships (CareTeam or Encounter). In an emergency, if your role allows it, break the glass: POST Patient/<id>/$break-glass with a reason, or the page /caregate/break-glass.';
   }
 }
 

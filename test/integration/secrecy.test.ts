@@ -226,6 +226,24 @@ describe('break-the-glass', () => {
     expect(entries(after.body).length).toBeGreaterThan(0);
   });
 
+  it('opens break-the-glass through the $break-glass operation the page uses', async () => {
+    expect((await as('emergency').get('/Patient/pat-fx-enc-current')).status).toBe(403);
+    const open = await as('emergency').post('/Patient/pat-fx-enc-current/$break-glass', {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'reason', valueString: 'Cardiac arrest, no relative reachable' }],
+    });
+    expect(open.status).toBe(200);
+    expect(open.body.issue[0].severity).toBe('information');
+    expect((await as('emergency').get('/Patient/pat-fx-enc-current')).status).toBe(200);
+    const short = await as('emergency').post('/Patient/pat-fx-ortho/$break-glass', { resourceType: 'Parameters', parameter: [{ name: 'reason', valueString: 'x' }] });
+    expect(short.status).toBe(400);
+    const notAllowed = await as('nurse').post('/Patient/pat-fx-ortho/$break-glass', {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'reason', valueString: 'I would like to see this record' }],
+    });
+    expect(notAllowed.status).toBe(403);
+  });
+
   it('refuses break-the-glass without a reason, or to a role without the privilege', async () => {
     expect((await as('emergency').get('/Patient/pat-fx-direct').set('category', BTG)).status).toBe(400);
     expect((await as('clinician').get('/Patient/pat-fx-ortho').set('category', BTG).set('x-btg-reason', 'I would like to see it')).status).toBe(403);
