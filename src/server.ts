@@ -1,5 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -28,7 +29,9 @@ import { createRequestShaper } from './shape/request.js';
 import { buildAuditEvents, type AuditInput } from './audit/build.js';
 import { openSpool } from './audit/spool.js';
 import { createShipper } from './audit/shipper.js';
+import { evidenceByPatient, isLoginFailure } from './audit/request.js';
 import type { Answer } from './http/send.js';
+import { Counter, Gauge } from 'prom-client';
 
 export interface CaregateOptions {
   loaded: LoadedConfig;
@@ -83,9 +86,21 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     mode: config.audit.mode,
     segmentMaxBytes: config.audit.segmentMaxBytes,
     groupCommitMaxDelayMs: config.audit.groupCommitMaxDelayMs,
+    maxSyncsInFlight: config.audit.maxSyncsInFlight,
+    failureRetryMs: config.audit.failureRetryMs,
     logger,
   });
   const ship = config.audit.ship;
+  const shipErrors = new Counter({
+    name: 'caregate_audit_ship_errors_total',
+    help: 'Failed AuditEvent shipments (each is retried with backoff; nothing is dropped).',
+    registers: [metrics.registry],
+  });
+  const shipFailing = new Gauge({
+    name: 'caregate_audit_ship_failing',
+    help: '1 while the last AuditEvent shipment failed (the backlog then grows), 0 once one succeeds.',
+    registers: [metrics.registry],
+  });
   const shipper = createShipper({
     spool,
     target:
@@ -99,6 +114,12 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     hooks: {
       onShipped: (n) => metrics.auditShipped.inc(n),
       onBacklog: (n) => metrics.auditBacklog.set(n),
+      // The shipper logs each failure and the recovery itself (status or error code only, never a
+      // server body); the hook feeds the metrics an alert can watch.
+      onError: (message) => {
+        shipFailing.set(message === undefined ? 0 : 1);
+        if (message !== undefined) shipErrors.inc();
+      },
     },
   });
   shipper.start();
@@ -148,7 +169,9 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const pages = createPageLinks({ publicBaseUrl, ttlSeconds: active.policy.paging.linkTtlSeconds });
 
   function auditInput(ctx: RequestContext, answer: Answer): AuditInput {
+    const evidence = evidenceByPatient(ctx.decision);
     return {
+      ...(isLoginFailure(ctx) ? { kind: 'login-failure' as const } : {}),
       requestId: ctx.id,
       recorded: ctx.receivedAt.toISOString(),
       ...(ctx.principal ? { principal: ctx.principal } : {}),
@@ -163,6 +186,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
       rawQuery: ctx.rawQuery,
       patients: [...ctx.patients],
       ...(ctx.resources.length ? { resourceRefs: ctx.resources } : {}),
+      ...(evidence ? { evidenceByPatient: evidence } : {}),
       ...(ctx.error ? { failure: { code: ctx.error.code, message: ctx.error.message } } : {}),
     };
   }
@@ -256,28 +280,45 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     ],
   });
 
-  function reloadPolicy(): { ok: true; revision: string } | { ok: false; problems: string[] } {
-    try {
-      const next = loadPolicy(policyFile);
-      const previous = active.revision;
-      active = next;
-      careSets.clear();
-      logger.info({ revision: next.revision, previous }, 'policy reloaded');
-      void spool.append(
+  /**
+   * A policy change is a security event: recorded whether it took effect or was refused. It is not
+   * tied to a request, so a spool failure can only be logged (and shows on /readyz).
+   */
+  function auditReload(policy: { revision: string; previousRevision: string }, failure?: { code: string; message: string }): void {
+    spool
+      .append(
         buildAuditEvents({
           kind: 'policy-reload',
-          requestId: `policy-${next.revision}`,
+          requestId: `policy-${randomUUID()}`,
           recorded: new Date().toISOString(),
           publicBaseUrl,
           site: config.audit.site,
           patients: [],
-          policy: { revision: next.revision, previousRevision: previous },
+          policy,
+          ...(failure ? { failure } : {}),
         }),
-      );
+      )
+      .catch((err: unknown) => {
+        logger.error({ revision: policy.revision, code: (err as { code?: string })?.code }, 'the policy reload could not be audited');
+      });
+  }
+
+  function reloadPolicy(): { ok: true; revision: string } | { ok: false; problems: string[] } {
+    const previous = active.revision;
+    try {
+      const next = loadPolicy(policyFile);
+      active = next;
+      careSets.clear();
+      logger.info({ revision: next.revision, previous }, 'policy reloaded');
+      auditReload({ revision: next.revision, previousRevision: previous });
       return { ok: true, revision: next.revision };
     } catch (err) {
       const problems = err instanceof ConfigError ? err.problems : ['unreadable policy'];
       logger.error({ problems }, 'policy reload refused; the active policy is kept');
+      auditReload(
+        { revision: fileRevision(policyFile), previousRevision: previous },
+        { code: 'ERR_POLICY_INVALID', message: `${problems.length} problem(s) in the new policy file; first: ${problems[0] ?? 'unknown'}` },
+      );
       return { ok: false, problems };
     }
   }
@@ -328,4 +369,13 @@ function serviceCredential(loaded: LoadedConfig): Record<string, string> {
   const token = auth.tokenEnv ? process.env[auth.tokenEnv] : readFileSync(configPath(loaded, auth.tokenFile!), 'utf8').trim();
   if (!token) throw new ConfigError(loaded.file, [`upstream.auth.tokenEnv: the environment variable ${auth.tokenEnv} is empty`]);
   return { authorization: `Bearer ${token}` };
+}
+
+/** The revision a policy file would have (as `loadPolicy` computes it), or `unreadable`. */
+function fileRevision(file: string): string {
+  try {
+    return createHash('sha256').update(readFileSync(file, 'utf8')).digest('hex').slice(0, 16);
+  } catch {
+    return 'unreadable';
+  }
 }
