@@ -20,6 +20,10 @@ const demoSchema = z
     seed: z.number().int().default(42),
     patients: z.number().int().min(10).max(100_000).default(2000),
     keysDir: z.string().default('../var/demo-keys').describe('Where the demo token issuer keeps its keys, relative to this file.'),
+    pkiDir: z
+      .string()
+      .default('../var/demo-pki')
+      .describe('Where the demo PKI is written (test card CA and CRL, a CPS-shaped card for the clinician, a server certificate).'),
   })
   .strict();
 
