@@ -19,6 +19,11 @@ export interface AppOptions {
   handle(req: IncomingMessage, res: ServerResponse, basePathLength: number): Promise<void>;
   /** Extra routes mounted before the FHIR API (admin views, break-the-glass page). */
   routes?: (app: express.Express) => void;
+  /**
+   * The DIM review (`/caregate/review` and `/caregate/review/<file>.csv`), matched on the raw URL
+   * like the FHIR base path. `sub` is what follows the prefix (`''` for the page).
+   */
+  review?: { prefix: string; handle(req: IncomingMessage, res: ServerResponse, sub: string): Promise<void> };
 }
 
 /**
@@ -33,6 +38,15 @@ export function createApp(opts: AppOptions): express.Express {
   app.set('trust proxy', false);
 
   const base = opts.basePath === '/' ? '' : opts.basePath;
+
+  const review = opts.review;
+  if (review) {
+    app.use((req: Request, res: Response, next: NextFunction) => {
+      const p = req.url.split('?')[0]!;
+      if (p !== review.prefix && !p.startsWith(`${review.prefix}/`)) return next();
+      review.handle(req, res, p.slice(review.prefix.length)).catch(next);
+    });
+  }
 
   app.use((req: Request, res: Response, next: NextFunction) => {
     const url = req.url;

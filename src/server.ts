@@ -15,7 +15,7 @@ import { createLogger } from './ops/logger.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createFhirClient } from './upstream/client.js';
 import { createUpstreamProxy } from './upstream/proxy.js';
-import { createIdentifier } from './identity/identify.js';
+import { createIdentifier, identifyInputFrom } from './identity/identify.js';
 import { tlsInfoFromSocket, tlsServerOptions } from './identity/certificate.js';
 import { loadPolicy, type LoadedPolicy } from './policy/load.js';
 import { matchRoles } from './policy/roles.js';
@@ -30,8 +30,12 @@ import { buildAuditEvents, type AuditInput } from './audit/build.js';
 import { openSpool } from './audit/spool.js';
 import { createShipper } from './audit/shipper.js';
 import { evidenceByPatient, isLoginFailure } from './audit/request.js';
+import { createReviewRoute } from './audit/review-route.js';
 import type { Answer } from './http/send.js';
 import { Counter, Gauge } from 'prom-client';
+
+/** Where caregate serves the DIM review (outside the FHIR base path). */
+export const REVIEW_PREFIX = '/caregate/review';
 
 export interface CaregateOptions {
   loaded: LoadedConfig;
@@ -242,8 +246,33 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     compress: config.server.compression,
   });
 
+  const reviewCfg = config.audit.review;
+  const handleReview = createReviewRoute({
+    identify: (req) => identifier.identify(identifyInputFrom(req)),
+    roleOf: (p) =>
+      matchRoles(active.policy, {
+        kind: p.kind,
+        claims: p.claims,
+        roleCodes: p.kind === 'practitioner' ? p.roleCodes : [],
+        cardPresented: p.certificate !== undefined,
+      })[0],
+    // The FHIR server holds the whole trail: the spool deletes what it has shipped.
+    source:
+      ship.target === 'url'
+        ? { baseUrl: ship.url!, headers: ship.headers ?? {}, timeoutMs: ship.timeoutMs }
+        : { baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: ship.timeoutMs },
+    hours: { timeZone: reviewCfg.timeZone, offHoursStart: reviewCfg.offHoursStart, offHoursEnd: reviewCfg.offHoursEnd, weekends: reviewCfg.weekends },
+    unusual: { minPatients: reviewCfg.unusualMinPatients, ...(reviewCfg.unusualThreshold !== undefined ? { threshold: reviewCfg.unusualThreshold } : {}) },
+    maxDays: reviewCfg.maxDays,
+    audit: (events) => spool.append(events),
+    publicBaseUrl,
+    site: config.audit.site,
+    logger,
+  });
+
   let upstreamReady: { at: number; ok: boolean } = { at: 0, ok: false };
   app = createApp({
+    review: { prefix: REVIEW_PREFIX, handle: handleReview },
     basePath,
     logger,
     metrics,

@@ -64,6 +64,13 @@ export const auditReviewSchema = z
       .positive()
       .optional()
       .describe('Fixed threshold: flag every user who opened more distinct patients than this, whatever the others did.'),
+    maxDays: z
+      .number()
+      .int()
+      .min(1)
+      .max(366)
+      .default(92)
+      .describe('Longest period one view of the review served by caregate (/caregate/review) may cover; `caregate review` has no limit.'),
   })
   .strict()
   .refine((r) => r.offHoursStart !== r.offHoursEnd, { message: 'offHoursStart and offHoursEnd must differ', path: ['offHoursEnd'] })

@@ -12,6 +12,11 @@ export interface RenderOptions {
   nonce?: string;
   /** Most rows shown per table (the CSV files have them all). Default 5000. */
   maxRows?: number;
+  /**
+   * When served by caregate: a form to change the period (and patient) and links to the CSV files,
+   * relative to the page (`review/<file>.csv?<same query>`).
+   */
+  nav?: { from: string; to: string; patient?: string; files?: readonly string[] };
 }
 
 /** Escapes text for HTML element content and quoted attribute values. */
@@ -139,6 +144,7 @@ ${table(model.patient.accesses, accessColumns, maxRows)}</section>`);
 <p class="secret">Confidential: personal health data covered by medical secrecy. Do not forward.</p>
 </header>
 <main>
+${opts.nav ? navigation(opts.nav) : ''}
 ${sections.join('\n')}
 </main>
 <script${nonce}>${JS}</script>
@@ -149,6 +155,19 @@ ${sections.join('\n')}
   function card(label: string, value: number, cls = ''): string {
     return `<div class="card ${cls}"><div class="v">${h(value)}</div><div class="l">${h(label)}</div></div>`;
   }
+}
+
+/** The served page's own controls: a GET form for the period and patient, and the CSV downloads. */
+function navigation(nav: NonNullable<RenderOptions['nav']>): string {
+  const h = escapeHtml;
+  const query = new URLSearchParams({ from: nav.from, to: nav.to, ...(nav.patient ? { patient: nav.patient } : {}) }).toString();
+  const links = (nav.files ?? []).map((f) => `<a href="review/${encodeURIComponent(f)}?${h(query)}" download>${h(f)}</a>`).join(' · ');
+  return `<section class="nav"><form method="get" action="review">
+<label>From <input name="from" value="${h(nav.from)}" required></label>
+<label>To <input name="to" value="${h(nav.to)}" required></label>
+<label>Patient <input name="patient" value="${h(nav.patient ?? '')}" placeholder="id (who saw this patient)"></label>
+<button type="submit">Show</button></form>
+<p>CSV: ${links}</p></section>`;
 }
 
 function table<T>(rows: readonly T[], columns: readonly Column<T>[], maxRows: number): string {
@@ -260,8 +279,10 @@ th{position:sticky;top:0;background:#eef1f5;cursor:pointer;user-select:none;whit
 th[data-dir=asc]::after{content:" ▲"}th[data-dir=desc]::after{content:" ▼"}td.n{text-align:right;font-variant-numeric:tabular-nums}
 tbody tr:nth-child(even){background:#fafbfc}
 .chart{max-width:100%;height:auto;display:block;margin:8px 0}.lbl,.num{font-size:11px;fill:#333}.axis{stroke:#999}
+.nav form{display:flex;flex-wrap:wrap;gap:12px;align-items:end}.nav label{display:flex;flex-direction:column;color:#5b6470}
+.nav input{font:inherit;padding:3px 6px;min-width:200px}.nav a{color:#123}
 .bar{fill:#3b6ea8}.bar.warn{fill:#e08a1e}.bar.alert,.bar.flag{fill:#c0142b}
-@media print{header{background:none;color:#000}.scroll{max-height:none}th{position:static}}
+@media print{.nav{display:none}header{background:none;color:#000}.scroll{max-height:none}th{position:static}}
 `;
 
 const JS = `

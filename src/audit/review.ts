@@ -630,7 +630,9 @@ export async function reviewReport(
   if (Date.parse(from) > Date.parse(to)) throw new TypeError('review: `from` is after `to`');
   const events = await loadAuditEvents(opts.source, from, to);
   const model = buildReviewModel(events, { ...opts, from, to });
-  return { model, html: renderReviewHtml(model, render), csv: reviewCsvFiles(model) };
+  const csv = reviewCsvFiles(model);
+  const html = renderReviewHtml(model, render.nav ? { ...render, nav: { ...render.nav, files: Object.keys(csv) } } : render);
+  return { model, html, csv };
 }
 
 /** `caregate review`: loads the trail for the period, writes `report.html` and the CSV files. */
