@@ -15,6 +15,11 @@ Usage:
                                             run the embedded demo FHIR server on its own
   caregate demo-token --as PERSONA [--config FILE]
                                             print a token of the demo hospital (${Object.keys(PERSONAS).join(', ')})
+  caregate explain (--as PERSONA | --token JWT) [--config FILE] [--policy FILE] [--json]
+                  [--body FILE] [--header 'Name: value'] METHOD URL
+                                            why a request would be permitted or refused (nothing is forwarded)
+  caregate test-policy CASES [--policy FILE] [--config FILE]
+                                            run policy test cases through the proxy in front of the demo hospital
   caregate review --from DATE --to DATE [--out DIR] [--patient ID] [--config FILE]
                                             write the DIM review report (HTML + CSV)
 `;
@@ -36,6 +41,14 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'demo-token':
       return demoTokenCmd(rest);
+    case 'explain': {
+      const { runExplainCli } = await import('./policy/explain.js');
+      return runExplainCli(rest);
+    }
+    case 'test-policy': {
+      const { runTestPolicyCli } = await import('./policy/cases.js');
+      return runTestPolicyCli(rest);
+    }
     case 'review': {
       const { runReviewCli } = await import('./audit/review-cli.js');
       return runReviewCli(rest);

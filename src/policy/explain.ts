@@ -1,0 +1,564 @@
+import { readFileSync } from 'node:fs';
+import { IncomingMessage } from 'node:http';
+import { Socket } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import type { Resource } from '@medplum/fhirtypes';
+import type { Logger } from 'pino';
+import { configPath, ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
+import { createIdentifier } from '../identity/identify.js';
+import { principalKey, type Principal } from '../identity/principal.js';
+import type { FhirInteraction } from '../fhir/interaction.js';
+import { patientsOf } from '../fhir/patients.js';
+import { ProxyError } from '../http/errors.js';
+import { createLogger } from '../ops/logger.js';
+import type { RequestContext } from '../pipeline.js';
+import { createBreakGlassStore } from '../relate/breakglass.js';
+import { createCareSetResolver, type CareSetResolver } from '../relate/careset.js';
+import { mandatedPatients } from '../relate/mandate.js';
+import type { CareSet, Evidence } from '../relate/types.js';
+import { createPageLinks } from '../shape/paging.js';
+import { createRequestShaper } from '../shape/request.js';
+import { createBaseRewriter } from '../shape/rewrite.js';
+import { createStages } from '../stages.js';
+import { createFhirClient } from '../upstream/client.js';
+import { PERSONAS, type PersonaName } from '../demo/personas.js';
+import type { Policy } from './config.js';
+import type { Decision } from './decision.js';
+import { loadPolicy, type LoadedPolicy } from './load.js';
+import { matchRoles, type RoleFacts } from './roles.js';
+
+/**
+ * `caregate explain`: why would caregate permit or refuse this request for this user?
+ *
+ * The request goes through the real stages of `src/stages.ts` (identify, classify, authorize: role
+ * matching, care-set resolution with its fresh re-resolution before a refusal, break-the-glass,
+ * decide), built by `createExplainer` from the configuration the way `src/server.ts` builds them.
+ * It stops after the decision: nothing is sent upstream except the lookups the decision needs
+ * (principal, CareTeam, Encounter, Consent, and for writes the current version), and nothing is
+ * audited. Running the whole proxy in-process instead would have executed writes and hidden the
+ * care set and the evidence, which live inside the stages.
+ */
+
+/** One request to explain. `path` is relative to the FHIR base (`/Patient/x`); `query` without `?`. */
+export interface ExplainRequest {
+  method: string;
+  path: string;
+  query: string;
+  /** Lower-case header names. */
+  headers: Record<string, string>;
+  body?: Buffer;
+}
+
+/** Where a request was stopped before any decision (identify or classify, or a break-the-glass refusal). */
+export interface ExplainRefusal {
+  stage: 'identify' | 'classify' | 'authorize';
+  status: number;
+  code: string;
+  message: string;
+}
+
+export interface ExplainedEntry {
+  index: number;
+  method: string;
+  path: string;
+  kind: string;
+  resourceType: string | undefined;
+  decision?: Decision;
+  refusal?: ExplainRefusal;
+}
+
+/** Everything `explain` found out, as plain data (printed as text, or as JSON with `--json`). */
+export interface Explanation {
+  request: { method: string; path: string; query: string };
+  principal?: {
+    kind: Principal['kind'];
+    reference: string;
+    method: Principal['method'];
+    idpRoles: readonly string[];
+    groups: readonly string[];
+    professionCodes: readonly string[];
+    practitionerRoleCodes: readonly string[];
+    card: boolean;
+  };
+  /** The policy role that applies (the first that matches) and every role that matches, in file order. */
+  role?: { applied: string | undefined; profile: string | undefined; matching: string[] };
+  interaction?: {
+    kind: FhirInteraction['kind'];
+    resourceType: string | undefined;
+    id: string | undefined;
+    compartment: { type: string; id: string } | undefined;
+    operation: string | undefined;
+    /** Parameter names (and modifiers) only. */
+    params: string[];
+  };
+  /** The care set the decision was taken on: its size and where each patient comes from. */
+  careSet?: { scope: 'all' | 'listed'; patients: number; bySource: Record<string, number> };
+  decision?: Decision;
+  /** Batch and transaction entries, each decided as the proxy decides them. */
+  entries?: ExplainedEntry[];
+  refusal?: ExplainRefusal;
+  /** What happens next, in words (response filtering, narrowing, break-the-glass). */
+  notes: string[];
+  policyRevision: string;
+}
+
+export interface ExplainerOptions {
+  loaded: LoadedConfig;
+  policy: LoadedPolicy;
+  upstreamUrl: string;
+  logger: Logger;
+}
+
+export interface Explainer {
+  explain(req: ExplainRequest): Promise<Explanation>;
+  close(): void;
+}
+
+/** Builds identify + classify + authorize from the configuration, mirroring `startCaregate`. */
+export function createExplainer(opts: ExplainerOptions): Explainer {
+  const { config } = opts.loaded;
+  const policy = opts.policy;
+  const serviceHeaders = serviceCredential(opts.loaded);
+  const client = createFhirClient({ baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: config.upstream.lookupTimeoutMs });
+  const identifier = createIdentifier({
+    config: config.identity,
+    client,
+    logger: opts.logger,
+    mapRoles: (claims, ctx) =>
+      matchRoles(policy.policy, { kind: ctx.kind, claims, roleCodes: ctx.roleCodes, cardPresented: ctx.cardPresented }).map((r) => r.id),
+    readFile: (p) => readFileSync(configPath(opts.loaded, p)),
+  });
+  const publicBaseUrl = config.server.publicBaseUrl ?? `http://${config.server.host}:${config.server.port}${config.server.basePath === '/' ? '' : config.server.basePath}`;
+  const realCareSets = createCareSetResolver({ client, config: () => policy.policy.careRelationships });
+
+  // Per explain call: what the stages resolved, so that it can be shown.
+  let seen: { careSet?: CareSet; mandates?: Map<string, Evidence[]>; breakGlass?: { patient: string } } = {};
+  const careSets: CareSetResolver = {
+    get: async (p) => (seen.careSet = await realCareSets.get(p)),
+    refresh: async (p) => (seen.careSet = await realCareSets.refresh(p)),
+    invalidate: (refs) => realCareSets.invalidate(refs),
+    clear: () => realCareSets.clear(),
+    get lookups() {
+      return realCareSets.lookups;
+    },
+  };
+  const breakGlass = createBreakGlassStore();
+  const localBases = [opts.upstreamUrl];
+
+  const stages = createStages({
+    logger: opts.logger,
+    client,
+    policy: () => policy.policy,
+    identify: (_req, ctx) =>
+      identifier.identify({
+        method: ctx.method,
+        url: `${config.server.basePath === '/' ? '' : config.server.basePath}${ctx.rawPath}${ctx.rawQuery ? `?${ctx.rawQuery}` : ''}`,
+        headers: ctx.headers,
+        rawHeaders: ctx.rawHeaders,
+        ...(ctx.clientAddress ? { remoteAddress: ctx.clientAddress } : {}),
+      }),
+    careSets,
+    mandates: async (rp) => (seen.mandates = await mandatedPatients(client, rp)),
+    breakGlass,
+    linkOf: (r: Resource) => patientsOf(r, { localBases }),
+    rewriter: createBaseRewriter(opts.upstreamUrl, publicBaseUrl),
+    pages: createPageLinks({ publicBaseUrl, ttlSeconds: policy.policy.paging.linkTtlSeconds }),
+    shapeRequest: createRequestShaper({ serviceHeaders, publicBaseUrl }),
+    // explain answers nothing: the pipeline's audit stage is never reached.
+    audit: () => Promise.reject(new Error('explain does not answer requests')),
+    // A break-the-glass grant is noted, not recorded: explain gives access to nothing.
+    auditBreakGlass: async (_ctx, patient) => {
+      seen.breakGlass = { patient };
+    },
+    maxRequestBytes: config.server.maxRequestBytes,
+    invalidatePrincipal: (ref) => identifier.invalidatePrincipal(ref),
+  });
+
+  function context(req: ExplainRequest): RequestContext {
+    const rawHeaders = Object.entries(req.headers).flatMap(([k, v]) => [k, v]);
+    return {
+      id: `explain-${randomUUID()}`,
+      receivedAt: new Date(),
+      started: performance.now(),
+      clientAddress: '127.0.0.1',
+      method: req.method,
+      rawPath: req.path,
+      rawQuery: req.query,
+      headers: { ...req.headers },
+      rawHeaders,
+      body: req.body,
+      patients: new Set(),
+      resources: [],
+      answerHeaders: {},
+    };
+  }
+
+  async function explain(req: ExplainRequest): Promise<Explanation> {
+    seen = {};
+    const out: Omit<Explanation, 'notes' | 'policyRevision'> = { request: { method: req.method, path: req.path, query: req.query } };
+    const ctx = context(req);
+    let stage: ExplainRefusal['stage'] = 'identify';
+    try {
+      // The stage only reads the context; the message object stands for the HTTP request it came from.
+      ctx.principal = await stages.identify(new IncomingMessage(new Socket()), ctx);
+      if (ctx.principal) {
+        out.principal = principalSummary(ctx.principal);
+        const matching = matchRoles(policy.policy, roleFacts(ctx.principal));
+        out.role = { applied: matching[0]?.id, profile: matching[0]?.profile, matching: matching.map((r) => r.id) };
+      }
+      stage = 'classify';
+      const it = stages.classify(ctx);
+      ctx.interaction = it;
+      out.interaction = interactionSummary(it);
+      stage = 'authorize';
+      const decision = await stages.authorize(ctx);
+      out.decision = decision;
+      if (it.entries?.length && ctx.principal) out.entries = await explainEntries(ctx, it);
+    } catch (err) {
+      if (!(err instanceof ProxyError)) throw err;
+      out.refusal = { stage, status: err.status, code: err.code, message: err.message };
+    }
+    out.careSet = careSetSummary(out.role?.profile, ctx.principal, seen, breakGlass);
+    // Notes and revision last, so that the JSON reads in the order of the pipeline.
+    const notes = notesFor(out, seen.breakGlass, policy.policy);
+    return Object.assign(out, { notes, policyRevision: policy.revision });
+  }
+
+  /** Each entry decided the way authorize decides it (its own writePatients lookups included). */
+  async function explainEntries(parent: RequestContext, it: FhirInteraction): Promise<ExplainedEntry[]> {
+    const list: ExplainedEntry[] = [];
+    for (const e of it.entries ?? []) {
+      const ctx: RequestContext = { ...parent, patients: new Set(), resources: [], answerHeaders: {}, interaction: e.interaction };
+      const row: ExplainedEntry = { index: e.index, method: e.interaction.method, path: e.interaction.path, kind: e.interaction.kind, resourceType: e.interaction.resourceType };
+      try {
+        row.decision = await stages.authorize(ctx);
+      } catch (err) {
+        if (!(err instanceof ProxyError)) throw err;
+        row.refusal = { stage: 'authorize', status: err.status, code: err.code, message: err.message };
+      }
+      list.push(row);
+    }
+    return list;
+  }
+
+  return { explain, close: () => identifier.close() };
+}
+
+function roleFacts(p: Principal): RoleFacts {
+  return { kind: p.kind, claims: p.claims, roleCodes: p.kind === 'practitioner' ? p.roleCodes : [], cardPresented: p.certificate !== undefined };
+}
+
+function principalSummary(p: Principal): NonNullable<Explanation['principal']> {
+  return {
+    kind: p.kind,
+    reference: principalKey(p),
+    method: p.method,
+    idpRoles: p.claims.roles,
+    groups: p.claims.groups,
+    professionCodes: p.claims.professionCodes,
+    practitionerRoleCodes: p.kind === 'practitioner' ? p.roleCodes : [],
+    card: p.certificate !== undefined,
+  };
+}
+
+function interactionSummary(it: FhirInteraction): NonNullable<Explanation['interaction']> {
+  return {
+    kind: it.kind,
+    resourceType: it.resourceType,
+    id: it.id,
+    compartment: it.compartment,
+    operation: it.operation,
+    params: it.params.map((p) => (p.modifier === undefined ? p.name : `${p.name}:${p.modifier}`)),
+  };
+}
+
+function careSetSummary(
+  profile: string | undefined,
+  p: Principal | undefined,
+  seen: { careSet?: CareSet; mandates?: Map<string, Evidence[]> },
+  breakGlass: ReturnType<typeof createBreakGlassStore>,
+): Explanation['careSet'] {
+  const count = (m: ReadonlyMap<string, readonly Evidence[]>) => {
+    const bySource: Record<string, number> = {};
+    for (const ev of m.values()) for (const s of new Set(ev.map((e) => e.source))) bySource[s] = (bySource[s] ?? 0) + 1;
+    return bySource;
+  };
+  switch (profile) {
+    case 'all-records':
+      return { scope: 'all', patients: 0, bySource: {} };
+    case 'own-record':
+      return { scope: 'listed', patients: p?.kind === 'patient' ? 1 : 0, bySource: p?.kind === 'patient' ? { 'own-record': 1 } : {} };
+    case 'mandate':
+      return seen.mandates ? { scope: 'listed', patients: seen.mandates.size, bySource: count(seen.mandates) } : undefined;
+    case 'care-team': {
+      if (!seen.careSet) return undefined;
+      const patients = new Map(seen.careSet.patients);
+      if (p?.kind === 'practitioner') {
+        for (const g of breakGlass.active(p.practitioner)) patients.set(g.patient, [...(patients.get(g.patient) ?? []), { source: 'break-glass', reference: undefined }]);
+      }
+      return { scope: 'listed', patients: patients.size, bySource: count(patients) };
+    }
+    default:
+      return undefined;
+  }
+}
+
+function notesFor(e: Pick<Explanation, 'decision' | 'interaction'>, btg: { patient: string } | undefined, policy: Policy): string[] {
+  const notes: string[] = [];
+  const d = e.decision;
+  if (btg) {
+    notes.push(
+      `Break-the-glass: the proxy would grant Patient/${btg.patient} for ${policy.breakGlass.durationMinutes} minutes and record a high-severity AuditEvent (explain records nothing).`,
+    );
+  }
+  if (!d) return notes;
+  if (d.effect === 'permit' && d.obligations.some((o) => o.kind === 'filter-response')) {
+    notes.push('Every resource of the upstream answer is judged again against the care set: a resource outside it is withheld (404 for a read, left out of a Bundle). explain does not send the request.');
+  }
+  for (const o of d.obligations) {
+    if (o.kind === 'narrow') {
+      notes.push(
+        o.patients.length === 0
+          ? 'No patient of the care set can match: the answer is an empty searchset, the upstream is not asked.'
+          : `The upstream search is narrowed with ${o.param}= to the ${o.patients.length} patient(s) of the care set.`,
+      );
+    }
+    if (o.kind === 'audit-severity' && o.severity === 'high') notes.push('The AuditEvent is flagged high severity for DIM review.');
+    if (o.kind === 'mark-break-glass') notes.push('Answers carry X-Caregate-Break-Glass: active.');
+  }
+  if (d.effect === 'deny') notes.push(`The client would receive ${d.hide ? '404 (existence hidden)' : '403'} with the message above.`);
+  if (e.interaction?.kind === 'transaction' && d.effect === 'deny') notes.push('A transaction is refused whole when one entry is refused.');
+  if (e.interaction?.kind === 'batch') notes.push('Batch entries are decided one by one; refused entries are answered with their own refusal.');
+  return notes;
+}
+
+/** The proxy's own credential towards the upstream (as `startCaregate` builds it). */
+function serviceCredential(loaded: LoadedConfig): Record<string, string> {
+  const auth = loaded.config.upstream.auth;
+  if (auth.type !== 'bearer') return {};
+  const token = auth.tokenEnv ? process.env[auth.tokenEnv] : readFileSync(configPath(loaded, auth.tokenFile!), 'utf8').trim();
+  if (!token) throw new ConfigError(loaded.file, [`upstream.auth.tokenEnv: the environment variable ${auth.tokenEnv} is empty`]);
+  return { authorization: `Bearer ${token}` };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text output
+// ---------------------------------------------------------------------------------------------
+
+const MAX_LISTED = 10;
+
+function list(items: readonly string[]): string {
+  if (items.length === 0) return '(none)';
+  const shown = items.slice(0, MAX_LISTED).join(', ');
+  return items.length > MAX_LISTED ? `${shown} … and ${items.length - MAX_LISTED} more` : shown;
+}
+
+function evidenceText(e: Evidence): string {
+  if (e.source === 'break-glass') return `break-the-glass grant${e.until ? ` until ${e.until}` : ''}${e.reason ? ` (reason: ${e.reason})` : ''}`;
+  return `${e.source}${e.reference ? ` ${e.reference}` : ''}`;
+}
+
+function decisionLines(d: Decision, indent = ''): string[] {
+  const lines = [
+    `${indent}${d.effect.toUpperCase()}  reason ${d.reason}  rule ${d.rule}${d.hide ? '  (answered 404)' : ''}`,
+    `${indent}  message:     ${d.message}`,
+  ];
+  if (d.patients.length) lines.push(`${indent}  patients:    ${list(d.patients.map((p) => `Patient/${p}`))}`);
+  if (d.evidence.length) {
+    lines.push(`${indent}  evidence:`);
+    for (const e of d.evidence) lines.push(`${indent}    - ${evidenceText(e)}`);
+  }
+  const obligations = d.obligations.map((o) => {
+    switch (o.kind) {
+      case 'narrow':
+        return o.patients.length ? `narrow ${o.param}= to ${o.patients.length} patient(s)` : 'answer an empty searchset';
+      case 'audit-severity':
+        return `audit severity ${o.severity}`;
+      case 'de-identify':
+        return `de-identify (${o.profile})`;
+      default:
+        return o.kind;
+    }
+  });
+  if (obligations.length) lines.push(`${indent}  obligations: ${obligations.join('; ')}`);
+  if (d.purposeOfUse) lines.push(`${indent}  purpose:     ${d.purposeOfUse}`);
+  return lines;
+}
+
+/** The explanation as text for a terminal. */
+export function formatExplanation(e: Explanation): string {
+  const lines: string[] = [`${e.request.method} ${e.request.path}${e.request.query ? `?${e.request.query}` : ''}   (policy revision ${e.policyRevision})`, ''];
+  if (e.principal) {
+    const p = e.principal;
+    lines.push(`caller:      ${p.reference} (${p.kind}, ${p.method}${p.card ? ', CPS card' : ''})`);
+    lines.push(`  IdP roles: ${list(p.idpRoles)}   groups: ${list(p.groups)}   professions: ${list(p.professionCodes)}`);
+    if (p.kind === 'practitioner') lines.push(`  PractitionerRole codes: ${list(p.practitionerRoleCodes)}`);
+  } else if (!e.refusal || e.refusal.stage !== 'identify') {
+    lines.push('caller:      none (public endpoint)');
+  }
+  if (e.role) {
+    lines.push(
+      e.role.applied
+        ? `role:        ${e.role.applied} (profile ${e.role.profile})${e.role.matching.length > 1 ? `; also matching, not applied: ${e.role.matching.slice(1).join(', ')}` : ''}`
+        : 'role:        none matches: everything is refused (default deny)',
+    );
+  }
+  if (e.interaction) {
+    const it = e.interaction;
+    const target = [it.resourceType, it.id].filter(Boolean).join('/');
+    lines.push(
+      `interaction: ${it.kind}${target ? ` ${target}` : ''}${it.compartment ? ` in ${it.compartment.type}/${it.compartment.id}` : ''}${it.operation ? ` $${it.operation}` : ''}${it.params.length ? `  params: ${it.params.join(', ')}` : ''}`,
+    );
+  }
+  if (e.careSet) {
+    const sources = Object.entries(e.careSet.bySource).map(([s, n]) => `${s} ${n}`);
+    lines.push(`care set:    ${e.careSet.scope === 'all' ? 'every record (role sees all records)' : `${e.careSet.patients} patient(s)${sources.length ? ` (${sources.join(', ')})` : ''}`}`);
+  }
+  lines.push('');
+  if (e.refusal) {
+    lines.push(`REFUSED at ${e.refusal.stage}: ${e.refusal.status} ${e.refusal.code}`, `  message:     ${e.refusal.message}`);
+  }
+  if (e.decision) lines.push(...decisionLines(e.decision));
+  if (e.entries?.length) {
+    lines.push('', 'entries:');
+    for (const en of e.entries) {
+      lines.push(`  [${en.index}] ${en.method} ${en.path} (${en.kind})`);
+      if (en.decision) lines.push(...decisionLines(en.decision, '      '));
+      if (en.refusal) lines.push(`      REFUSED: ${en.refusal.status} ${en.refusal.code}: ${en.refusal.message}`);
+    }
+  }
+  if (e.notes.length) {
+    lines.push('');
+    for (const n of e.notes) lines.push(`note: ${n}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** JSON-safe copy (decisions are plain data already). */
+export function explanationJson(e: Explanation): string {
+  return `${JSON.stringify(e, null, 2)}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------------------
+
+/** The upstream for tooling: the configured one, or the embedded demo hospital when `upstream.url` is null (as `serve`). */
+export async function toolingUpstream(loaded: LoadedConfig, logger?: Logger): Promise<{ url: string; close(): Promise<void> }> {
+  const { config } = loaded;
+  if (config.upstream.url !== null) return { url: config.upstream.url, close: async () => {} };
+  const { startDemoFhir } = await import('../demo/server.js');
+  const demo = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: config.demo.seed, patients: config.demo.patients }, ...(logger ? { logger } : {}) });
+  return { url: demo.url, close: demo.close };
+}
+
+/** `/fhir/Patient/x?y`, `Patient/x`, or `http://host/fhir/Patient/x` → path relative to the FHIR base, and query. */
+export function splitTarget(target: string, basePath: string): { path: string; query: string } {
+  let rest = target;
+  if (/^https?:\/\//i.test(rest)) {
+    const u = new URL(rest);
+    rest = `${u.pathname}${u.search}`;
+  }
+  const q = rest.indexOf('?');
+  let path = q === -1 ? rest : rest.slice(0, q);
+  const query = q === -1 ? '' : rest.slice(q + 1);
+  if (!path.startsWith('/')) path = `/${path}`;
+  const base = basePath === '/' ? '' : basePath;
+  if (base && (path === base || path.startsWith(`${base}/`))) path = path.slice(base.length) || '/';
+  return { path, query };
+}
+
+const EXPLAIN_USAGE = `Usage: caregate explain (--as PERSONA | --token JWT) [--config FILE] [--policy FILE] [--json]
+                        [--body FILE] [--header 'Name: value']... METHOD URL
+
+  Runs identify, classify, care-set resolution and decide, as the proxy would, and prints the decision.
+  Nothing is forwarded, nothing is audited. Personas: ${Object.keys(PERSONAS).join(', ')}.
+  Example: caregate explain --as surgeon GET /Patient/pat-dupont
+`;
+
+/** `caregate explain …`; returns the exit code (0 permit, 3 deny or refused, 2 usage, 1 configuration). */
+export async function runExplainCli(argv: readonly string[]): Promise<number> {
+  let values;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: [...argv],
+      options: {
+        as: { type: 'string' },
+        token: { type: 'string' },
+        config: { type: 'string', short: 'c' },
+        policy: { type: 'string' },
+        body: { type: 'string' },
+        header: { type: 'string', short: 'H', multiple: true },
+        json: { type: 'boolean' },
+      },
+      allowPositionals: true,
+      strict: true,
+    }));
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n\n${EXPLAIN_USAGE}`);
+    return 2;
+  }
+  const [method, target] = positionals;
+  const persona = values.as as PersonaName | undefined;
+  if (!method || !target || positionals.length > 2 || (persona === undefined) === (values.token === undefined)) {
+    process.stderr.write(EXPLAIN_USAGE);
+    return 2;
+  }
+  if (persona !== undefined && !(persona in PERSONAS)) {
+    process.stderr.write(`--as must be one of: ${Object.keys(PERSONAS).join(', ')}\n`);
+    return 2;
+  }
+  const headers: Record<string, string> = {};
+  for (const h of values.header ?? []) {
+    const i = h.indexOf(':');
+    if (i <= 0) {
+      process.stderr.write(`--header expects 'Name: value', got "${h}"\n`);
+      return 2;
+    }
+    headers[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1).trim();
+  }
+
+  let loaded: LoadedConfig;
+  let policy: LoadedPolicy;
+  try {
+    loaded = loadConfig(values.config ?? 'config/caregate.yaml');
+    policy = loadPolicy(values.policy ?? configPath(loaded, loaded.config.policy.file));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.problems.join('\n')}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  let body: Buffer | undefined;
+  if (values.body !== undefined) {
+    body = readFileSync(values.body);
+    headers['content-type'] ??= 'application/fhir+json';
+  }
+
+  let token = values.token;
+  const keysDir = configPath(loaded, loaded.config.demo.keysDir);
+  if (persona !== undefined || loaded.config.upstream.url === null) {
+    // As `serve`: the demo issuer's key (and the JWKS file the demo config trusts) exist before identify starts.
+    const { demoToken, ensureDemoSigningKey } = await import('../demo/tokens.js');
+    ensureDemoSigningKey(keysDir);
+    if (persona !== undefined) token = demoToken(persona, { dir: keysDir });
+  }
+  headers.authorization = `Bearer ${token}`;
+
+  // Logs go to stderr (warnings only), so that stdout is the explanation alone.
+  const logger = createLogger('warn', process.stderr);
+  const upstream = await toolingUpstream(loaded);
+  const explainer = createExplainer({ loaded, policy, upstreamUrl: upstream.url, logger });
+  try {
+    const { path, query } = splitTarget(target, loaded.config.server.basePath);
+    const e = await explainer.explain({ method: method.toUpperCase(), path, query, headers, ...(body ? { body } : {}) });
+    process.stdout.write(values.json ? explanationJson(e) : formatExplanation(e));
+    return e.decision?.effect === 'permit' && !e.refusal ? 0 : 3;
+  } finally {
+    explainer.close();
+    await upstream.close();
+  }
+}
