@@ -354,10 +354,11 @@ class Engine {
 
   /** A value (or array of values) of datatype `type` found at `where` (`Type.element`). */
   private value(input: unknown, type: string, where: string, walk: Walk, depth: number): unknown {
+    if (depth > MAX_DEPTH) return undefined;
     if (Array.isArray(input)) {
       const out: unknown[] = [];
       for (const item of input) {
-        const v = this.value(item, type, where, walk, depth);
+        const v = this.value(item, type, where, walk, depth + 1);
         if (v === undefined) walk.altered++;
         else out.push(v);
       }

@@ -268,7 +268,7 @@ function meta(value: unknown): unknown {
 
 /** Keeps the allow-listed children (and their `_` siblings) of an element or of each element of an array. */
 function pick(value: unknown, keep: ReadonlySet<string>): unknown {
-  if (Array.isArray(value)) return value.map((v) => pick(v, keep));
+  if (Array.isArray(value)) return value.map((v) => (Array.isArray(v) ? undefined : pick(v, keep)));
   if (!isObject(value)) return value;
   const out: Record<string, unknown> = {};
   for (const k in value) if (keep.has(k.startsWith('_') ? k.slice(1) : k)) out[k] = value[k];

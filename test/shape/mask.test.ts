@@ -254,6 +254,22 @@ describe('maskForAdministration: other types', () => {
   });
 });
 
+describe('maskForAdministration: hostile shapes', () => {
+  let nested: unknown = 'DUPONT';
+  for (let i = 0; i < 100_000; i++) nested = [nested];
+
+  it('withholds a resource nested deeper than any FHIR resource instead of overflowing the stack', () => {
+    expect(maskForAdministration({ resourceType: 'Patient', id: 'x', name: nested } as unknown as Resource)).toBeUndefined();
+  });
+
+  it('drops nested arrays where an allow-listed backbone element is expected', () => {
+    expect(maskForAdministration({ resourceType: 'Encounter', id: 'x', hospitalization: nested } as unknown as Resource)).toEqual({
+      resourceType: 'Encounter',
+      id: 'x',
+    });
+  });
+});
+
 describe('ADMIN_SEARCH_PARAMS', () => {
   const RESULT = new Set(['_count', '_sort']);
 
