@@ -271,21 +271,21 @@ class Engine {
       return { resourceType: type, ...id, ...this.patient(input) } as Resource;
     }
 
-    const renumbered = new Map<string, string>();
-    const containedIn = Array.isArray(input.contained) ? input.contained : [];
-    containedIn.forEach((c, i) => {
-      if (isObject(c) && typeof c.id === 'string') renumbered.set(c.id, `c${i + 1}`);
-    });
-    const walk: Walk = { contained: renumbered, altered: 0, modifierLost: false };
-    const contained: Resource[] = [];
-    for (const c of containedIn) {
-      const out = isObject(c) && typeof c.id === 'string' ? this.containedResource(c, renumbered.get(c.id) as string, walk, depth) : undefined;
-      if (out) contained.push(out);
-      else if (isObject(c) && typeof c.id === 'string') renumbered.delete(c.id);
+    if (input.contained !== undefined && !Array.isArray(input.contained)) return undefined;
+    // Decide which contained resources stay before walking anything, so that no `#` reference
+    // is rewritten towards one that is dropped afterwards.
+    const kept = new Map<string, Record<string, unknown>>();
+    for (const c of input.contained ?? []) {
+      if (!isObject(c) || typeof c.id !== 'string') continue;
+      if (kept.has(c.id)) return undefined; // duplicate ids: `#x` would be ambiguous
+      if (this.containable(c)) kept.set(c.id, c);
     }
+    const renumbered = new Map([...kept.keys()].map((id, i) => [id, `c${i + 1}`]));
+    const walk: Walk = { contained: renumbered, altered: 0, modifierLost: false };
+    const contained = [...kept].map(([id, c]) => this.containedResource(c, renumbered.get(id) as string, walk, depth));
 
     const body = this.body(input, type, walk, depth);
-    if (body === undefined || walk.modifierLost) return undefined;
+    if (walk.modifierLost) return undefined;
     return {
       resourceType: type,
       ...(typeof input.id === 'string' ? { id: this.pseudonym(type, input.id) } : {}),
@@ -294,16 +294,20 @@ class Engine {
     } as Resource;
   }
 
-  /** A contained resource: de-identified with the container's contained ids, its own id renumbered. */
-  private containedResource(c: Record<string, unknown>, newId: string, walk: Walk, depth: number): Resource | undefined {
+  /** Whether a contained resource is passed (de-identified) at all. Contained resources cannot nest (dom-2). */
+  private containable(c: Record<string, unknown>): boolean {
     const type = c.resourceType;
-    if (typeof type !== 'string' || !isResourceType(type) || WITHHELD_TYPES.has(type) || c.contained !== undefined) return undefined;
-    const body = this.body(c, type, walk, depth + 1);
-    return body === undefined ? undefined : ({ resourceType: type, id: newId, ...body } as Resource);
+    return typeof type === 'string' && isResourceType(type) && !WITHHELD_TYPES.has(type) && c.contained === undefined;
+  }
+
+  /** A contained resource: de-identified with the container's contained ids, its own id renumbered. */
+  private containedResource(c: Record<string, unknown>, newId: string, walk: Walk, depth: number): Resource {
+    const type = c.resourceType as string;
+    return { resourceType: type, id: newId, ...this.body(c, type, walk, depth + 1) } as Resource;
   }
 
   /** Everything of a resource but its id and contained resources. */
-  private body(input: Record<string, unknown>, type: string, walk: Walk, depth: number): Record<string, unknown> | undefined {
+  private body(input: Record<string, unknown>, type: string, walk: Walk, depth: number): Record<string, unknown> {
     if (type === 'Patient') return this.patient(input);
     return this.object(input, type, walk, depth, RESOURCE_KEYS) ?? {};
   }

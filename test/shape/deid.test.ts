@@ -456,6 +456,22 @@ describe('createDeidentifier: withheld', () => {
     expect(out.contained).toHaveLength(1);
     expect(out).not.toHaveProperty('evidence');
   });
+
+  it('numbers the contained resources it keeps, whatever their order, and drops references to the others', () => {
+    const cond = condition() as Record<string, any>;
+    cond.contained.unshift({ resourceType: 'Binary', id: 'scan', contentType: 'image/png', data: 'ZGF0YQ==' });
+    cond.contained.push({ resourceType: 'Observation', id: 'obs', status: 'final', derivedFrom: [{ reference: '#scan' }, { reference: '#pr1' }] });
+    const out = deid().deidentify(cond as Resource) as Record<string, any>;
+    expect(out.contained.map((c: { id: string }) => c.id)).toEqual(['c1', 'c2']);
+    expect(out.contained[1].derivedFrom).toEqual([{ reference: '#c1' }]);
+    expect(out.asserter).toEqual({ reference: '#c1' });
+  });
+
+  it('withholds a resource whose contained resources share an id', () => {
+    const cond = condition() as Record<string, any>;
+    cond.contained.push({ resourceType: 'Organization', id: 'pr1' });
+    expect(deid().deidentify(cond as Resource)).toBeUndefined();
+  });
 });
 
 describe('createDeidentifier: options', () => {
