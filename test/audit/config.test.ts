@@ -12,7 +12,7 @@ describe('audit config', () => {
       failureRetryMs: 1000,
       site: 'caregate',
       ship: { target: 'upstream', batchSize: 200, intervalMs: 1000, backoff: { initialMs: 500, maxMs: 60_000 } },
-      review: { timeZone: 'Europe/Paris', offHoursStart: 20, offHoursEnd: 7, weekends: true, unusualMinPatients: 20 },
+      review: { timeZone: 'Europe/Paris', offHoursStart: 20, offHoursEnd: 7, weekends: true, unusualMinPatients: 20, maxDays: 92 },
     });
   });
 
@@ -20,12 +20,12 @@ describe('audit config', () => {
     const r = auditConfigSchema.safeParse({
       mode: 'lazy',
       ship: { target: 'url', backoff: { initialMs: 5000, maxMs: 10 } },
-      review: { timeZone: 'Mars/Olympus' },
+      review: { timeZone: 'Mars/Olympus', maxDays: 0 },
       readRoles: ['dim'],
     });
     expect(r.success).toBe(false);
     const paths = r.error!.issues.map((i) => i.path.join('.'));
-    expect(paths).toEqual(expect.arrayContaining(['mode', 'ship.url', 'ship.backoff.initialMs', 'review.timeZone', '']));
+    expect(paths).toEqual(expect.arrayContaining(['mode', 'ship.url', 'ship.backoff.initialMs', 'review.timeZone', 'review.maxDays', '']));
     expect(r.error!.issues.find((i) => i.path.length === 0)!.message).toMatch(/readRoles/);
   });
 
