@@ -15,7 +15,12 @@ import { matchRoles } from './policy/roles.js';
 import type { CareSet, Evidence } from './relate/types.js';
 import type { CareSetResolver } from './relate/careset.js';
 import type { BreakGlassStore } from './relate/breakglass.js';
-import { filterBundle, judge, sanitizeOutcome, scrubDisplays, type FilterContext } from './shape/filter.js';
+import { filterBundle, present, sanitizeOutcome, type FilterContext } from './shape/filter.js';
+import { maskForAdministration } from './shape/mask.js';
+import { createDeidentifier, type Deidentifier } from './shape/deid.js';
+import { contractorOf, engagementActive, type Engagement } from './policy/engagement.js';
+import { createHmac, randomBytes } from 'node:crypto';
+import type { Encounter, Group } from '@medplum/fhirtypes';
 import { resolvePatientLink, type PatientLink } from './fhir/patients.js';
 import { walkReferences } from './fhir/references.js';
 import { patchedCopy } from './shape/json-patch.js';
@@ -47,6 +52,11 @@ export interface StageDeps {
   /** Records a break-the-glass grant (high-severity audit); resolves once durable. */
   auditBreakGlass(ctx: RequestContext, patient: string, reason: string, until: number): Promise<void>;
   maxRequestBytes: number;
+  /**
+   * Secret the pseudonym keys of coding-contractor engagements derive from. A fixed secret keeps
+   * pseudonyms stable across restarts; without one they change at each start.
+   */
+  pseudonymSecret?: Buffer;
   /** Drops the cached principal of `Practitioner/<id>` (after a PractitionerRole write). */
   invalidatePrincipal(practitioner: string): void;
 }
@@ -59,6 +69,7 @@ interface Extra {
   entryDecisions?: Decision[];
   entryNotes?: string[];
   breakGlassUntil?: number;
+  engagement?: Engagement;
 }
 const extras = new WeakMap<RequestContext, Extra>();
 const extra = (ctx: RequestContext): Extra => {
@@ -104,9 +115,100 @@ export function createStages(deps: StageDeps): Stages {
         }
         return { ...base, patients };
       }
+      case 'administrative':
+        // Demographics and stay logistics of every patient; the mask removes clinical content.
+        return { scope: 'all', patients: new Map(), resolvedAt: Date.now() };
+      case 'de-identified':
+        return engagementCareSet(p, role);
       default:
         return { scope: 'listed', patients: new Map(), resolvedAt: Date.now() };
     }
+  }
+
+  const pseudonymSecret = deps.pseudonymSecret ?? randomBytes(32);
+  const deidentifiers = new Map<string, Deidentifier>();
+  const staySets = new Map<string, { at: number; set: CareSet }>();
+
+  /** The engagement in force for this contractor, if any. */
+  function engagementFor(p: Principal, role: RoleConfig): Engagement | undefined {
+    const policy = deps.policy();
+    const now = new Date();
+    return policy.engagements.find((e) => {
+      const c = contractorOf(e);
+      const who = c.kind === 'role' ? c.role === role.id : p.kind === 'practitioner' && p.practitioner === c.practitioner;
+      return who && engagementActive(e, now, policy.timeZone);
+    });
+  }
+
+  /** One de-identifier per engagement: its own pseudonym key, so two contractors cannot link their data. */
+  function deidentifierFor(e: Engagement): Deidentifier {
+    let d = deidentifiers.get(e.id);
+    if (!d) {
+      const key = createHmac('sha256', pseudonymSecret).update(`engagement:${e.id}`).digest();
+      d = createDeidentifier({ key, dateMode: e.dateMode, localBases: deps.rewriter.upstreamBases });
+      deidentifiers.set(e.id, d);
+    }
+    return d;
+  }
+
+  /** The patients and stays of the contractor's engagement, read from the upstream (cached like care sets). */
+  async function engagementCareSet(p: Principal, role: RoleConfig): Promise<CareSet> {
+    const e = engagementFor(p, role);
+    if (!e) return { scope: 'listed', patients: new Map(), resolvedAt: Date.now() };
+    const ttl = deps.policy().careRelationships.cache.ttlSeconds * 1000;
+    const cached = staySets.get(e.id);
+    if (cached && Date.now() - cached.at < ttl) return cached.set;
+    let stayIds: string[];
+    if (Array.isArray(e.stays)) stayIds = e.stays;
+    else {
+      const group = await deps.client.read<Group>('Group', e.stays.group.slice('Group/'.length));
+      stayIds = (group?.member ?? [])
+        .map((m) => m.entity?.reference ?? '')
+        .filter((r) => /^Encounter\/[A-Za-z0-9\-.]{1,64}$/.test(r))
+        .map((r) => r.slice('Encounter/'.length));
+    }
+    const encounters = await Promise.all(stayIds.map((id) => deps.client.read<Encounter>('Encounter', id)));
+    const patients = new Map<string, Evidence[]>();
+    const stays = new Set<string>();
+    for (const enc of encounters) {
+      const subject = enc?.subject?.reference;
+      if (!enc?.id || !subject?.startsWith('Patient/')) continue;
+      stays.add(enc.id);
+      const pid = subject.slice('Patient/'.length);
+      patients.set(pid, [...(patients.get(pid) ?? []), { source: 'engagement', reference: `Encounter/${enc.id}` }]);
+    }
+    const set: CareSet = { scope: 'listed', patients, encounters: stays, resolvedAt: Date.now() };
+    staySets.set(e.id, { at: Date.now(), set });
+    return set;
+  }
+
+  /**
+   * A coding contractor names resources by pseudonym: map them back to the real ids before the
+   * request is decided. An unknown pseudonym is a miss. Revealing grants nothing: the real request
+   * is judged against the engagement's stays like any other.
+   */
+  function revealPseudonyms(it: FhirInteraction, d: Deidentifier): FhirInteraction {
+    const miss = () => new ProxyError('ERR_NOT_FOUND', 'Resource not found.');
+    let id = it.id;
+    let path = it.path;
+    if (it.resourceType && it.id) {
+      const real = d.reveal(it.resourceType, it.id);
+      if (!real) throw miss();
+      id = real;
+      path = [it.resourceType, real, ...it.path.split('/').slice(2)].join('/');
+    }
+    const params = it.params.map((p) => {
+      const values = p.value.split(',').map((v) => {
+        const m = /^(?:([A-Z][A-Za-z]+)\/)?(p-[A-Za-z0-9\-.]{22})$/.exec(v);
+        if (!m) return v;
+        const type = m[1] ?? (p.name === '_id' ? it.resourceType : p.name === 'encounter' ? 'Encounter' : 'Patient');
+        const real = type ? d.reveal(type, m[2]!) : undefined;
+        if (!real) throw miss();
+        return m[1] ? `${m[1]}/${real}` : real;
+      });
+      return { ...p, value: values.join(',') };
+    });
+    return { ...it, id, path, params };
   }
 
   function readRef(ref: string): Promise<Resource | undefined> {
@@ -114,9 +216,13 @@ export function createStages(deps: StageDeps): Stages {
     return deps.client.read(type!, id!);
   }
 
-  function filterContext(careSet: CareSet, role: RoleConfig | undefined): FilterContext {
+  function filterContext(careSet: CareSet, role: RoleConfig | undefined, decision: Decision, engagement?: Engagement): FilterContext {
     const cache = new Map<string, Promise<Resource | undefined>>();
+    const deid = decision.obligations.some((o) => o.kind === 'de-identify') && engagement ? deidentifierFor(engagement) : undefined;
+    const stays = careSet.encounters;
     return {
+      ...(decision.obligations.some((o) => o.kind === 'mask-clinical') ? { transform: maskForAdministration } : {}),
+      ...(deid && stays ? { transform: (r: Resource) => deid.deidentify(r), admit: (r: Resource) => inStays(r, stays, careSet) } : {}),
       careSet,
       subjectOnly: role?.profile === 'own-record' || role?.profile === 'mandate',
       linkOf: deps.linkOf,
@@ -282,6 +388,13 @@ export function createStages(deps: StageDeps): Stages {
       }
       let careSet = await careSetFor(p, role, false);
       x.careSet = careSet;
+      if (role.profile === 'de-identified') {
+        x.engagement = engagementFor(p, role);
+        if (x.engagement) {
+          ctx.interaction = revealPseudonyms(it, deidentifierFor(x.engagement));
+          return decideOne(ctx.interaction, p, role, careSet, x.paging === true);
+        }
+      }
       const paging = x.paging === true;
 
       if (it.kind === 'batch' || it.kind === 'transaction') {
@@ -330,7 +443,7 @@ export function createStages(deps: StageDeps): Stages {
       const it = ctx.interaction!;
       const x = extra(ctx);
       const careSet = x.careSet ?? { scope: 'listed' as const, patients: new Map(), resolvedAt: 0 };
-      const fctx = filterContext(careSet, x.role);
+      const fctx = filterContext(careSet, x.role, ctx.decision!, x.engagement);
       const status = upstream.status;
       const body = parseUpstreamBody(upstream) as Resource | undefined;
 
@@ -369,15 +482,16 @@ export function createStages(deps: StageDeps): Stages {
         signLinks(body as Bundle, ctx);
         return buildAnswer(it, status, upstream.headers, body, deps.rewriter);
       }
-      const j = await judge(body, fctx);
-      if (!j.visible) {
+      const shown = await present(body, fctx);
+      if (!shown) {
         logger.debug({ reqId: ctx.id, type: body.resourceType }, 'response withheld');
         throw new ProxyError('ERR_NOT_FOUND', 'Resource not found.');
       }
-      for (const pid of j.patients) ctx.patients.add(pid);
+      for (const pid of shown.patients) ctx.patients.add(pid);
       if (body.id) ctx.resources.push(`${body.resourceType}/${body.id}`);
-      scrubDisplays(body, fctx);
-      return buildAnswer(it, status, upstream.headers, body, deps.rewriter);
+      // A de-identified answer must not carry real ids in its headers either.
+      const headers = x.engagement ? { etag: upstream.headers.etag } : upstream.headers;
+      return buildAnswer(it, status, headers, shown.resource, deps.rewriter);
     },
 
     audit: (ctx, answer) => deps.audit(ctx, answer),
@@ -479,13 +593,13 @@ export function createStages(deps: StageDeps): Stages {
         } else if (entry.resource.resourceType === 'OperationOutcome') {
           entry.resource = sanitizeOutcome(entry.resource as never);
         } else {
-          const j = await judge(entry.resource, fctx);
-          if (!j.visible) {
+          const shown = await present(entry.resource, fctx);
+          if (!shown) {
             out.push({ response: { status: '404 Not Found', outcome: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] } } });
             continue;
           }
-          for (const pid of j.patients) ctx.patients.add(pid);
-          scrubDisplays(entry.resource, fctx);
+          for (const pid of shown.patients) ctx.patients.add(pid);
+          entry.resource = shown.resource;
         }
       }
       out.push(entry);
@@ -494,6 +608,18 @@ export function createStages(deps: StageDeps): Stages {
   }
 
   return stages;
+}
+
+/**
+ * A coding contractor sees the listed stays: the Encounters themselves, their patients' Patient
+ * resources, and resources recorded during one of those stays (`encounter` or `context`).
+ */
+function inStays(r: Resource, stays: ReadonlySet<string>, careSet: CareSet): boolean {
+  if (r.resourceType === 'Encounter') return r.id !== undefined && stays.has(r.id);
+  if (r.resourceType === 'Patient') return r.id !== undefined && careSet.patients.has(r.id);
+  const ref = (r as { encounter?: { reference?: string }; context?: { reference?: string } }).encounter?.reference ??
+    (r as { context?: { reference?: string } }).context?.reference;
+  return typeof ref === 'string' && ref.startsWith('Encounter/') && stays.has(ref.slice('Encounter/'.length));
 }
 
 function isSearchOrHistory(it: FhirInteraction): boolean {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { careRelationshipsSchema } from '../relate/config.js';
+import { contractorOf, engagementSchema } from './engagement.js';
 
 /**
  * The policy file: who may see what. Tuned by the hospital's security team and DIM, separate from
@@ -93,6 +94,11 @@ export const policySchema = z
       })
       .strict()
       .default({ durationMinutes: 60, minReasonLength: 10 }),
+    engagements: z
+      .array(engagementSchema)
+      .default([])
+      .describe('Coding-contractor engagements: the stays a de-identified role may see, under which DIM physician and CNIL authorisation.'),
+    timeZone: z.string().default('Europe/Paris').describe('The establishment’s time zone (engagement days).'),
     paging: z
       .object({
         linkTtlSeconds: z.number().int().min(60).max(86_400).default(3600),
@@ -109,8 +115,26 @@ export const policySchema = z
       if (r.breakGlass && r.profile !== 'care-team') {
         ctx.addIssue({ code: 'custom', path: ['roles', i, 'breakGlass'], message: 'break-the-glass is only for care-team roles' });
       }
+      if (r.profile === 'de-identified') {
+        if (r.relationshipWrites.length || r.readAudit) {
+          ctx.addIssue({ code: 'custom', path: ['roles', i, 'profile'], message: 'a de-identified role cannot write relationships or read audit' });
+        }
+        if (!p.engagements.some((e) => contractorOf(e).kind === 'staff' || (contractorOf(e) as { role: string }).role === r.id)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['roles', i, 'profile'],
+            message: `the de-identified role "${r.id}" has no engagement: add one under engagements, naming its supervising DIM physician and its CNIL authorisation (CSP R6113-5, CNIL decision 2013-037)`,
+          });
+        }
+      }
       if (r.profile === 'none' && (r.readAudit || r.relationshipWrites.length)) {
         ctx.addIssue({ code: 'custom', path: ['roles', i, 'profile'], message: 'a role with profile none cannot read audit or write relationships' });
+      }
+    });
+    p.engagements.forEach((e, i) => {
+      const c = contractorOf(e);
+      if (c.kind === 'role' && !p.roles.some((r) => r.id === c.role && r.profile === 'de-identified')) {
+        ctx.addIssue({ code: 'custom', path: ['engagements', i, 'contractor'], message: `"${c.role}" is not a role with the de-identified profile` });
       }
     });
   });

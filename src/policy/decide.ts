@@ -3,6 +3,7 @@ import type { FhirInteraction, SearchParam } from '../fhir/interaction.js';
 import { PATIENT_COMPARTMENT } from '../fhir/generated/patient-compartment.js';
 import { paramKind } from '../fhir/searchparams.js';
 import { scopeAllows } from '../identity/scopes.js';
+import { ADMIN_READABLE_TYPES, isAdminSearchParam, isAdminSort, maskForAdministration } from '../shape/mask.js';
 import type { Principal } from '../identity/principal.js';
 import type { CareSet, Evidence } from '../relate/types.js';
 import type { Policy, RoleConfig, SearchFeature } from './config.js';
@@ -96,6 +97,10 @@ export function decide(input: DecideInput): Decision {
     case 'own-record':
     case 'mandate':
       return decideListed(ctx);
+    case 'administrative':
+      return decideAdministrative(ctx);
+    case 'de-identified':
+      return decideDeidentified(ctx);
     default:
       return deny('role-forbidden', `The access profile "${role.profile}" of role "${role.id}" is not enforced by this version.`, `${role.id}.${role.profile}`);
   }
@@ -405,3 +410,87 @@ function decideWrite(ctx: Ctx): Decision {
 }
 
 export type { Resource };
+
+const ADMIN_TYPES: ReadonlySet<string> = new Set(ADMIN_READABLE_TYPES);
+
+/**
+ * Admission and administrative staff: demographics and stay logistics of every patient, masked;
+ * no clinical resource, no search on what the mask removes, no `_has`, includes or operations.
+ * Their writes (registering a patient, a stay when the policy allows) may carry nothing clinical.
+ */
+function decideAdministrative(ctx: Ctx): Decision {
+  const it = ctx.in.interaction;
+  const r = ctx.role;
+  const rule = `${r.id}.administrative`;
+  if (it.kind === 'batch' || it.kind === 'transaction') return permit(ctx, 'role-all-records', `${r.id}.${it.kind}`, 'Bundle entries decided one by one', [], []);
+  const type = it.resourceType ?? '';
+  if (!ADMIN_TYPES.has(type)) {
+    return deny('role-forbidden', `Role "${r.id}" sees patient demographics and stay logistics only, not ${type || 'this interaction'}.`, rule);
+  }
+  if (isWrite(it)) {
+    if (it.kind === 'delete' || it.kind === 'patch') return deny('interaction-forbidden', `Role "${r.id}" may register and update, not ${it.kind}.`, rule);
+    if (type !== 'Patient' && !r.relationshipWrites.includes(type as never)) {
+      return deny('relationship-write-forbidden', `Role "${r.id}" may not write ${type}.`, rule);
+    }
+    const body = it.body as Resource | undefined;
+    if (!body || JSON.stringify(maskForAdministration(body)) !== JSON.stringify(body)) {
+      return deny('role-forbidden', `Role "${r.id}" may not write clinical content (reasons, diagnoses, narratives).`, rule);
+    }
+    return decideWrite(ctx);
+  }
+  if (it.kind !== 'read' && it.kind !== 'vread' && it.kind !== 'search-type') {
+    return deny('interaction-forbidden', `Role "${r.id}" may read and search, not ${it.kind}.`, rule);
+  }
+  for (const p of it.params) {
+    if (p.name === '_sort' ? !isAdminSort(type, p.value) : !isAdminSearchParam(type, p.name) || p.name.includes('.')) {
+      return deny('parameter-forbidden', `The search parameter ${p.name} is not available to role "${r.id}".`, rule);
+    }
+    if (p.modifier !== undefined && p.modifier !== 'exact') {
+      return deny('parameter-forbidden', `The modifier :${p.modifier} is not available to role "${r.id}".`, rule);
+    }
+  }
+  return permit(ctx, 'role-all-records', rule, 'Demographics and stay logistics, clinical content masked', patientsInUrl(it), [{ kind: 'mask-clinical' }]);
+}
+
+/** What a coding contractor may search with: nothing that identifies a person. */
+const DEID_PARAMS: ReadonlySet<string> = new Set(['_id', 'patient', 'subject', 'encounter', 'code', 'category', 'status', 'clinical-status', '_count']);
+const DEID_TYPES: ReadonlySet<string> = new Set([
+  'Patient', 'Encounter', 'Condition', 'Procedure', 'Observation', 'MedicationRequest', 'MedicationAdministration',
+  'DiagnosticReport', 'ServiceRequest', 'AllergyIntolerance', 'Claim', 'ChargeItem',
+]);
+
+/**
+ * Coding-optimisation contractor: only the stays of a valid engagement, read-only, and every answer
+ * de-identified (the response stage replaces ids by keyed pseudonyms and removes what identifies).
+ */
+function decideDeidentified(ctx: Ctx): Decision {
+  const it = ctx.in.interaction;
+  const r = ctx.role;
+  const rule = `${r.id}.de-identified`;
+  if (!ctx.careSet.encounters) {
+    return deny('role-forbidden', `No engagement is in force for role "${r.id}" (check engagements in the policy).`, rule, {
+      obligations: [{ kind: 'audit-severity', severity: 'high' }],
+    });
+  }
+  if (isWrite(it) || it.kind === 'batch' || it.kind === 'transaction') return deny('interaction-forbidden', `Role "${r.id}" reads only.`, rule);
+  if (it.kind !== 'read' && it.kind !== 'vread' && it.kind !== 'search-type') {
+    return deny('interaction-forbidden', `Role "${r.id}" may read and search, not ${it.kind}.`, rule);
+  }
+  const type = it.resourceType ?? '';
+  if (!DEID_TYPES.has(type)) return deny('role-forbidden', `Role "${r.id}" does not see ${type}.`, rule);
+  for (const p of it.params) {
+    if (!DEID_PARAMS.has(p.name) || p.modifier !== undefined) {
+      return deny('parameter-forbidden', `The search parameter ${p.name}${p.modifier ? `:${p.modifier}` : ''} is not available to role "${r.id}" (it could identify a person).`, rule);
+    }
+  }
+  for (const p of patientsInUrl(it)) {
+    if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', 'Resource not found.', rule, { hide: true, patients: [p] });
+  }
+  const obligations: Obligation[] = [{ kind: 'de-identify', profile: r.id }];
+  if (it.kind === 'search-type' && !ctx.in.paging) {
+    const narrow = narrowing(ctx, it);
+    if (narrow === 'empty') return permit(ctx, 'de-identified', rule, 'No listed stay matches', [], [{ kind: 'narrow', param: '', patients: [] }, ...obligations]);
+    if (narrow) obligations.push(narrow);
+  }
+  return permit(ctx, 'de-identified', rule, 'Listed stays, de-identified', patientsInUrl(it), obligations);
+}

@@ -17,6 +17,23 @@ export interface FilterContext {
   /** Reads an indirect link target (`DocumentReference/x`) with the service credential; undefined when it cannot be read. */
   read(ref: string): Promise<Resource | undefined>;
   localBases: readonly string[];
+  /** A further condition of the role (a coding contractor: only the engagement's stays). */
+  admit?: (resource: Resource) => boolean;
+  /** What the role receives instead of the resource (masked, de-identified); undefined withholds it. */
+  transform?: (resource: Resource) => Resource | undefined;
+}
+
+/**
+ * Judges one resource and returns what the caller receives: undefined when it must be withheld,
+ * otherwise the resource with displays of hidden patients scrubbed, then masked or de-identified.
+ */
+export async function present(resource: Resource, ctx: FilterContext): Promise<{ resource: Resource; patients: string[] } | undefined> {
+  const j = await judge(resource, ctx);
+  if (!j.visible) return undefined;
+  if (ctx.admit && !ctx.admit(resource)) return undefined;
+  scrubDisplays(resource, ctx);
+  const out = ctx.transform ? ctx.transform(resource) : resource;
+  return out ? { resource: out, patients: j.patients } : undefined;
 }
 
 export interface Judgement {
@@ -98,16 +115,21 @@ export async function filterBundle(bundle: Bundle, ctx: FilterContext): Promise<
       kept.push({ ...entry, resource: sanitizeOutcome(r as OperationOutcome) });
       continue;
     }
-    const j = await judge(r, ctx);
-    if (!j.visible) {
+    const shown = await present(r, ctx);
+    if (!shown) {
       if (isMatch) removedMatches++;
       else removedOthers++;
       continue;
     }
-    scrubDisplays(r, ctx);
-    for (const p of j.patients) patients.add(p);
+    for (const p of shown.patients) patients.add(p);
     if (r.id) resources.push(`${r.resourceType}/${r.id}`);
-    kept.push(entry);
+    if (shown.resource === r) kept.push(entry);
+    else {
+      // A transformed resource may have a new id (a pseudonym): its fullUrl follows it.
+      const out = shown.resource;
+      const fullUrl = out.id && ctx.localBases[0] ? `${ctx.localBases[0]}/${out.resourceType}/${out.id}` : undefined;
+      kept.push({ ...(fullUrl ? { fullUrl } : {}), resource: out, ...(entry.search ? { search: entry.search } : {}) });
+    }
   }
   bundle.entry = kept;
   if (kept.length === 0) delete bundle.entry;
