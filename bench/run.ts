@@ -107,8 +107,8 @@ async function main() {
     const dim = { authorization: `Bearer ${demoToken('dim', { dir: keys })}` };
     const scenarios: Array<{ name: string; path: string; auth: Record<string, string> }> = [
       { name: 'read Patient (care set, warm cache)', path: '/Patient/pat-dupont', auth: clinician },
-      { name: 'search 10 Observations (filtered)', path: '/Observation?patient=pat-dupont&_count=10', auth: clinician },
-      { name: 'search 100 Observations (filtered)', path: '/Observation?patient=pat-dupont&_count=100', auth: clinician },
+      { name: 'search 10 Observations (narrowed, filtered)', path: '/Observation?_count=10', auth: clinician },
+      { name: 'search 100 Observations (narrowed, filtered)', path: '/Observation?_count=100', auth: clinician },
       { name: 'search 100 Patients (DIM, all records)', path: '/Patient?_count=100', auth: dim },
     ];
 
