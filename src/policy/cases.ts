@@ -153,6 +153,17 @@ export async function runPolicyCases(opts: RunCasesOptions): Promise<CaseResult[
   const policyFile = resolve(opts.policyFile);
   loadPolicy(policyFile);
   const dir = mkdtempSync(join(tmpdir(), 'caregate-test-policy-'));
+  const closers: (() => Promise<void>)[] = [];
+  try {
+    return await runInHarness(opts, policyFile, dir, closers);
+  } finally {
+    for (const close of closers.reverse()) await close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Starts the demo hospital and caregate (registering how to stop them in `closers`), then runs the cases. */
+async function runInHarness(opts: RunCasesOptions, policyFile: string, dir: string, closers: (() => Promise<void>)[]): Promise<CaseResult[]> {
   const { startDemoFhir } = await import('../demo/server.js');
   const { demoIssuerConfig, demoToken } = await import('../demo/tokens.js');
   const { demoCertificatesConfig, ensureDemoPki } = await import('../demo/pki.js');
@@ -161,6 +172,7 @@ export async function runPolicyCases(opts: RunCasesOptions): Promise<CaseResult[
     host: '127.0.0.1',
     seed: { seed: opts.loaded.config.demo.seed, patients: opts.patients ?? opts.loaded.config.demo.patients },
   });
+  closers.push(demo.close);
   const pki = await ensureDemoPki(join(dir, 'keys'));
   const base = opts.loaded.config;
   const config: Config = {
@@ -196,6 +208,7 @@ export async function runPolicyCases(opts: RunCasesOptions): Promise<CaseResult[
     },
   );
   const gate = await startCaregate({ loaded, upstreamUrl: demo.url, logger, port: 0, host: '127.0.0.1' });
+  closers.push(() => gate.close());
   const tokens = new Map<string, string>();
   const cardHeader = encodeURIComponent(readFileSync(pki.cards.clinician.certFile, 'utf8'));
 
@@ -257,15 +270,9 @@ export async function runPolicyCases(opts: RunCasesOptions): Promise<CaseResult[
     return { name: c.name, ok: problems.length === 0, problems, got };
   }
 
-  try {
-    const results: CaseResult[] = [];
-    for (const [i, c] of opts.cases.entries()) results.push(await run(c, i));
-    return results;
-  } finally {
-    await gate.close();
-    await demo.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const results: CaseResult[] = [];
+  for (const [i, c] of opts.cases.entries()) results.push(await run(c, i));
+  return results;
 }
 
 function lowerKeys(h: Record<string, string>): Record<string, string> {

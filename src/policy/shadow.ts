@@ -18,9 +18,11 @@ import { matchRoles } from './roles.js';
  * reused; an `all-records` role needs none; any other profile needs its own care set, which the caller
  * resolves through `careSetFor` (off the request's path: the comparison completes after the answer).
  *
- * Not compared: changes to `careRelationships` (the care set is the active policy's; run
- * `caregate test-policy` with the candidate for those), and break-the-glass privileges of the
- * candidate's roles (the grant is opened by the active policy before deciding).
+ * Not compared: changes to the sections that act outside decide() — `careRelationships` (the care
+ * set is the active policy's), `breakGlass`, and the like (a warning names them once; run
+ * `caregate test-policy --policy` with the candidate for those) — and the break-the-glass
+ * privilege of the candidate's roles (the grant is opened by the active policy before deciding).
+ * A refusal that authorize() confirms with a fresh care set is compared twice, once per decision.
  *
  * Logs carry the request id, interaction kind, resource type and both effects, reasons and rules:
  * no patient, no identifier, no query value.
@@ -69,6 +71,12 @@ export interface ShadowOptions {
   registry?: Registry;
 }
 
+/**
+ * Policy sections decide() reads from the policy it is given: a candidate's change there is compared.
+ * The others (care relationships, break-the-glass, paging, …) act before or after the decision.
+ */
+const COMPARED: ReadonlySet<string> = new Set(['version', 'roles', 'refusals', 'search']);
+
 const RESULTS: readonly ShadowResultKind[] = ['same', 'permit-to-deny', 'deny-to-permit', 'other-change', 'error'];
 
 export function createShadowPolicy(opts: ShadowOptions): ShadowPolicy {
@@ -94,7 +102,9 @@ export function createShadowPolicy(opts: ShadowOptions): ShadowPolicy {
   function warnUncompared(active: Policy): void {
     if (checked.has(active)) return;
     checked.add(active);
-    const differs = (['careRelationships', 'breakGlass'] as const).filter((k) => JSON.stringify(active[k]) !== JSON.stringify(candidate.policy[k]));
+    const a = active as Record<string, unknown>;
+    const c = candidate.policy as Record<string, unknown>;
+    const differs = [...new Set([...Object.keys(a), ...Object.keys(c)])].filter((k) => !COMPARED.has(k) && JSON.stringify(a[k]) !== JSON.stringify(c[k]));
     if (differs.length) {
       logger.warn({ candidateRevision: candidate.revision, sections: differs }, 'shadow policy: these sections differ and are not compared (use caregate test-policy)');
     }

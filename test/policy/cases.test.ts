@@ -1,9 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadConfig, ConfigError } from '../../src/config/load.js';
-import { formatCaseResults, loadPolicyCases, runPolicyCases, type CaseResult, type PolicyCase } from '../../src/policy/cases.js';
+import { formatCaseResults, loadPolicyCases, runPolicyCases, runTestPolicyCli, type CaseResult, type PolicyCase } from '../../src/policy/cases.js';
 import { parsePolicy } from '../../src/policy/load.js';
 
 /**
@@ -74,6 +74,48 @@ describe('the policy test runner', () => {
     expect(text).toContain('got: deny 403 reason no-care-relationship rule clinician.care-team error ERR_FORBIDDEN');
     expect(text.trimEnd().split('\n').at(-1)).toBe('0 passed, 2 failed');
   }, 60_000);
+
+  it('prints a line per case and the summary, and exits 1 on a failure (command line)', async () => {
+    const config = join(dir, 'caregate.yaml');
+    writeFileSync(
+      config,
+      readFileSync(join(ROOT, 'config/caregate.yaml'), 'utf8').replace('patients: 2000', 'patients: 20').replace('file: policy.yaml', `file: ${POLICY_FILE}`),
+    );
+    const file = join(dir, 'two.yaml');
+    writeFileSync(
+      file,
+      [
+        'cases:',
+        '  - { name: her patient, as: clinician, request: { method: GET, url: /Patient/pat-dupont }, expect: { effect: permit, status: 200 } }',
+        '  - { name: wrongly expected, as: surgeon, request: { method: GET, url: /Patient/pat-dupont }, expect: { effect: permit } }',
+      ].join('\n'),
+    );
+    const out: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
+      out.push(String(chunk));
+      return true;
+    });
+    try {
+      expect(await runTestPolicyCli([file, '--config', config])).toBe(1);
+    } finally {
+      spy.mockRestore();
+    }
+    const text = out.join('');
+    expect(text).toContain('  ok    her patient');
+    expect(text).toContain('  FAIL  wrongly expected');
+    expect(text.trimEnd().split('\n').at(-1)).toBe('1 passed, 1 failed');
+  }, 60_000);
+
+  it('answers usage errors with exit code 2', async () => {
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await runTestPolicyCli([])).toBe(2);
+      expect(await runTestPolicyCli(['a.yaml', 'b.yaml'])).toBe(2);
+      expect(await runTestPolicyCli(['a.yaml', '--polcy', 'x'])).toBe(2);
+    } finally {
+      spy.mockRestore();
+    }
+  });
 
   it('refuses a cases file with mistakes, at their dotted paths', () => {
     const bad = join(dir, 'bad.yaml');

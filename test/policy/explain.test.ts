@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -7,7 +7,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { startDemoFhir, type DemoFhirServer } from '../../src/demo/server.js';
 import { demoToken, ensureDemoSigningKey } from '../../src/demo/tokens.js';
 import type { PersonaName } from '../../src/demo/personas.js';
-import { createExplainer, explanationJson, formatExplanation, splitTarget, type Explainer, type ExplainRequest } from '../../src/policy/explain.js';
+import { createExplainer, explanationJson, formatExplanation, runExplainCli, splitTarget, type Explainer, type ExplainRequest } from '../../src/policy/explain.js';
 import { loadPolicy } from '../../src/policy/load.js';
 
 /** `caregate explain` against the demo hospital, with the demo policy and demo tokens. */
@@ -134,5 +134,20 @@ describe('splitTarget', () => {
     expect(splitTarget('/fhir/Observation?patient=x', '/fhir')).toEqual({ path: '/Observation', query: 'patient=x' });
     expect(splitTarget('https://gate.example/fhir/metadata', '/fhir')).toEqual({ path: '/metadata', query: '' });
     expect(splitTarget('/fhirish/Patient', '/fhir')).toEqual({ path: '/fhirish/Patient', query: '' });
+  });
+});
+
+describe('caregate explain, command line', () => {
+  it('answers usage errors with exit code 2: one of --as or --token, a method and a URL', async () => {
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await runExplainCli(['GET', '/Patient/x'])).toBe(2);
+      expect(await runExplainCli(['--as', 'clinician', '--token', 'x', 'GET', '/Patient/x'])).toBe(2);
+      expect(await runExplainCli(['--as', 'nobody', 'GET', '/Patient/x'])).toBe(2);
+      expect(await runExplainCli(['--as', 'clinician', 'GET'])).toBe(2);
+      expect(await runExplainCli(['--as', 'clinician', '-H', 'no colon', 'GET', '/Patient/x'])).toBe(2);
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
