@@ -34,6 +34,10 @@ export interface ShipperOptions {
   logger?: Logger;
   /** Injected fetch, for tests. */
   fetch?: typeof fetch;
+  /** How long a rejected Bundle size stays the ceiling for the next ones. Default 10 min. */
+  ceilingResetMs?: number;
+  /** Clock, epoch milliseconds (tests). */
+  now?: () => number;
 }
 
 export interface ShipperStatus {
@@ -78,6 +82,7 @@ export function createShipper(opts: ShipperOptions): AuditShipper {
   const intervalMs = opts.intervalMs ?? 1000;
   const backoff = opts.backoff ?? { initialMs: 500, maxMs: 60_000 };
   const doFetch = opts.fetch ?? fetch;
+  const now = opts.now ?? Date.now;
   const hooks = opts.hooks ?? {};
   const log = opts.logger;
 
@@ -89,6 +94,15 @@ export function createShipper(opts: ShipperOptions): AuditShipper {
   let lock: Promise<unknown> = Promise.resolve();
   /** Shrinks when the server rejects a Bundle as too large or invalid, to isolate the cause. */
   let batchSize = maxBatch;
+  /**
+   * Batches grow back after a success, but not past a size the server rejected: a server with a
+   * limit on transaction entries (medplum: 50 updates) would otherwise refuse every other Bundle
+   * and the backoff would throttle shipping far below the request rate. The ceiling is lifted
+   * after `ceilingResetMs`, in case the rejection was about one event rather than the size.
+   */
+  let ceiling = maxBatch;
+  let ceilingSince = 0;
+  const ceilingResetMs = opts.ceilingResetMs ?? 10 * 60_000;
   let failures = 0;
   let lastError: string | undefined;
   let lastSuccessAt: string | undefined;
@@ -146,13 +160,16 @@ export function createShipper(opts: ShipperOptions): AuditShipper {
       try {
         await send(batch.events);
       } catch (err) {
-        if (err instanceof ShipmentError && (err.status === 400 || err.status === 413 || err.status === 422) && batchSize > 1) {
+        if (err instanceof ShipmentError && (err.status === 400 || err.status === 413 || err.status === 422) && batch.events.length > 1) {
           batchSize = Math.max(1, Math.floor(batch.events.length / 2));
+          ceiling = Math.min(ceiling, batchSize);
+          ceilingSince = now();
         }
         throw err;
       }
       await spool.commit(batch);
-      batchSize = Math.min(maxBatch, batchSize * 2);
+      if (ceiling < maxBatch && now() - ceilingSince >= ceilingResetMs) ceiling = maxBatch;
+      batchSize = Math.min(ceiling, batchSize * 2);
       return batch.events.length;
     });
     lock = run.catch(() => undefined);

@@ -18,6 +18,10 @@ export interface FakeAuditServer {
    * (the answer is lost); reject: 400 without storing.
    */
   mode: 'ok' | 'down' | 'drop' | 'reject';
+  /** Rejects (400) transactions with more entries than this, like medplum's 50-update limit. */
+  maxEntries: number;
+  /** Transactions rejected for their size. */
+  tooLarge: number;
   headersSeen: Record<string, string | string[] | undefined>[];
   close(): Promise<void>;
 }
@@ -28,6 +32,8 @@ export async function startFakeAuditServer(): Promise<FakeAuditServer> {
     puts: new Map(),
     transactions: 0,
     mode: 'ok',
+    maxEntries: Infinity,
+    tooLarge: 0,
     headersSeen: [],
   };
   const server: Server = createServer((req, res) => {
@@ -50,6 +56,11 @@ export async function startFakeAuditServer(): Promise<FakeAuditServer> {
       const bundle = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Bundle;
       if (bundle.type !== 'transaction') {
         res.writeHead(400).end();
+        return;
+      }
+      if ((bundle.entry?.length ?? 0) > state.maxEntries) {
+        state.tooLarge++;
+        res.writeHead(400, { 'content-type': 'application/fhir+json' }).end('{"resourceType":"OperationOutcome"}');
         return;
       }
       state.transactions++;

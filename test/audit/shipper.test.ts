@@ -121,6 +121,36 @@ describe('audit.shipper', () => {
     expect(spool.backlog()).toBe(0);
   });
 
+  it('stays below a Bundle size the server refused instead of growing back into it', async () => {
+    // medplum refuses transactions of more than 50 updates: growing back to 100 after every
+    // success would fail every other shipment and the backoff would throttle shipping.
+    server.maxEntries = 50;
+    await spool.append(events(1000));
+    const s = ship({ batchSize: 200 });
+    s.start();
+    await until(() => spool.backlog() === 0);
+    expect(server.store.size).toBe(1000);
+    // 200 refused, 100 refused, then 50 at a time.
+    expect(server.tooLarge).toBe(2);
+  });
+
+  it('lifts the size ceiling after a while, in case the refusal was about one event', async () => {
+    let clock = 0;
+    server.maxEntries = 10;
+    await spool.append(events(40));
+    const s = ship({ batchSize: 40, now: () => clock, ceilingResetMs: 60_000 });
+    await expect(s.flush()).rejects.toThrow('HTTP 400');
+    await expect(s.flush()).rejects.toThrow('HTTP 400');
+    await s.flush();
+    expect(server.tooLarge).toBe(2);
+    server.maxEntries = Infinity;
+    clock = 60_000;
+    await spool.append(events(40));
+    await s.flush();
+    // First shipment at the old ceiling (10) lifts it; then 20, then the last 10.
+    expect(server.transactions).toBe(4 + 3);
+  });
+
   it('keeps the events and shrinks the batch when the server rejects a Bundle', async () => {
     await spool.append(events(40));
     server.mode = 'reject';
