@@ -10,6 +10,7 @@ import type { Answer } from './http/send.js';
 import type { Plan, RequestContext, Stages } from './pipeline.js';
 import type { Policy, RoleConfig } from './policy/config.js';
 import { decide } from './policy/decide.js';
+import { decideShadowed, type ShadowPolicy } from './policy/shadow.js';
 import type { Decision } from './policy/decision.js';
 import { matchRoles } from './policy/roles.js';
 import type { CareSet, Evidence } from './relate/types.js';
@@ -57,6 +58,8 @@ export interface StageDeps {
    * pseudonyms stable across restarts; without one they change at each start.
    */
   pseudonymSecret?: Buffer;
+  /** A candidate policy evaluated beside the active one; differences are logged, answers unaffected. */
+  shadow?: ShadowPolicy;
   /** Drops the cached principal of `Practitioner/<id>` (after a PractitionerRole write). */
   invalidatePrincipal(practitioner: string): void;
 }
@@ -268,23 +271,26 @@ export function createStages(deps: StageDeps): Stages {
     return { before: await side(before), after: await side(after), linkChanged };
   }
 
-  async function decideOne(it: FhirInteraction, p: Principal, role: RoleConfig, careSet: CareSet, paging: boolean): Promise<Decision> {
+  async function decideOne(reqId: string, it: FhirInteraction, p: Principal, role: RoleConfig, careSet: CareSet, paging: boolean): Promise<Decision> {
     let wp: Awaited<ReturnType<typeof writePatients>> | undefined;
     if (it.kind === 'create' || it.kind === 'update' || it.kind === 'patch' || it.kind === 'delete') {
       if (!it.conditional?.length) wp = await writePatients(it);
     }
-    return decide({
-      principal: p,
-      role,
-      interaction: it,
-      careSet,
-      policy: deps.policy(),
-      paging,
-      ...(wp ? { writePatients: { before: wp.before, after: wp.after }, patientLinkChanged: wp.linkChanged } : {}),
-    });
+    return decideShadowed(
+      {
+        principal: p,
+        role,
+        interaction: it,
+        careSet,
+        policy: deps.policy(),
+        paging,
+        ...(wp ? { writePatients: { before: wp.before, after: wp.after }, patientLinkChanged: wp.linkChanged } : {}),
+      },
+      deps.shadow,
+      { requestId: reqId, careSetFor: (r) => careSetFor(p, r, false) },
+    );
   }
 
-  /** Break-the-glass from the FHIR security-label header (or the policy's own header). */
   /**
    * Break-the-glass, asked for in one of two ways:
    * - the FHIR security-label header (`Category: …v3-ActReason#BTG…`, or the policy's own header)
@@ -367,7 +373,12 @@ export function createStages(deps: StageDeps): Stages {
       })[0];
       const x = extra(ctx);
       x.role = role;
-      if (!role) return decide({ principal: p, role: undefined, interaction: it, careSet: undefined, policy });
+      if (!role) {
+        return decideShadowed({ principal: p, role: undefined, interaction: it, careSet: undefined, policy }, deps.shadow, {
+          requestId: ctx.id,
+          careSetFor: (r) => careSetFor(p, r, false),
+        });
+      }
       if (role.requireCard && !p.certificate) {
         throw new ProxyError('ERR_CARD_REQUIRED', `Role "${role.id}" requires a CPS card.`);
       }
@@ -392,26 +403,26 @@ export function createStages(deps: StageDeps): Stages {
         x.engagement = engagementFor(p, role);
         if (x.engagement) {
           ctx.interaction = revealPseudonyms(it, deidentifierFor(x.engagement));
-          return decideOne(ctx.interaction, p, role, careSet, x.paging === true);
+          return decideOne(ctx.id, ctx.interaction, p, role, careSet, x.paging === true);
         }
       }
       const paging = x.paging === true;
 
       if (it.kind === 'batch' || it.kind === 'transaction') {
         const decisions: Decision[] = [];
-        for (const e of it.entries ?? []) decisions.push(await decideOne(e.interaction, p, role, careSet, false));
+        for (const e of it.entries ?? []) decisions.push(await decideOne(ctx.id, e.interaction, p, role, careSet, false));
         x.entryDecisions = decisions;
         if (it.kind === 'transaction' && decisions.some((d) => d.effect === 'deny')) {
           const d = decisions.find((dd) => dd.effect === 'deny')!;
           return { ...d, message: `The transaction was refused whole: ${d.message}` };
         }
       }
-      let decision = await decideOne(it, p, role, careSet, paging);
+      let decision = await decideOne(ctx.id, it, p, role, careSet, paging);
       if (decision.effect === 'deny' && decision.reason === 'no-care-relationship' && role.profile === 'care-team') {
         // A refusal is confirmed by one fresh resolution: a newly added team member is never wrongly refused.
         careSet = await careSetFor(p, role, true);
         x.careSet = careSet;
-        decision = await decideOne(it, p, role, careSet, paging);
+        decision = await decideOne(ctx.id, it, p, role, careSet, paging);
       }
       return decision;
     },
@@ -465,6 +476,7 @@ export function createStages(deps: StageDeps): Stages {
         const r = await filterBundle(b, fctx);
         for (const pid of r.patients) ctx.patients.add(pid);
         ctx.resources.push(...r.resources);
+        markBreakGlass(ctx, careSet);
         const narrowed = ctx.decision!.obligations.some((o) => o.kind === 'narrow') || careSet.scope === 'all';
         if (!(narrowed && r.removedMatches === 0)) delete b.total;
         signLinks(b, ctx);
@@ -488,6 +500,7 @@ export function createStages(deps: StageDeps): Stages {
         throw new ProxyError('ERR_NOT_FOUND', 'Resource not found.');
       }
       for (const pid of shown.patients) ctx.patients.add(pid);
+      markBreakGlass(ctx, careSet);
       if (body.id) ctx.resources.push(`${body.resourceType}/${body.id}`);
       // A de-identified answer must not carry real ids in its headers either.
       const headers = x.engagement ? { etag: upstream.headers.etag } : upstream.headers;
@@ -514,6 +527,28 @@ export function createStages(deps: StageDeps): Stages {
       deps.careSets.invalidate(refs);
       for (const r of refs) if (r.startsWith('Practitioner/')) deps.invalidatePrincipal(r);
     }
+  }
+
+  /**
+   * An answer that holds data of a patient opened only by break-the-glass is a break-the-glass use,
+   * whatever route reached it (a search by subject, an include): its audit says BTG, its answer says so.
+   */
+  function markBreakGlass(ctx: RequestContext, careSet: CareSet): void {
+    if (careSet.scope === 'all' || ctx.decision?.purposeOfUse === 'BTG') return;
+    const btgOnly = [...ctx.patients].filter((pid) => {
+      const ev = careSet.patients.get(pid) ?? [];
+      return ev.length > 0 && ev.every((e) => e.source === 'break-glass');
+    });
+    if (btgOnly.length === 0) return;
+    const evidence = btgOnly.flatMap((pid) => careSet.patients.get(pid) ?? []);
+    ctx.decision = {
+      ...ctx.decision!,
+      reason: 'break-glass',
+      purposeOfUse: 'BTG',
+      evidence: [...ctx.decision!.evidence, ...evidence],
+      obligations: [...ctx.decision!.obligations, { kind: 'mark-break-glass' }, { kind: 'audit-severity', severity: 'high' }],
+    };
+    ctx.answerHeaders['x-caregate-break-glass'] = 'active';
   }
 
   function signLinks(b: Bundle, ctx: RequestContext): void {

@@ -320,7 +320,9 @@ function forbiddenParam(ctx: Ctx, params: readonly SearchParam[]): string | unde
 
 function isPatientParam(type: string, name: string): boolean {
   if (type === 'Patient') return name === '_id' || name === 'link';
-  return (PATIENT_COMPARTMENT[type] ?? []).some((l) => l.param === name);
+  // `patient` is a patient parameter wherever the type defines it (Observation.patient is not in
+  // the compartment definition, which lists `subject`).
+  return (PATIENT_COMPARTMENT[type] ?? []).some((l) => l.param === name) || (name === 'patient' && paramKind(type, name) === 'resource');
 }
 
 /** The parameter used to narrow a search of `type` to a set of patients. */

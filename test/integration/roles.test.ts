@@ -115,7 +115,7 @@ describe('policy.engagements', () => {
     } catch (e) {
       expect((e as ConfigError).problems.join('\n')).toMatch(/roles\[\d+\]\.profile: the de-identified role "coding-contractor" has no engagement/);
     }
-    const noCnil = text.replace(/\n    cnilAuthorisation: .*/, '');
+    const noCnil = text.replace(/\n {4}cnilAuthorisation: .*/, '');
     expect(() => parsePolicy(noCnil, 'policy.yaml')).toThrow(/cnilAuthorisation/);
   });
 });

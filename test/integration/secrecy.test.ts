@@ -221,9 +221,11 @@ describe('break-the-glass', () => {
     const res = await as('emergency').get('/Patient/pat-dupont').set('category', BTG).set('x-btg-reason', 'Unconscious patient in resuscitation bay');
     expect(res.status).toBe(200);
     expect(res.headers['x-caregate-break-glass']).toBe('active');
-    const after = await as('emergency').get('/Observation?patient=pat-dupont');
+    const after = await as('emergency').get('/Observation?subject=Patient/pat-dupont');
     expect(after.status).toBe(200);
     expect(entries(after.body).length).toBeGreaterThan(0);
+    // Reaching the opened patient by search is a break-the-glass use too.
+    expect(after.headers['x-caregate-break-glass']).toBe('active');
   });
 
   it('opens break-the-glass through the $break-glass operation the page uses', async () => {
