@@ -106,6 +106,10 @@ async function serve(rest: string[]): Promise<number> {
     const { ensureDemoSigningKey } = await import('./demo/tokens.js');
     const { startDemoFhir } = await import('./demo/server.js');
     ensureDemoSigningKey(configPath(loaded, config.demo.keysDir));
+    // The demo PKI (test card CA, CRL, a CPS-shaped card, a server certificate) must exist before a
+    // configuration that uses it (config/examples/demo-mtls.yaml) builds its TLS listener.
+    const { ensureDemoPki } = await import('./demo/pki.js');
+    await ensureDemoPki(configPath(loaded, config.demo.pkiDir));
     const demo = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: config.demo.seed, patients: config.demo.patients }, logger });
     upstreamUrl = demo.url;
     stopDemo = demo.close;
@@ -122,7 +126,7 @@ async function serve(rest: string[]): Promise<number> {
     throw err;
   }
   process.stderr.write(`caregate listening on ${gate.url}\n`);
-  if (stopDemo) await printDemoBanner(gate.url, configPath(loaded, config.demo.keysDir));
+  if (stopDemo) await printDemoBanner(gate.url, configPath(loaded, config.demo.keysDir), configPath(loaded, config.demo.pkiDir));
 
   let closing = false;
   const shutdown = async (signal: string) => {
@@ -141,7 +145,7 @@ async function serve(rest: string[]): Promise<number> {
   return new Promise(() => {});
 }
 
-async function printDemoBanner(url: string, keysDir: string): Promise<void> {
+async function printDemoBanner(url: string, keysDir: string, pkiDir: string): Promise<void> {
   const { demoToken, demoCurl } = await import('./demo/tokens.js');
   const lines = [
     '',
@@ -162,7 +166,15 @@ async function printDemoBanner(url: string, keysDir: string): Promise<void> {
     lines.push(`  ${demoCurl({ url: target, token: demoToken(persona, { dir: keysDir }) })}`);
     lines.push('');
   }
-  lines.push(`Health: ${url.replace(/\/fhir$/, '')}/healthz   Metrics: ${url.replace(/\/fhir$/, '')}/metrics`, '');
+  const root = url.replace(/\/fhir$/, '');
+  lines.push(
+    `Health: ${root}/healthz   Metrics: ${root}/metrics   Break-the-glass page: ${root}/caregate/break-glass   DIM review: ${root}/caregate/review`,
+    '',
+    `CPS card over mutual TLS: a test card for Dr Martin is in ${pkiDir}. Run`,
+    '  npx caregate serve --config config/examples/demo-mtls.yaml',
+    `and call it with  curl --cacert ${pkiDir}/server-ca.pem --cert ${pkiDir}/clinician-card.pem --key ${pkiDir}/clinician-card-key.pem https://localhost:8443/fhir/Patient/pat-dupont`,
+    '',
+  );
   process.stdout.write(lines.join('\n'));
 }
 
