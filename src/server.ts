@@ -259,8 +259,8 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     // The FHIR server holds the whole trail: the spool deletes what it has shipped.
     source:
       ship.target === 'url'
-        ? { baseUrl: ship.url!, headers: ship.headers ?? {}, timeoutMs: ship.timeoutMs }
-        : { baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: ship.timeoutMs },
+        ? { baseUrl: ship.url!, headers: ship.headers ?? {}, timeoutMs: ship.timeoutMs, maxPages: Math.ceil(reviewCfg.maxEvents / 500) }
+        : { baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: ship.timeoutMs, maxPages: Math.ceil(reviewCfg.maxEvents / 500) },
     hours: { timeZone: reviewCfg.timeZone, offHoursStart: reviewCfg.offHoursStart, offHoursEnd: reviewCfg.offHoursEnd, weekends: reviewCfg.weekends },
     unusual: { minPatients: reviewCfg.unusualMinPatients, ...(reviewCfg.unusualThreshold !== undefined ? { threshold: reviewCfg.unusualThreshold } : {}) },
     maxDays: reviewCfg.maxDays,

@@ -71,6 +71,15 @@ export const auditReviewSchema = z
       .max(366)
       .default(92)
       .describe('Longest period one view of the review served by caregate (/caregate/review) may cover; `caregate review` has no limit.'),
+    maxEvents: z
+      .number()
+      .int()
+      .min(500)
+      .max(1_000_000)
+      .default(50_000)
+      .describe(
+        'Most AuditEvents one served view loads (in pages of 500); a longer trail is refused with a request to narrow the period, so that a review never exhausts the memory of the proxy clinicians depend on.',
+      ),
   })
   .strict()
   .refine((r) => r.offHoursStart !== r.offHoursEnd, { message: 'offHoursStart and offHoursEnd must differ', path: ['offHoursEnd'] })

@@ -11,7 +11,7 @@ import type { RoleConfig } from '../policy/config.js';
 import type { Decision } from '../policy/decision.js';
 import { buildAuditEvents } from './build.js';
 import { isLoginFailure } from './request.js';
-import { resolveBound, reviewReport, type ReviewHours, type ReviewSource, type ReviewUnusual } from './review.js';
+import { resolveBound, reviewReport, ReviewTooLargeError, type ReviewHours, type ReviewSource, type ReviewUnusual } from './review.js';
 
 /**
  * The DIM review served by caregate: `GET <prefix>` (the HTML report) and `GET <prefix>/<name>.csv`,
@@ -234,6 +234,11 @@ async function loadReport(opts: ReviewRouteOptions, q: ReviewQuery, nonce: strin
       },
     );
   } catch (err) {
+    if (err instanceof ReviewTooLargeError) {
+      throw new ProxyError('ERR_BAD_REQUEST', 'This period holds too many AuditEvents for one view: narrow it, or use caregate review.', {
+        issue: 'too-costly',
+      });
+    }
     // The loader's messages name a status or a cause, never a body; still, keep them out of the answer.
     opts.logger.warn({ err: { type: (err as Error)?.name, message: (err as Error)?.message } }, 'audit review: the trail could not be read');
     const timeout = (err as Error)?.name === 'TimeoutError' || (err as Error)?.name === 'AbortError';

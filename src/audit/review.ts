@@ -146,6 +146,14 @@ const DEFAULT_UNUSUAL: ReviewUnusual = { minPatients: 20 };
 // ---------------------------------------------------------------------------------------------
 // Loading
 
+/** The period holds more pages of events than the source's `maxPages` allows. */
+export class ReviewTooLargeError extends Error {
+  constructor(readonly maxPages: number) {
+    super(`audit review: more than ${maxPages} pages of events`);
+    this.name = 'ReviewTooLargeError';
+  }
+}
+
 /** Reads the AuditEvents recorded in [from, to] from the spool or the FHIR server, one per id. */
 export async function loadAuditEvents(source: ReviewSource, from: string, to: string): Promise<AuditEvent[]> {
   let events: AuditEvent[];
@@ -179,7 +187,7 @@ async function fetchAuditEvents(
   ]);
   let url: string | undefined = `${base}/AuditEvent?${qs}`;
   for (let page = 0; url; page++) {
-    if (page >= (source.maxPages ?? 100_000)) throw new Error(`audit review: more than ${source.maxPages} pages`);
+    if (page >= (source.maxPages ?? 100_000)) throw new ReviewTooLargeError(source.maxPages ?? 100_000);
     const res = await fetch(url, {
       headers: { accept: 'application/fhir+json', ...source.headers },
       signal: AbortSignal.timeout(source.timeoutMs ?? 60_000),

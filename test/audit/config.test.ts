@@ -12,7 +12,7 @@ describe('audit config', () => {
       failureRetryMs: 1000,
       site: 'caregate',
       ship: { target: 'upstream', batchSize: 200, intervalMs: 1000, backoff: { initialMs: 500, maxMs: 60_000 } },
-      review: { timeZone: 'Europe/Paris', offHoursStart: 20, offHoursEnd: 7, weekends: true, unusualMinPatients: 20, maxDays: 92 },
+      review: { timeZone: 'Europe/Paris', offHoursStart: 20, offHoursEnd: 7, weekends: true, unusualMinPatients: 20, maxDays: 92, maxEvents: 50_000 },
     });
   });
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { buildAuditEvents, type AuditInput } from '../../src/audit/build.js';
-import { buildReviewModel, csvCell, resolveBound, reviewReport, runReview, summarizeAuditEvent, toCsv, reviewCsvFiles } from '../../src/audit/review.js';
+import { buildReviewModel, csvCell, resolveBound, reviewReport, ReviewTooLargeError, runReview, summarizeAuditEvent, toCsv, reviewCsvFiles } from '../../src/audit/review.js';
 import { escapeHtml, renderReviewHtml } from '../../src/audit/report-html.js';
 import { openSpool } from '../../src/audit/spool.js';
 import { baseInput, deny, interaction, permit, practitioner } from './fixtures.js';
@@ -325,6 +325,10 @@ describe('audit.review: runReview', () => {
     expect(seen[0]).toBe('/fhir/AuditEvent?date=ge2025-02-09T23%3A00%3A00.000Z&date=le2025-02-16T22%3A59%3A59.999Z&_count=500');
     expect(seen).toHaveLength(Math.ceil(evs.length / 30));
     expect(model.totals.events).toBe(evs.length - 1);
+    // A trail longer than maxPages is refused, not loaded.
+    await expect(
+      reviewReport({ ...period, source: { baseUrl: base, maxPages: 1 } }),
+    ).rejects.toBeInstanceOf(ReviewTooLargeError);
   });
 
   it('refuses to follow a next link to another origin', async () => {
