@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Principal } from './identity/principal.js';
 import type { FhirInteraction } from './fhir/interaction.js';
 import type { Decision } from './policy/decision.js';
+import type { CareSet } from './relate/types.js';
 import { ProxyError } from './http/errors.js';
 import { outcomeFor } from './http/outcome.js';
 import { readBody } from './http/body.js';
@@ -37,6 +38,8 @@ export interface RequestContext {
   principal?: Principal;
   interaction?: FhirInteraction;
   decision?: Decision;
+  /** The caller's care set as resolved for this request (per-patient audit evidence). */
+  careSet?: CareSet;
   upstreamStatus?: number;
   upstreamMs?: number;
   /** Patients whose data was answered (or refused), for the audit. */

@@ -1,6 +1,8 @@
 import http from 'node:http';
 import https from 'node:https';
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createShadowPolicy } from './policy/shadow.js';
+import { breakGlassPage } from './http/break-glass-page.js';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -173,7 +175,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const pages = createPageLinks({ publicBaseUrl, ttlSeconds: active.policy.paging.linkTtlSeconds });
 
   function auditInput(ctx: RequestContext, answer: Answer): AuditInput {
-    const evidence = evidenceByPatient(ctx.decision);
+    const evidence = ctx.careSet?.scope === 'listed' && ctx.careSet.patients.size > 0 ? ctx.careSet.patients : evidenceByPatient(ctx.decision);
     return {
       ...(isLoginFailure(ctx) ? { kind: 'login-failure' as const } : {}),
       requestId: ctx.id,
@@ -194,6 +196,11 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
       ...(ctx.error ? { failure: { code: ctx.error.code, message: ctx.error.message } } : {}),
     };
   }
+
+  // Shadow mode: a candidate policy decided beside the active one, differences logged only.
+  const shadowFile = config.policy.shadowFile ? configPath(opts.loaded, config.policy.shadowFile) : undefined;
+  const shadow = shadowFile ? createShadowPolicy({ candidate: loadPolicy(shadowFile), logger, registry: metrics.registry }) : undefined;
+  const pseudonymSecret = readPseudonymSecret(opts.loaded, logger);
 
   const stages = createStages({
     logger,
@@ -227,6 +234,8 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
       ),
     maxRequestBytes: config.server.maxRequestBytes,
     invalidatePrincipal: (ref) => identifier.invalidatePrincipal(ref),
+    ...(shadow ? { shadow } : {}),
+    ...(pseudonymSecret ? { pseudonymSecret } : {}),
   });
 
   const proxy = createUpstreamProxy({
@@ -273,6 +282,15 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   let upstreamReady: { at: number; ok: boolean } = { at: 0, ok: false };
   app = createApp({
     review: { prefix: REVIEW_PREFIX, handle: handleReview },
+    routes: (a) => {
+      // The break-the-glass page holds no data; its form POSTs Patient/<id>/$break-glass to the FHIR API.
+      a.get('/caregate/break-glass', (_req, res) => {
+        const nonce = randomBytes(16).toString('base64');
+        res.setHeader('content-security-policy', `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`);
+        res.setHeader('cache-control', 'no-store');
+        res.type('html').send(breakGlassPage(basePath === '/' ? '' : basePath, nonce));
+      });
+    },
     basePath,
     logger,
     metrics,
@@ -338,6 +356,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
       const next = loadPolicy(policyFile);
       active = next;
       careSets.clear();
+      if (shadow && shadowFile) shadow.setCandidate(loadPolicy(shadowFile));
       logger.info({ revision: next.revision, previous }, 'policy reloaded');
       auditReload({ revision: next.revision, previousRevision: previous });
       return { ok: true, revision: next.revision };
@@ -389,6 +408,21 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
       await spool.close();
     },
   };
+}
+
+/**
+ * The secret coding-contractor pseudonyms derive from (`CAREGATE_PSEUDONYM_SECRET`, at least 32
+ * bytes, hex or base64). Without it pseudonyms are random per process and change at each start.
+ */
+function readPseudonymSecret(loaded: LoadedConfig, logger: Logger): Buffer | undefined {
+  const raw = process.env.CAREGATE_PSEUDONYM_SECRET;
+  if (!raw) {
+    if (loaded.config.upstream.url !== null) logger.warn('CAREGATE_PSEUDONYM_SECRET is not set: contractor pseudonyms change at each start');
+    return undefined;
+  }
+  const buf = /^[0-9a-f]+$/i.test(raw) ? Buffer.from(raw, 'hex') : Buffer.from(raw, 'base64');
+  if (buf.length < 32) throw new ConfigError(loaded.file, ['CAREGATE_PSEUDONYM_SECRET: at least 32 bytes (64 hex characters) are needed']);
+  return buf;
 }
 
 /** The proxy's own credential towards the upstream; the user's token never goes there. */

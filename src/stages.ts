@@ -399,6 +399,7 @@ export function createStages(deps: StageDeps): Stages {
       }
       let careSet = await careSetFor(p, role, false);
       x.careSet = careSet;
+      ctx.careSet = careSet;
       if (role.profile === 'de-identified') {
         x.engagement = engagementFor(p, role);
         if (x.engagement) {
@@ -422,6 +423,7 @@ export function createStages(deps: StageDeps): Stages {
         // A refusal is confirmed by one fresh resolution: a newly added team member is never wrongly refused.
         careSet = await careSetFor(p, role, true);
         x.careSet = careSet;
+        ctx.careSet = careSet;
         decision = await decideOne(ctx.id, it, p, role, careSet, paging);
       }
       return decision;

@@ -246,6 +246,13 @@ describe('break-the-glass', () => {
     expect(notAllowed.status).toBe(403);
   });
 
+  it('serves the break-the-glass page, with no data and a strict content security policy', async () => {
+    const res = await request(stack.gate.server).get('/caregate/break-glass');
+    expect(res.status).toBe(200);
+    expect(res.headers['content-security-policy']).toMatch(/default-src 'none'; script-src 'nonce-/);
+    expect(res.text).toContain('$break-glass');
+  });
+
   it('refuses break-the-glass without a reason, or to a role without the privilege', async () => {
     expect((await as('emergency').get('/Patient/pat-fx-direct').set('category', BTG)).status).toBe(400);
     expect((await as('clinician').get('/Patient/pat-fx-ortho').set('category', BTG).set('x-btg-reason', 'I would like to see it')).status).toBe(403);
