@@ -3,7 +3,8 @@ import https from 'node:https';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createShadowPolicy } from './policy/shadow.js';
 import { breakGlassPage } from './http/break-glass-page.js';
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, readFileSync, watch, type FSWatcher } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -375,9 +376,15 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   if (config.policy.watch) {
     let timer: NodeJS.Timeout | undefined;
     try {
-      watcher = watch(policyFile, () => {
+      // Watch the directory, not the file: editors and deployment tools replace the file by a
+      // rename, which a watcher on the old inode would never see.
+      const name = basename(policyFile);
+      watcher = watch(dirname(policyFile), (_event, changed) => {
+        if (changed !== null && changed !== name) return;
         clearTimeout(timer);
-        timer = setTimeout(reloadPolicy, 200);
+        timer = setTimeout(() => {
+          if (existsSync(policyFile)) reloadPolicy();
+        }, 200);
       });
       watcher.unref();
     } catch {

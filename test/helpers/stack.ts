@@ -34,6 +34,8 @@ export interface StackOptions {
   /** A different policy file. */
   policyFile?: string;
   auditMode?: 'strict' | 'async';
+  /** Watch the policy file for changes (hot reload). */
+  watchPolicy?: boolean;
   /** Extra keys of the `server:` mapping, e.g. `maxResponseBytes: 1mb`. */
   server?: string;
 }
@@ -67,7 +69,7 @@ identity:
         groups: [groups]
         scope: scope
 audit: { mode: ${opts.auditMode ?? 'strict'}, spoolDir: ${join(dir, 'audit')}, site: test, ship: { intervalMs: 100 } }
-policy: { file: policy.yaml, watch: false }
+policy: { file: policy.yaml, watch: ${opts.watchPolicy ? 'true' : 'false'} }
 ${opts.extraYaml ?? ''}`;
   const loaded = parseConfig(yaml, join(dir, 'caregate.yaml'), {}, dir);
   const gate = await startCaregate({ loaded, upstreamUrl, logger: pino({ level: 'silent' }) });
