@@ -18,6 +18,7 @@ import type { CareSetResolver } from './relate/careset.js';
 import type { BreakGlassStore } from './relate/breakglass.js';
 import { filterBundle, present, sanitizeOutcome, type FilterContext } from './shape/filter.js';
 import { maskForAdministration } from './shape/mask.js';
+import { applySubsetting, splitSubsetting, type Subsetting } from './shape/subsetting.js';
 import { createDeidentifier, type Deidentifier } from './shape/deid.js';
 import { contractorOf, engagementActive, type Engagement } from './policy/engagement.js';
 import { createHmac, randomBytes } from 'node:crypto';
@@ -73,6 +74,7 @@ interface Extra {
   entryNotes?: string[];
   breakGlassUntil?: number;
   engagement?: Engagement;
+  subsetting?: Subsetting;
 }
 const extras = new WeakMap<RequestContext, Extra>();
 const extra = (ctx: RequestContext): Extra => {
@@ -441,22 +443,24 @@ export function createStages(deps: StageDeps): Stages {
         return { kind: 'local', answer: buildAnswer(it, 200, {}, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', details: { text } }] }, deps.rewriter) };
       }
 
+      if (it.kind === 'batch' || it.kind === 'transaction') return planBundle(ctx);
+      const { params: upstreamParams, subsetting } = splitSubsetting(it.params);
+      if (subsetting) extra(ctx).subsetting = subsetting;
       const narrow = d.obligations.find((o) => o.kind === 'narrow');
       if (narrow && narrow.kind === 'narrow') {
         if (narrow.patients.length === 0) return { kind: 'local', answer: emptySearchset(deps, it) };
         const value = narrow.patients.map((id) => (narrow.param === '_id' ? id : `Patient/${id}`)).join(',');
-        const params = [...it.params, { name: narrow.param, modifier: undefined, value }];
+        const params = [...upstreamParams, { name: narrow.param, modifier: undefined, value }];
         return { kind: 'upstream', request: deps.shapeRequest(it, ctx, { params }) };
       }
-      if (it.kind === 'batch' || it.kind === 'transaction') return planBundle(ctx);
-      return { kind: 'upstream', request: deps.shapeRequest(it, ctx) };
+      return { kind: 'upstream', request: deps.shapeRequest(it, ctx, subsetting ? { params: upstreamParams } : undefined) };
     },
 
     async shapeResponse(ctx, upstream) {
       const it = ctx.interaction!;
       const x = extra(ctx);
       const careSet = x.careSet ?? { scope: 'listed' as const, patients: new Map(), resolvedAt: 0 };
-      const fctx = filterContext(careSet, x.role, ctx.decision!, x.engagement);
+      const fctx = withSubsetting(filterContext(careSet, x.role, ctx.decision!, x.engagement), x.subsetting);
       const status = upstream.status;
       const body = parseUpstreamBody(upstream) as Resource | undefined;
 
@@ -645,6 +649,19 @@ export function createStages(deps: StageDeps): Stages {
   }
 
   return stages;
+}
+
+/** Applies `_elements`/`_summary=data` after whatever transform the role has. */
+function withSubsetting(f: FilterContext, s: Subsetting | undefined): FilterContext {
+  if (!s) return f;
+  const inner = f.transform;
+  return {
+    ...f,
+    transform: (r) => {
+      const t = inner ? inner(r) : r;
+      return t ? applySubsetting(t, s) : undefined;
+    },
+  };
 }
 
 /**

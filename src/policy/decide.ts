@@ -66,6 +66,10 @@ export function decide(input: DecideInput): Decision {
   if (!input.principal || !input.role) {
     return deny('default-deny', 'No policy role applies to this user.', 'default');
   }
+  if (it.prefer.respondAsync) {
+    // An asynchronous answer is fetched later from a URL caregate never sees: it could not be judged.
+    return deny('interaction-forbidden', 'Asynchronous requests (Prefer: respond-async) are not supported through caregate.', `${input.role.id}.async`);
+  }
   const role = input.role;
   if (role.profile === 'none') {
     return deny('role-forbidden', `The role "${role.id}" gives no access to patient records.`, `${role.id}.none`, {

@@ -286,6 +286,22 @@ describe('other roles', () => {
 });
 
 describe('request vocabulary', () => {
+  it('applies _elements itself, after judging whole resources', async () => {
+    const res = await as('clinician').get('/Observation?patient=pat-dupont&_elements=code');
+    expect(res.status).toBe(200);
+    const list = entries(res.body);
+    expect(list.length).toBeGreaterThan(0);
+    for (const e of list) {
+      expect(Object.keys(e.resource).sort()).toEqual(['code', 'id', 'meta', 'resourceType']);
+      expect(JSON.stringify(e.resource)).toContain('SUBSETTED');
+    }
+  });
+
+  it('refuses asynchronous requests, whose answer it could not judge', async () => {
+    const res = await as('clinician').get('/Observation?patient=pat-dupont').set('prefer', 'respond-async');
+    expect(res.status).toBe(403);
+  });
+
   it('refuses a search parameter the FHIR server does not define (it might ignore it and widen the search)', async () => {
     const res = await as('clinician').get('/Observation?patient=pat-dupont&subjekt=Patient/pat-fx-ortho');
     expect(res.status).toBe(403);
