@@ -5,6 +5,7 @@ import { createShadowPolicy } from './policy/shadow.js';
 import { breakGlassPage } from './http/break-glass-page.js';
 import { existsSync, readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import { Agent as UndiciAgent } from 'undici';
 import type { TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -73,7 +74,25 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const basePath = config.server.basePath;
 
   const serviceHeaders = serviceCredential(opts.loaded);
-  const client = createFhirClient({ baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: config.upstream.lookupTimeoutMs });
+  // caregate's own requests (lookups, audit shipping, review) present the same client certificate
+  // as the proxied ones when the upstream asks for mutual TLS.
+  const upstreamAuth = config.upstream.auth;
+  const dispatcher =
+    upstreamAuth.type === 'mtls'
+      ? new UndiciAgent({
+          connect: {
+            cert: readFileSync(configPath(opts.loaded, upstreamAuth.certFile)),
+            key: readFileSync(configPath(opts.loaded, upstreamAuth.keyFile)),
+            ...(upstreamAuth.caFile ? { ca: readFileSync(configPath(opts.loaded, upstreamAuth.caFile)) } : {}),
+          },
+        })
+      : undefined;
+  const client = createFhirClient({
+    baseUrl: opts.upstreamUrl,
+    headers: serviceHeaders,
+    timeoutMs: config.upstream.lookupTimeoutMs,
+    ...(dispatcher ? { dispatcher } : {}),
+  });
 
   // Policy: loaded once here, reloaded on SIGHUP or file change; an invalid new file is refused.
   const policyFile = configPath(opts.loaded, config.policy.file);
@@ -113,7 +132,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     target:
       ship.target === 'url'
         ? { baseUrl: ship.url!, headers: ship.headers ?? {}, timeoutMs: ship.timeoutMs }
-        : { baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: ship.timeoutMs },
+        : { baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: ship.timeoutMs, ...(dispatcher ? { dispatcher } : {}) },
     batchSize: ship.batchSize,
     intervalMs: ship.intervalMs,
     backoff: ship.backoff,
@@ -244,7 +263,14 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     timeoutMs: config.upstream.timeoutMs,
     maxResponseBytes: config.server.maxResponseBytes,
     maxSockets: config.upstream.maxSockets,
-    tls: config.upstream.auth.type === 'mtls' ? { ...config.upstream.auth } : undefined,
+    tls:
+      upstreamAuth.type === 'mtls'
+        ? {
+            certFile: configPath(opts.loaded, upstreamAuth.certFile),
+            keyFile: configPath(opts.loaded, upstreamAuth.keyFile),
+            caFile: upstreamAuth.caFile ? configPath(opts.loaded, upstreamAuth.caFile) : undefined,
+          }
+        : undefined,
   });
 
   const handle = createPipeline({
@@ -270,7 +296,13 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     source:
       ship.target === 'url'
         ? { baseUrl: ship.url!, headers: ship.headers ?? {}, timeoutMs: ship.timeoutMs, maxPages: Math.ceil(reviewCfg.maxEvents / 500) }
-        : { baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: ship.timeoutMs, maxPages: Math.ceil(reviewCfg.maxEvents / 500) },
+        : {
+            baseUrl: opts.upstreamUrl,
+            headers: serviceHeaders,
+            timeoutMs: ship.timeoutMs,
+            maxPages: Math.ceil(reviewCfg.maxEvents / 500),
+            ...(dispatcher ? { dispatcher } : {}),
+          },
     hours: { timeZone: reviewCfg.timeZone, offHoursStart: reviewCfg.offHoursStart, offHoursEnd: reviewCfg.offHoursEnd, weekends: reviewCfg.weekends },
     unusual: { minPatients: reviewCfg.unusualMinPatients, ...(reviewCfg.unusualThreshold !== undefined ? { threshold: reviewCfg.unusualThreshold } : {}) },
     maxDays: reviewCfg.maxDays,
@@ -413,6 +445,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
       identifier.close();
       await shipper.stop();
       await spool.close();
+      await dispatcher?.close();
     },
   };
 }

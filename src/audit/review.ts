@@ -15,7 +15,7 @@ import { renderReviewHtml, type RenderOptions } from './report-html.js';
 /** Where the trail is read from: the local spool (what is not yet deleted) or the FHIR server. */
 export type ReviewSource =
   | { spoolDir: string }
-  | { baseUrl: string; headers?: Record<string, string>; timeoutMs?: number; maxPages?: number };
+  | { baseUrl: string; headers?: Record<string, string>; timeoutMs?: number; maxPages?: number; dispatcher?: unknown };
 
 export interface ReviewHours {
   timeZone: string;
@@ -191,7 +191,8 @@ async function fetchAuditEvents(
     const res = await fetch(url, {
       headers: { accept: 'application/fhir+json', ...source.headers },
       signal: AbortSignal.timeout(source.timeoutMs ?? 60_000),
-    });
+      ...(source.dispatcher ? { dispatcher: source.dispatcher } : {}),
+    } as RequestInit);
     if (res.status !== 200) throw new Error(`audit review: the FHIR server answered HTTP ${res.status}`);
     const bundle = (await res.json()) as Bundle;
     if (bundle.resourceType !== 'Bundle') throw new Error('audit review: the FHIR server did not answer a Bundle');

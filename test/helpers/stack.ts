@@ -34,6 +34,8 @@ export interface StackOptions {
   /** A different policy file. */
   policyFile?: string;
   auditMode?: 'strict' | 'async';
+  /** Extra keys of the `upstream:` mapping, e.g. `auth: { type: mtls, ... }`. */
+  upstreamYaml?: string;
   /** Watch the policy file for changes (hot reload). */
   watchPolicy?: boolean;
   /** Extra keys of the `server:` mapping, e.g. `maxResponseBytes: 1mb`. */
@@ -51,7 +53,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const upstreamUrl = opts.upstreamUrl ?? demo!.url;
   const yaml = `
 server: { host: 127.0.0.1, port: 0${opts.server ? `, ${opts.server}` : ''} }
-upstream: { url: "${upstreamUrl}", timeoutMs: 2000, lookupTimeoutMs: 2000 }
+upstream: { url: "${upstreamUrl}", timeoutMs: 2000, lookupTimeoutMs: 2000${opts.upstreamYaml ? `, ${opts.upstreamYaml}` : ''} }
 logging: { level: silent }
 identity:
   issuers:
