@@ -5,7 +5,7 @@ import { createShadowPolicy } from './policy/shadow.js';
 import { breakGlassPage } from './http/break-glass-page.js';
 import { existsSync, readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { Agent as UndiciAgent } from 'undici';
+import { serviceCredential, upstreamDispatcher } from './upstream/credential.js';
 import type { TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -77,16 +77,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   // caregate's own requests (lookups, audit shipping, review) present the same client certificate
   // as the proxied ones when the upstream asks for mutual TLS.
   const upstreamAuth = config.upstream.auth;
-  const dispatcher =
-    upstreamAuth.type === 'mtls'
-      ? new UndiciAgent({
-          connect: {
-            cert: readFileSync(configPath(opts.loaded, upstreamAuth.certFile)),
-            key: readFileSync(configPath(opts.loaded, upstreamAuth.keyFile)),
-            ...(upstreamAuth.caFile ? { ca: readFileSync(configPath(opts.loaded, upstreamAuth.caFile)) } : {}),
-          },
-        })
-      : undefined;
+  const dispatcher = upstreamDispatcher(opts.loaded);
   const client = createFhirClient({
     baseUrl: opts.upstreamUrl,
     headers: serviceHeaders,
@@ -465,14 +456,6 @@ function readPseudonymSecret(loaded: LoadedConfig, logger: Logger): Buffer | und
   return buf;
 }
 
-/** The proxy's own credential towards the upstream; the user's token never goes there. */
-function serviceCredential(loaded: LoadedConfig): Record<string, string> {
-  const auth = loaded.config.upstream.auth;
-  if (auth.type !== 'bearer') return {};
-  const token = auth.tokenEnv ? process.env[auth.tokenEnv] : readFileSync(configPath(loaded, auth.tokenFile!), 'utf8').trim();
-  if (!token) throw new ConfigError(loaded.file, [`upstream.auth.tokenEnv: the environment variable ${auth.tokenEnv} is empty`]);
-  return { authorization: `Bearer ${token}` };
-}
 
 /** The revision a policy file would have (as `loadPolicy` computes it), or `unreadable`. */
 function fileRevision(file: string): string {

@@ -1,3 +1,4 @@
+import { serviceCredential, upstreamDispatcher } from '../upstream/credential.js';
 import { readFileSync } from 'node:fs';
 import { IncomingMessage } from 'node:http';
 import { Socket } from 'node:net';
@@ -120,7 +121,8 @@ export function createExplainer(opts: ExplainerOptions): Explainer {
   const { config } = opts.loaded;
   const policy = opts.policy;
   const serviceHeaders = serviceCredential(opts.loaded);
-  const client = createFhirClient({ baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: config.upstream.lookupTimeoutMs });
+  const dispatcher = upstreamDispatcher(opts.loaded);
+  const client = createFhirClient({ baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: config.upstream.lookupTimeoutMs, ...(dispatcher ? { dispatcher } : {}) });
   const identifier = createIdentifier({
     config: config.identity,
     client,
@@ -333,14 +335,6 @@ function notesFor(e: Pick<Explanation, 'decision' | 'interaction'>, btg: { patie
   return notes;
 }
 
-/** The proxy's own credential towards the upstream (as `startCaregate` builds it). */
-function serviceCredential(loaded: LoadedConfig): Record<string, string> {
-  const auth = loaded.config.upstream.auth;
-  if (auth.type !== 'bearer') return {};
-  const token = auth.tokenEnv ? process.env[auth.tokenEnv] : readFileSync(configPath(loaded, auth.tokenFile!), 'utf8').trim();
-  if (!token) throw new ConfigError(loaded.file, [`upstream.auth.tokenEnv: the environment variable ${auth.tokenEnv} is empty`]);
-  return { authorization: `Bearer ${token}` };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Text output
