@@ -194,3 +194,17 @@ describe('JWT verification (token attacks)', () => {
     );
   });
 });
+
+describe('verified-token cache', () => {
+  it('serves a token verified moments ago from the cache, and still refuses it once expired', async () => {
+    const es = await createTestIssuer({ alg: 'ES256' });
+    let clock = Date.now();
+    const v = createTokenVerifier([issuerSchema.parse(es.config())], { realm: 'caregate', now: () => clock });
+    const token = await es.sign({ sub: 'alice', exp: Math.floor(clock / 1000) + 120 });
+    expect((await v.verify(token)).payload.sub).toBe('alice');
+    expect((await v.verify(token)).payload.sub).toBe('alice');
+    clock += 10 * 60 * 1000;
+    const err = await refusal(v.verify(token));
+    expect(err.code).toBe('ERR_TOKEN_EXPIRED');
+  });
+});
