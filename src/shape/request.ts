@@ -89,7 +89,7 @@ export function createRequestShaper(opts: RequestShaperOptions) {
     if (interaction.method === 'PUT' || interaction.method === 'PATCH' || interaction.method === 'DELETE') {
       // Optimistic locking is the only client precondition passed on; a weak ETag has a fixed shape.
       const ifMatch = ctx.headers['if-match'];
-      if (typeof ifMatch === 'string' && /^W\/"[A-Za-z0-9.\-]{1,64}"$/.test(ifMatch)) headers['if-match'] = ifMatch;
+      if (typeof ifMatch === 'string' && /^W\/"[A-Za-z0-9.-]{1,64}"$/.test(ifMatch)) headers['if-match'] = ifMatch;
     }
     return { method: interaction.method, path, headers, body };
   };
