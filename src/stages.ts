@@ -68,7 +68,6 @@ export interface StageDeps {
 /** Per-request state the stages share, beyond RequestContext. */
 interface Extra {
   role?: RoleConfig;
-  careSet?: CareSet;
   paging?: boolean;
   entryDecisions?: Decision[];
   entryNotes?: string[];
@@ -400,7 +399,6 @@ export function createStages(deps: StageDeps): Stages {
         };
       }
       let careSet = await careSetFor(p, role, false);
-      x.careSet = careSet;
       ctx.careSet = careSet;
       if (role.profile === 'de-identified') {
         x.engagement = engagementFor(p, role);
@@ -424,7 +422,6 @@ export function createStages(deps: StageDeps): Stages {
       if (decision.effect === 'deny' && decision.reason === 'no-care-relationship' && role.profile === 'care-team') {
         // A refusal is confirmed by one fresh resolution: a newly added team member is never wrongly refused.
         careSet = await careSetFor(p, role, true);
-        x.careSet = careSet;
         ctx.careSet = careSet;
         decision = await decideOne(ctx.id, it, p, role, careSet, paging);
       }
@@ -459,7 +456,7 @@ export function createStages(deps: StageDeps): Stages {
     async shapeResponse(ctx, upstream) {
       const it = ctx.interaction!;
       const x = extra(ctx);
-      const careSet = x.careSet ?? { scope: 'listed' as const, patients: new Map(), resolvedAt: 0 };
+      const careSet = ctx.careSet ?? { scope: 'listed' as const, patients: new Map(), resolvedAt: 0 };
       const fctx = withSubsetting(filterContext(careSet, x.role, ctx.decision!, x.engagement), x.subsetting);
       const status = upstream.status;
       const body = parseUpstreamBody(upstream) as Resource | undefined;

@@ -128,7 +128,3 @@ function defaultIssue(status: number): IssueType {
       return 'exception';
   }
 }
-
-export function isProxyError(err: unknown): err is ProxyError {
-  return err instanceof ProxyError;
-}

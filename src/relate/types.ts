@@ -22,7 +22,3 @@ export interface CareSet {
   /** When this set was resolved (epoch ms). */
   resolvedAt: number;
 }
-
-export function careSetHas(set: CareSet, patientId: string): boolean {
-  return set.scope === 'all' || set.patients.has(patientId);
-}

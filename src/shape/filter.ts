@@ -1,5 +1,5 @@
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
-import { walkReferences, removeDisplays, parseReference } from '../fhir/references.js';
+import { removeDisplays, parseReference } from '../fhir/references.js';
 import { resolvePatientLink, type PatientLink } from '../fhir/patients.js';
 import type { CareSet } from '../relate/types.js';
 
@@ -150,15 +150,4 @@ export function sanitizeOutcome(o: OperationOutcome): OperationOutcome {
       ...(i.details?.coding ? { details: { coding: i.details.coding } } : {}),
     })),
   };
-}
-
-/** Every `Patient/x` literal reference in a resource (for audit and display scrubbing). */
-export function referencedPatients(resource: Resource, localBases: readonly string[]): string[] {
-  const out = new Set<string>();
-  walkReferences(resource, (ref) => {
-    if (typeof ref.reference !== 'string') return;
-    const p = parseReference(ref.reference, localBases);
-    if (p?.type === 'Patient') out.add(p.id);
-  });
-  return [...out];
 }
