@@ -73,8 +73,9 @@ export interface Deidentifier {
    */
   deidentify(resource: Resource): Resource | undefined;
   /**
-   * The pseudonym of `Type/realId`: `p-` and 22 characters of base64url HMAC (with `_` written `.`
-   * so that it is a valid FHIR id). Stable for a key; remembered for {@link reveal}.
+   * The pseudonym of `Type/realId`: `p-` and 22 characters of base64url HMAC, with `_` written `-`
+   * so that it is a valid FHIR id that caregate's own classifier accepts (it refuses dots, which some
+   * servers read as a format suffix). Stable for a key; remembered for {@link reveal}.
    * Throws a TypeError for a malformed type or id (a programming error: ids come from parsed resources).
    */
   pseudonym(type: string, realId: string): string;
@@ -248,7 +249,7 @@ class Engine {
 
   pseudonym(type: string, realId: string): string {
     if (!TYPE_NAME.test(type) || !FHIR_ID.test(realId)) throw new TypeError('pseudonym: malformed resource type or id');
-    const mac = createHmac('sha256', this.key).update(`${type}/${realId}`).digest('base64url').slice(0, 22).replaceAll('_', '.');
+    const mac = createHmac('sha256', this.key).update(`${type}/${realId}`).digest('base64url').slice(0, 22).replaceAll('_', '-');
     const pseudo = PSEUDONYM_PREFIX + mac;
     this.revealMap.set(`${type}/${pseudo}`, realId);
     return pseudo;

@@ -496,3 +496,17 @@ describe('createDeidentifier: hostile shapes', () => {
     expect(out).not.toHaveProperty('category');
   });
 });
+
+describe('pseudonyms in URLs', () => {
+  it('are ids caregate itself accepts in a URL (no dots), whatever the key', async () => {
+    const { classify } = await import('../../src/fhir/classify.js');
+    for (let k = 0; k < 20; k++) {
+      const d = createDeidentifier({ key: randomBytes(32), dateMode: 'year', localBases: [] });
+      for (let i = 0; i < 20; i++) {
+        const p = d.pseudonym('Patient', `pat-${i}`);
+        expect(p).not.toContain('.');
+        expect(classify({ method: 'GET', path: `/Patient/${p}`, query: '', headers: {} }, { maxBodyBytes: 1024 }).id).toBe(p);
+      }
+    }
+  });
+});
