@@ -5,7 +5,8 @@ import { pino } from 'pino';
 import { parseConfig } from '../../src/config/load.js';
 import { startCaregate, type Caregate } from '../../src/server.js';
 import { startDemoFhir } from '../../src/demo/server.js';
-import { demoToken, ensureDemoSigningKey } from '../../src/demo/tokens.js';
+import { stringify } from 'yaml';
+import { demoIssuerConfig, demoToken, ensureDemoSigningKey } from '../../src/demo/tokens.js';
 import type { PersonaName } from '../../src/demo/personas.js';
 
 /**
@@ -44,10 +45,15 @@ export interface StackOptions {
 
 const ROOT = resolve(import.meta.dirname, '../..');
 
+/** The `identity:` section trusting the demo token issuer whose keys are in `keysDir` (one source: demoIssuerConfig). */
+export function demoIdentityYaml(keysDir: string): string {
+  return stringify({ identity: { issuers: [demoIssuerConfig(keysDir)] } });
+}
+
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'caregate-test-'));
   const keysDir = join(dir, 'keys');
-  const { jwksFile } = ensureDemoSigningKey(keysDir);
+  ensureDemoSigningKey(keysDir);
   copyFileSync(opts.policyFile ?? join(ROOT, 'config/policy.yaml'), join(dir, 'policy.yaml'));
   const demo = opts.upstreamUrl ? undefined : await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: opts.patients ?? 300 } });
   const upstreamUrl = opts.upstreamUrl ?? demo!.url;
@@ -55,22 +61,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 server: { host: 127.0.0.1, port: 0${opts.server ? `, ${opts.server}` : ''} }
 upstream: { url: "${upstreamUrl}", timeoutMs: 2000, lookupTimeoutMs: 2000${opts.upstreamYaml ? `, ${opts.upstreamYaml}` : ''} }
 logging: { level: silent }
-identity:
-  issuers:
-    - id: demo
-      issuer: https://idp.chu-demo.example/realms/chu
-      audience: caregate
-      algorithms: [ES256]
-      jwksFile: ${jwksFile}
-      claims:
-        idNatPs: idnat_ps
-        staffId: staff_id
-        staffIdSystem: https://chu-demo.example/fhir/staff-id
-        professionCodes: [SubjectRole]
-        roles: [realm_access.roles]
-        groups: [groups]
-        scope: scope
-audit: { mode: ${opts.auditMode ?? 'strict'}, spoolDir: ${join(dir, 'audit')}, site: test, ship: { intervalMs: 100 } }
+${demoIdentityYaml(keysDir)}audit: { mode: ${opts.auditMode ?? 'strict'}, spoolDir: ${join(dir, 'audit')}, site: test, ship: { intervalMs: 100 } }
 policy: { file: policy.yaml, watch: ${opts.watchPolicy ? 'true' : 'false'} }
 ${opts.extraYaml ?? ''}`;
   const loaded = parseConfig(yaml, join(dir, 'caregate.yaml'), {}, dir);

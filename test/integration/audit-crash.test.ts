@@ -6,7 +6,8 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { startDemoFhir, type DemoFhirServer } from '../../src/demo/server.js';
-import { demoToken, ensureDemoSigningKey } from '../../src/demo/tokens.js';
+import { demoToken } from '../../src/demo/tokens.js';
+import { demoIdentityYaml } from '../helpers/stack.js';
 import type { PersonaName } from '../../src/demo/personas.js';
 
 /**
@@ -44,7 +45,6 @@ beforeAll(async () => {
 
   dir = mkdtempSync(join(tmpdir(), 'caregate-audit-crash-'));
   demo = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: 60 } });
-  const { jwksFile } = ensureDemoSigningKey(join(dir, 'keys'));
   copyFileSync(join(ROOT, 'config/policy.yaml'), join(dir, 'policy.yaml'));
   configFile = join(dir, 'caregate.yaml');
   writeFileSync(
@@ -53,22 +53,7 @@ beforeAll(async () => {
 server: { host: 127.0.0.1, port: 0 }
 upstream: { url: "${demo.url}", timeoutMs: 5000, lookupTimeoutMs: 5000 }
 logging: { level: error }
-identity:
-  issuers:
-    - id: demo
-      issuer: https://idp.chu-demo.example/realms/chu
-      audience: caregate
-      algorithms: [ES256]
-      jwksFile: ${jwksFile}
-      claims:
-        idNatPs: idnat_ps
-        staffId: staff_id
-        staffIdSystem: https://chu-demo.example/fhir/staff-id
-        professionCodes: [SubjectRole]
-        roles: [realm_access.roles]
-        groups: [groups]
-        scope: scope
-audit: { mode: strict, spoolDir: ${join(dir, 'audit')}, site: crash-test, ship: { intervalMs: 100, batchSize: 100 } }
+${demoIdentityYaml(join(dir, 'keys'))}audit: { mode: strict, spoolDir: ${join(dir, 'audit')}, site: crash-test, ship: { intervalMs: 100, batchSize: 100 } }
 policy: { file: policy.yaml, watch: false }
 `,
   );

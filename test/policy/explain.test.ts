@@ -5,7 +5,8 @@ import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import { parseConfig } from '../../src/config/load.js';
 import { startDemoFhir, type DemoFhirServer } from '../../src/demo/server.js';
-import { demoToken, ensureDemoSigningKey } from '../../src/demo/tokens.js';
+import { demoToken } from '../../src/demo/tokens.js';
+import { demoIdentityYaml } from '../helpers/stack.js';
 import type { PersonaName } from '../../src/demo/personas.js';
 import { createExplainer, explanationJson, formatExplanation, runExplainCli, splitTarget, type Explainer, type ExplainRequest } from '../../src/policy/explain.js';
 import { loadPolicy } from '../../src/policy/load.js';
@@ -18,21 +19,12 @@ let explainer: Explainer;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'caregate-explain-'));
-  const { jwksFile } = ensureDemoSigningKey(dir);
   demo = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: 50 } });
   const loaded = parseConfig(
     `
 server: { host: 127.0.0.1, port: 8080, basePath: /fhir }
 upstream: { url: "${demo.url}" }
-identity:
-  issuers:
-    - id: demo
-      issuer: https://idp.chu-demo.example/realms/chu
-      audience: caregate
-      algorithms: [ES256]
-      jwksFile: ${jwksFile}
-      claims: { idNatPs: idnat_ps, staffId: staff_id, staffIdSystem: https://chu-demo.example/fhir/staff-id, professionCodes: [SubjectRole], roles: [realm_access.roles], scope: scope }
-policy: { file: ${join(ROOT, 'config/policy.yaml')} }
+${demoIdentityYaml(dir)}policy: { file: ${join(ROOT, 'config/policy.yaml')} }
 `,
     join(dir, 'caregate.yaml'),
     {},
