@@ -1,4 +1,5 @@
 import express, { type Request, type Response, type NextFunction } from 'express';
+import type http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Metrics } from './ops/metrics.js';
@@ -27,36 +28,32 @@ export interface AppOptions {
 }
 
 /**
- * The HTTP edge. Express only routes: health, readiness, metrics, extra routes, and the FHIR base
- * path, which is matched here on the raw URL (exact case, no normalisation) and handed whole to
- * the pipeline, whose classifier decides what the path means.
+ * The HTTP edge. The FHIR base path and the DIM review are matched on the raw URL (exact case, no
+ * normalisation) and handed whole to their handlers before express sees the request: the
+ * pipeline's classifier decides what a FHIR path means, and the hot path skips express's router,
+ * which has nothing to route there. Express serves the rest: health, readiness, metrics, extra
+ * routes, and the FHIR-shaped 404/500 answers.
  */
-export function createApp(opts: AppOptions): express.Express {
+export function createApp(opts: AppOptions): http.RequestListener {
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('trust proxy', false);
 
   const base = opts.basePath === '/' ? '' : opts.basePath;
-
   const review = opts.review;
-  if (review) {
-    app.use((req: Request, res: Response, next: NextFunction) => {
-      const p = req.url.split('?')[0]!;
-      if (p !== review.prefix && !p.startsWith(`${review.prefix}/`)) return next();
-      review.handle(req, res, p.slice(review.prefix.length)).catch(next);
-    });
-  }
 
-  app.use((req: Request, res: Response, next: NextFunction) => {
-    const url = req.url;
-    if (url === base || url.startsWith(`${base}/`) || url.startsWith(`${base}?`) || base === '') {
-      if (base === '' && isOpsPath(url, opts.metricsPath)) return next();
-      opts.handle(req, res, base.length).catch(next);
+  /** What the express error handler answers, for failures of the handlers that bypass express. */
+  function failed(res: ServerResponse, err: unknown): void {
+    opts.logger.error({ err: { type: (err as Error)?.name } }, 'unhandled error at the HTTP edge');
+    if (res.headersSent) {
+      res.destroy();
       return;
     }
-    next();
-  });
+    res.statusCode = 500;
+    res.setHeader('content-type', 'application/fhir+json; charset=utf-8');
+    res.end(JSON.stringify(operationOutcome('error', 'exception', 'The request could not be processed.')));
+  }
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -103,7 +100,24 @@ export function createApp(opts: AppOptions): express.Express {
       .type('application/fhir+json')
       .send(JSON.stringify(operationOutcome('error', 'exception', 'The request could not be processed.')));
   });
-  return app;
+  return (req, res) => {
+    const url = req.url ?? '/';
+    if (review) {
+      const q = url.indexOf('?');
+      const p = q === -1 ? url : url.slice(0, q);
+      if (p === review.prefix || p.startsWith(`${review.prefix}/`)) {
+        review.handle(req, res, p.slice(review.prefix.length)).catch((err: unknown) => failed(res, err));
+        return;
+      }
+    }
+    if (url === base || url.startsWith(`${base}/`) || url.startsWith(`${base}?`) || base === '') {
+      if (!(base === '' && isOpsPath(url, opts.metricsPath))) {
+        opts.handle(req, res, base.length).catch((err: unknown) => failed(res, err));
+        return;
+      }
+    }
+    app(req, res);
+  };
 }
 
 function isOpsPath(url: string, metricsPath: string | undefined): boolean {

@@ -143,7 +143,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
 
   // Listen first: with port 0 (tests, benchmark) the public base URL depends on the port bound.
   const tlsCfg = config.server.tls;
-  let app: ReturnType<typeof createApp> | undefined;
+  let app: http.RequestListener | undefined;
   const listener: http.RequestListener = (req, res) => {
     if (app) app(req, res);
     else {

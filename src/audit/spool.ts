@@ -1,5 +1,6 @@
 import { mkdir, open, readdir, readFile, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { crc32 } from 'node:zlib';
 import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { ProxyError } from '../http/errors.js';
@@ -502,13 +503,9 @@ export async function readSpoolDir(dir: string): Promise<{ events: AuditEvent[];
 
 /** One spool line: `<crc32 of the JSON, 8 hex> <JSON>\n`. */
 export function encodeSpoolLine(event: AuditEvent): Buffer {
-  const json = Buffer.from(JSON.stringify(event), 'utf8');
-  const line = Buffer.allocUnsafe(json.length + 10);
-  line.write(crc32(json).toString(16).padStart(8, '0'), 0, 'latin1');
-  line[8] = 0x20;
-  json.copy(line, 9);
-  line[line.length - 1] = 0x0a;
-  return line;
+  // zlib's crc32 reads the string as UTF-8, the bytes written below: one serialisation, one encoding.
+  const json = JSON.stringify(event);
+  return Buffer.from(`${crc32(json).toString(16).padStart(8, '0')} ${json}\n`, 'utf8');
 }
 
 /** Parses a line (without its newline); `undefined` when torn, corrupt or not an AuditEvent with an id. */
@@ -721,21 +718,4 @@ function isAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
-}
-
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-/** CRC-32 (IEEE), as zlib. */
-function crc32(buf: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
 }

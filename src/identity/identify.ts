@@ -128,6 +128,12 @@ export function createIdentifier(opts: IdentifierOptions): Identifier {
     now,
   });
   const cardRoles = new Set(config.requireCardForRoles);
+  /**
+   * Claim mapping is a pure function of a verified payload and its issuer's mapping. The verifier
+   * hands back the same payload object while the token stays in its verified-token cache, so the
+   * mapping is kept for exactly as long, and goes with it.
+   */
+  const mappedTokens = new WeakMap<object, MappedToken>();
   const headerNames = identityHeaderNames(config);
 
   function bearerToken(input: IdentifyInput): string | undefined {
@@ -223,7 +229,11 @@ export function createIdentifier(opts: IdentifierOptions): Identifier {
       if (token !== undefined) {
         const verified = await verifier.verify(token);
         const mapping = verified.issuer.claims;
-        const mapped: MappedToken = mapClaims(verified.payload as Record<string, unknown>, mapping, realm);
+        let mapped = mappedTokens.get(verified.payload);
+        if (!mapped) {
+          mapped = mapClaims(verified.payload as Record<string, unknown>, mapping, realm);
+          mappedTokens.set(verified.payload, mapped);
+        }
         claims = mapped.claims;
         staff =
           mapped.staffId !== undefined && mapping.staffIdSystem !== undefined
