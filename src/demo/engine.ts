@@ -61,11 +61,13 @@ import type {
   BundleLink,
   CapabilityStatement,
   CapabilityStatementRestResource,
+  Parameters as FhirParameters,
   Reference,
   Resource,
   SearchParameter,
   StructureDefinition,
 } from '@medplum/fhirtypes';
+import { PATIENT_COMPARTMENT } from '../fhir/generated/patient-compartment.js';
 
 // ---------------------------------------------------------------------------------------------
 // Definitions
@@ -616,6 +618,30 @@ interface JournalEntry {
 /** A search filter checked one resource at a time. */
 type Matcher = (resource: Resource) => boolean;
 
+/** One filter made ready: candidate ids (from an index) and/or a per-resource check. */
+interface Prepared {
+  ids?: Set<string>;
+  matcher?: Matcher;
+}
+
+/** `Patient/<id>/$everything` options. */
+export interface EverythingParams {
+  /** Page size (`_count`); the search default and cap apply. */
+  count?: number;
+  /** Position of the page (`_offset`, from the engine's own paging links). */
+  offset?: number;
+  /** `_since`: only resources whose `meta.lastUpdated` is at or after this instant. */
+  since?: string;
+  /** `_type`: only resources of these types. */
+  types?: string[];
+}
+
+/** The Patient compartment's types (R4 CompartmentDefinition), Patient first. */
+const PATIENT_COMPARTMENT_TYPES: readonly string[] = [
+  'Patient',
+  ...Object.keys(PATIENT_COMPARTMENT).filter((t) => t !== 'Patient'),
+];
+
 /** History query options (`_count`, `_offset`, `_since`). */
 export interface HistoryParams {
   count?: number;
@@ -1112,8 +1138,56 @@ export class DemoRepository extends FhirRepository<undefined> {
   }
 
   async search<T extends Resource>(searchRequest: SearchRequest<T>): Promise<Bundle<WithId<T>>> {
-    const multi = searchRequest.types && searchRequest.types.length > 0;
-    const types: string[] = multi ? [...(searchRequest.types as string[])] : [searchRequest.resourceType];
+    return this.searchIn(searchRequest, undefined);
+  }
+
+  /**
+   * Patient compartment search, `Patient/<id>/<Type>?…` (`searchRequest.resourceType` is the
+   * searched type) or `Patient/<id>/*?…` (`allTypes`; `searchRequest.types` then narrows the
+   * compartment types, as `_type` does). Membership follows the R4 Patient CompartmentDefinition:
+   * a resource is in the compartment when any of its type's compartment parameters references
+   * `Patient/<id>` (answered from the reference indexes); the Patient itself is in its own
+   * compartment. The other parameters are ANDed with membership, as in any search.
+   *
+   * A type outside the compartment is a 400: the compartment search is only defined for the types
+   * the CompartmentDefinition lists, and answering an empty page would look like "no data" (HAPI
+   * also refuses it as an invalid request). An unknown resource type is a 404, as on `GET Type`.
+   * An unknown patient gives an empty searchset: membership is defined by references, exactly as
+   * `Observation?patient=<id>` answers (the resources of a deleted patient stay in its compartment).
+   */
+  async searchPatientCompartment<T extends Resource>(
+    patientId: string,
+    searchRequest: SearchRequest<T>,
+    allTypes = false,
+  ): Promise<Bundle<WithId<T>>> {
+    this.checkId(patientId);
+    const types = allTypes
+      ? searchRequest.types && searchRequest.types.length > 0
+        ? [...searchRequest.types]
+        : PATIENT_COMPARTMENT_TYPES
+      : [searchRequest.resourceType];
+    for (const type of types) {
+      if (!isResourceType(type)) {
+        throw new OperationOutcomeError(allTypes ? badRequest(`Unknown resource type in _type: ${type}`) : notFound);
+      }
+      if (!PATIENT_COMPARTMENT[type]) {
+        throw new OperationOutcomeError(badRequest(`${type} is not in the Patient compartment`));
+      }
+    }
+    const path = `Patient/${patientId}/${allTypes ? '*' : searchRequest.resourceType}`;
+    return this.searchIn(searchRequest, { patientId, path, types, multi: allTypes });
+  }
+
+  private async searchIn<T extends Resource>(
+    searchRequest: SearchRequest<T>,
+    compartment: { patientId: string; path: string; types: readonly string[]; multi: boolean } | undefined,
+  ): Promise<Bundle<WithId<T>>> {
+    const multi = compartment ? compartment.multi : (searchRequest.types?.length ?? 0) > 0;
+    const types: string[] = compartment
+      ? [...compartment.types]
+      : multi
+        ? [...(searchRequest.types as string[])]
+        : [searchRequest.resourceType];
     for (const type of types) {
       if (!isResourceType(type)) {
         throw new OperationOutcomeError(
@@ -1127,7 +1201,8 @@ export class DemoRepository extends FhirRepository<undefined> {
       // In a multi-type search, the filters were parsed without a type: check them per type.
       const typeFilters = multi ? this.reparse(type, searchRequest.filters ?? []) : (searchRequest.filters ?? []);
       for (const rule of sortRules) this.sortParam(type, rule);
-      matches = matches.concat(this.findResources(type, typeFilters));
+      const membership = compartment ? this.compartmentMembership(type, compartment.patientId) : undefined;
+      matches = matches.concat(this.findResources(type, typeFilters, membership));
     }
     if (sortRules.length > 0) {
       matches = this.sorted(matches, sortRules);
@@ -1155,7 +1230,7 @@ export class DemoRepository extends FhirRepository<undefined> {
       type: 'searchset',
       ...(searchRequest.total === 'none' ? {} : { total }),
       link: this.pageLinks(
-        multi ? '' : searchRequest.resourceType,
+        compartment ? compartment.path : multi ? '' : searchRequest.resourceType,
         formatQuery(searchRequest, count),
         offset,
         count,
@@ -1179,8 +1254,149 @@ export class DemoRepository extends FhirRepository<undefined> {
     });
   }
 
-  /** All current resources of `resourceType` matching every filter, in insertion order. */
-  private findResources(resourceType: string, filters: readonly Filter[]): Resource[] {
+  /**
+   * Patient compartment membership for one type, as one more filter: the union of the indexed
+   * reference lookups `param=Patient/<id>` over the type's compartment parameters (a matcher
+   * instead when indexing is off), plus the Patient itself for the type Patient.
+   */
+  private compartmentMembership(resourceType: string, patientId: string): Prepared {
+    const key = `Patient/${patientId}`;
+    const parts: Prepared[] = [];
+    for (const link of PATIENT_COMPARTMENT[resourceType] ?? []) {
+      const param = getSearchParam(resourceType, link.param);
+      if (param?.type !== 'reference') {
+        throw new TypeError(`Compartment parameter ${resourceType}.${link.param} is not a reference parameter`);
+      }
+      parts.push(this.keyFilter(resourceType, param, [key], Operator.EQUALS));
+    }
+    if (resourceType === 'Patient') {
+      parts.push({ ids: new Set([patientId]) });
+    }
+    if (parts.every((p) => p.ids)) {
+      const ids = new Set<string>();
+      for (const p of parts) for (const id of p.ids ?? []) ids.add(id);
+      return { ids };
+    }
+    return {
+      matcher: (r) => parts.some((p) => (p.ids ? p.ids.has(r.id as string) : (p.matcher as Matcher)(r))),
+    };
+  }
+
+  /**
+   * `Patient/<id>/$everything`: the Patient, every resource of its compartment (of every
+   * compartment type), then the resources these reference that are not patient data themselves
+   * (practitioners, organisations, medications, binaries named by an attachment URL…), as FHIR
+   * asks ("and any resource referenced from those, including binaries and attachments"). A
+   * reference to another patient or to a compartment resource is not followed: that would pull
+   * another patient's record into this one. One flat list, paged with `_count`/`_offset` like a
+   * search; `_since` keeps resources updated at or after the instant, `_type` keeps the listed
+   * types. Unknown patient: 404; deleted: 410.
+   */
+  async patientEverything(patientId: string, params: EverythingParams = {}): Promise<Bundle> {
+    this.checkId(patientId);
+    const patient = this.current('Patient', patientId);
+    const types = params.types;
+    for (const type of types ?? []) {
+      if (!isResourceType(type)) {
+        throw new OperationOutcomeError(badRequest(`Unknown resource type in _type: ${type}`));
+      }
+    }
+    let since: Range | undefined;
+    if (params.since !== undefined) {
+      since = dateRange(params.since);
+      if (!since) throw new OperationOutcomeError(badRequest('Invalid _since'));
+    }
+    const seen = new Set<string>([`Patient/${patientId}`]);
+    const members: Resource[] = [patient];
+    for (const type of PATIENT_COMPARTMENT_TYPES) {
+      for (const r of this.findResources(type, [], this.compartmentMembership(type, patientId))) {
+        const key = `${r.resourceType}/${r.id}`;
+        if (!seen.has(key)) {
+          seen.add(key);
+          members.push(r);
+        }
+      }
+    }
+    const referenced: Resource[] = [];
+    for (const r of members) {
+      for (const key of this.outgoingReferences(r)) {
+        const [type, id] = key.split('/') as [string, string];
+        if (seen.has(key) || type === 'Patient' || PATIENT_COMPARTMENT[type]) continue;
+        const found = this.store.get(type)?.get(id)?.current;
+        if (found) {
+          seen.add(key);
+          referenced.push(found);
+        }
+      }
+    }
+    const keep = (r: Resource): boolean =>
+      (!types || types.includes(r.resourceType)) &&
+      (!since || Date.parse(r.meta?.lastUpdated ?? '') >= since.lo);
+    const all = [
+      ...members.filter(keep).map((r) => ({ r, mode: 'match' as const })),
+      ...referenced.filter(keep).map((r) => ({ r, mode: 'include' as const })),
+    ];
+    const count = this.pageSize(params.count);
+    const offset = Math.max(0, params.offset ?? 0);
+    const page = all.slice(offset, offset + count);
+    const query = new URLSearchParams();
+    if (params.since !== undefined) query.set('_since', params.since);
+    if (types) query.set('_type', types.join(','));
+    query.set('_count', String(count));
+    const bundle: Bundle = {
+      resourceType: 'Bundle',
+      id: randomUUID(),
+      meta: { lastUpdated: new Date().toISOString() },
+      type: 'searchset',
+      total: all.length,
+      link: this.pageLinks(`Patient/${patientId}/$everything`, query, offset, count, all.length),
+    };
+    if (page.length > 0) {
+      bundle.entry = page.map(({ r, mode }) => ({
+        fullUrl: `${this.baseUrl}/${r.resourceType}/${r.id}`,
+        resource: structuredClone(r),
+        search: { mode },
+      }));
+    }
+    return bundle;
+  }
+
+  /**
+   * Literal references of a resource to this server (`Type/id`, or absolute on its own base),
+   * and attachment URLs naming a Binary here; references to contained resources (`#x`) and to
+   * other servers are not.
+   */
+  private outgoingReferences(resource: Resource): string[] {
+    const out: string[] = [];
+    const local = (value: string): string | undefined => {
+      const key = this.referenceKey(value);
+      return key && /^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(key) && isResourceType(key.split('/')[0] as string) ? key : undefined;
+    };
+    const walk = (node: unknown): void => {
+      if (Array.isArray(node)) {
+        for (const n of node) walk(n);
+        return;
+      }
+      if (!node || typeof node !== 'object') return;
+      for (const [k, v] of Object.entries(node as Record<string, unknown>)) {
+        if (k === 'reference' && typeof v === 'string') {
+          const key = local(v);
+          if (key) out.push(key);
+        } else if (k === 'url' && typeof v === 'string' && 'contentType' in node) {
+          // An Attachment (it has a contentType) whose URL names a Binary of this server.
+          const key = local(v);
+          if (key?.startsWith('Binary/')) out.push(key);
+        } else if (typeof v === 'object') {
+          walk(v);
+        }
+      }
+    };
+    walk(resource);
+    return out;
+  }
+
+  /** All current resources of `resourceType` matching every filter (and `extra`), in insertion order. */
+  private findResources(resourceType: string, filters: readonly Filter[], extra?: Prepared): Resource[] {
     const map = this.store.get(resourceType);
     if (!map) {
       for (const f of filters) this.prepare(resourceType, f);
@@ -1188,6 +1404,8 @@ export class DemoRepository extends FhirRepository<undefined> {
     }
     const candidateSets: Set<string>[] = [];
     const matchers: Matcher[] = [];
+    if (extra?.ids) candidateSets.push(extra.ids);
+    if (extra?.matcher) matchers.push(extra.matcher);
     for (const filter of filters) {
       const prepared = this.prepare(resourceType, filter);
       if (prepared.ids) candidateSets.push(prepared.ids);
@@ -1221,7 +1439,7 @@ export class DemoRepository extends FhirRepository<undefined> {
    * Turns one filter into a candidate id set (index lookups, `_id`, chains, `_has`) and/or a
    * per-resource matcher. Anything the engine does not implement is a 400, never an empty result.
    */
-  private prepare(resourceType: string, filter: Filter): { ids?: Set<string>; matcher?: Matcher } {
+  private prepare(resourceType: string, filter: Filter): Prepared {
     const code = filter.code;
     if (code.startsWith('_has:')) {
       return { ids: this.reverseChain(resourceType, filter) };
@@ -1320,7 +1538,7 @@ export class DemoRepository extends FhirRepository<undefined> {
     param: SearchParameter,
     keys: string[],
     op: string,
-  ): { ids?: Set<string>; matcher?: Matcher } {
+  ): Prepared {
     if (op !== Operator.EQUALS && op !== Operator.NOT && op !== Operator.NOT_EQUALS) {
       throw unsupported(param.code ?? '', op);
     }
@@ -1629,6 +1847,58 @@ function historyParams(query: FhirRequest['query']): HistoryParams {
   };
 }
 
+const EVERYTHING_PARAMS = new Set(['_count', '_offset', '_since', '_type', '_format', '_pretty']);
+
+/**
+ * `$everything` parameters, from the query (GET, and POST links) and from a `Parameters` body
+ * (POST). Anything else (`start`, `end`, `_typeFilter`, `_elements`…) is a 400, never ignored.
+ */
+function everythingParams(query: FhirRequest['query'], body: unknown): EverythingParams {
+  const values = new Map<string, string[]>();
+  const add = (name: string, value: string): void => {
+    values.set(name, [...(values.get(name) ?? []), value]);
+  };
+  for (const [k, v] of Object.entries(query)) {
+    for (const one of Array.isArray(v) ? v : [v]) if (one !== undefined) add(k, one);
+  }
+  if (body !== undefined) {
+    const parameters = body as FhirParameters;
+    if (!parameters || typeof parameters !== 'object' || parameters.resourceType !== 'Parameters') {
+      throw new OperationOutcomeError(badRequest('The body of $everything must be a Parameters resource'));
+    }
+    for (const p of parameters.parameter ?? []) {
+      const v =
+        p.valueInteger ?? p.valueUnsignedInt ?? p.valuePositiveInt ?? p.valueInstant ?? p.valueDateTime ?? p.valueDate ??
+        p.valueString ?? p.valueCode;
+      if (!p.name || v === undefined) {
+        throw new OperationOutcomeError(badRequest('Each $everything parameter needs a name and a simple value'));
+      }
+      add(p.name, String(v));
+    }
+  }
+  for (const key of values.keys()) {
+    if (!EVERYTHING_PARAMS.has(key)) {
+      throw new OperationOutcomeError(badRequest(`$everything parameter ${key} is not supported by the demo engine`));
+    }
+  }
+  const integer = (name: string): number | undefined => {
+    const v = values.get(name)?.[0];
+    if (v === undefined) return undefined;
+    if (!/^\d{1,9}$/.test(v)) throw new OperationOutcomeError(badRequest(`Invalid ${name}`));
+    return Number(v);
+  };
+  const count = integer('_count');
+  const offset = integer('_offset');
+  const since = values.get('_since')?.[0];
+  const types = values.get('_type')?.flatMap((v) => v.split(',')).map((t) => t.trim()).filter(Boolean);
+  return {
+    ...(count !== undefined ? { count } : {}),
+    ...(offset !== undefined ? { offset } : {}),
+    ...(since !== undefined ? { since } : {}),
+    ...(types && types.length > 0 ? { types } : {}),
+  };
+}
+
 /** Interactions advertised for every resource type. */
 const TYPE_INTERACTIONS = [
   'read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type',
@@ -1664,6 +1934,17 @@ function cachedCapabilityStatement(baseUrl: string): CapabilityStatement {
       searchParam: Object.values(globalSchema.types[type]?.searchParams ?? {})
         .filter((p) => SUPPORTED_SEARCH_TYPES.has(p.type ?? ''))
         .map((p) => ({ name: p.code ?? '', type: p.type as 'token', ...(p.url ? { definition: p.url } : {}) })),
+      ...(type === 'Patient'
+        ? {
+            operation: [
+              {
+                name: 'everything',
+                definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything',
+                documentation: 'Instance level only (Patient/<id>/$everything): _count, _since, _type.',
+              },
+            ],
+          }
+        : {}),
     }));
   const statement: CapabilityStatement = {
     resourceType: 'CapabilityStatement',
@@ -1681,6 +1962,8 @@ function cachedCapabilityStatement(baseUrl: string): CapabilityStatement {
         mode: 'server',
         resource: resources,
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'search-system' }, { code: 'history-system' }],
+        // Patient compartment search only (Patient/<id>/<Type>, Patient/<id>/*): not the other compartments.
+        compartment: ['http://hl7.org/fhir/CompartmentDefinition/patient'],
         operation: [{ name: 'graphql', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-graphql' }],
       },
     ],
@@ -1690,8 +1973,9 @@ function cachedCapabilityStatement(baseUrl: string): CapabilityStatement {
 }
 
 /**
- * medplum's `FhirRouter` with the routes it lacks: `GET metadata`, type and system history, and
- * instance history with `_count`/`_since`.
+ * medplum's `FhirRouter` with the routes it lacks: `GET metadata`, type and system history,
+ * instance history with `_count`/`_since`, Patient compartment search (`GET Patient/<id>/<Type>`,
+ * `GET Patient/<id>/*`, `POST Patient/<id>/<Type>/_search`) and `Patient/<id>/$everything`.
  */
 export function createDemoRouter(): FhirRouter {
   loadFhirDefinitions();
@@ -1727,5 +2011,33 @@ export function createDemoRouter(): FhirRouter {
     allOk,
     await demoRepo(repo).readHistory(req.params['resourceType'] as string, req.params['id'] as string, historyParams(req.query)),
   ];
+  // Patient compartment search. `Patient/<id>/_history` keeps its own route: on a tie between
+  // routes with as many literal segments, medplum's router takes the first added (its own).
+  const compartmentSearch = async (req: FhirRequest, repo: FhirRepository, params: FhirRequest['query']): Promise<FhirResponse> => {
+    const type = req.params['compartmentType'] as string;
+    const all = type === '*';
+    return [
+      allOk,
+      await demoRepo(repo).searchPatientCompartment(
+        req.params['id'] as string,
+        parseSearchRequest(all ? 'MultipleTypes' : type, params),
+        all,
+      ),
+    ];
+  };
+  router.add('GET', 'Patient/:id/:compartmentType', (req, repo) => compartmentSearch(req, repo, req.query), 'search-type');
+  router.add(
+    'POST',
+    'Patient/:id/:compartmentType/_search',
+    // The HTTP adapter merged the URL and form parameters into the body.
+    (req, repo) => compartmentSearch(req, repo, req.body as FhirRequest['query']),
+    'search-type',
+  );
+  const everything = async (req: FhirRequest, repo: FhirRepository): Promise<FhirResponse> => [
+    allOk,
+    await demoRepo(repo).patientEverything(req.params['id'] as string, everythingParams(req.query, req.method === 'POST' ? req.body : undefined)),
+  ];
+  router.add('GET', 'Patient/:id/$everything', everything, 'operation');
+  router.add('POST', 'Patient/:id/$everything', everything, 'operation');
   return router;
 }
