@@ -14,6 +14,12 @@ import { ProxyError } from '../http/errors.js';
  * arrive while a write is in flight are grouped into the next single write + fdatasync (group
  * commit), so the number of syncs stays low under load without delaying a lone request.
  *
+ * Segments are zero-filled ahead of the writes, a few MiB at a time, as database write-ahead logs
+ * are: an fdatasync after an append that grows the file must also commit the new size and block
+ * allocation to the filesystem journal, while one after a write into blocks already written only
+ * flushes data. On ext4 this halves the CPU and the latency of each sync. Lines never contain a
+ * NUL byte, so the first NUL of a segment marks the end of its data (or the torn tail of a crash).
+ *
  * A write or sync error (full disk, I/O error) puts the spool in a failed state: strict appends are
  * refused with `ERR_AUDIT_UNAVAILABLE` so that no response leaves unaudited, `health()` says why,
  * and a probe retries periodically. Writing resumes in a fresh segment: a file descriptor whose
@@ -76,7 +82,8 @@ export interface SpoolStats {
 
 /** The two system calls of the write path, injectable for fault injection and counting. */
 export interface SpoolIo {
-  write(fh: FileHandle, data: Buffer): Promise<void>;
+  /** Writes all of `data` at `position` of the file. */
+  write(fh: FileHandle, data: Buffer, position: number): Promise<void>;
   datasync(fh: FileHandle): Promise<void>;
 }
 
@@ -104,12 +111,16 @@ const LOCK_FILE = 'spool.lock';
 const PROBE_FILE = '.probe';
 const READ_CHUNK = 1 << 20;
 const EMPTY = Buffer.alloc(0);
+/** Zero-fill step, and how much zeroed room is left when the next step starts. */
+const EXTEND_BYTES = 2 << 20;
+const EXTEND_LOW_WATER = 512 << 10;
+let zeros: Buffer | undefined;
 
 const defaultIo: SpoolIo = {
-  async write(fh, data) {
+  async write(fh, data, position) {
     let done = 0;
     while (done < data.length) {
-      const { bytesWritten } = await fh.write(data, done, data.length - done);
+      const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
       done += bytesWritten;
     }
   },
@@ -119,8 +130,10 @@ const defaultIo: SpoolIo = {
 interface ActiveSegment {
   seg: number;
   fh: FileHandle;
-  /** Bytes written (durable or not). */
+  /** Bytes of data written (durable or not): where the next line goes. */
   size: number;
+  /** Length of the file: data, then zeros up to here. */
+  allocated: number;
   /** fdatasyncs running on `fh`. */
   syncs: Set<Promise<void>>;
 }
@@ -254,7 +267,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     let written: Written;
     try {
       file = await activeSegment(buf.length);
-      await io.write(file.fh, buf);
+      await io.write(file.fh, buf, file.size);
       stats.writes++;
       file.size += buf.length;
       written = { seq: ++writeSeq, end: file.size, count: batch.reduce((n, p) => n + p.count, 0), entries: batch };
@@ -265,10 +278,12 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
       await fail(err, batch);
       return;
     }
-    writing = false;
     // Registered before the next write may start: a rotation waits for the syncs on the old file.
     const sync = io.datasync(file.fh);
     file.syncs.add(sync);
+    // Zero-filling is a write too: done while `writing` holds, so it never meets a data write.
+    if (file.allocated - file.size < EXTEND_LOW_WATER) await extend(file);
+    writing = false;
     kick();
     try {
       try {
@@ -298,6 +313,23 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     if (file === active) durableOffset = Math.max(durableOffset, upTo.end);
   }
 
+  /**
+   * Zero-fills the next stretch of the segment, past its data. Best effort: when it fails (a full
+   * disk), appends simply grow the file; the write that cannot be made reports the failure.
+   */
+  async function extend(file: ActiveSegment): Promise<void> {
+    const from = Math.max(file.allocated, file.size);
+    const length = Math.min(EXTEND_BYTES, segmentMaxBytes - from);
+    if (length <= 0) return;
+    zeros ??= Buffer.alloc(EXTEND_BYTES);
+    try {
+      await defaultIo.write(file.fh, zeros.subarray(0, length), from);
+      file.allocated = from + length;
+    } catch (err) {
+      log?.debug({ code: (err as NodeJS.ErrnoException).code }, 'audit spool: segment not zero-filled ahead');
+    }
+  }
+
   async function activeSegment(incoming: number): Promise<ActiveSegment> {
     if (active && active.size > 0 && active.size + incoming > segmentMaxBytes) {
       const old = active;
@@ -310,7 +342,8 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     }
     if (!active) {
       const seg = (segments.at(-1) ?? 0) + 1;
-      const fh = await open(segmentPath(dir, seg), 'a', 0o600);
+      // Written at explicit positions (not O_APPEND): the file holds zeros past the data.
+      const fh = await open(segmentPath(dir, seg), 'wx', 0o600);
       try {
         // The new file's directory entry must be durable too, or a crash could lose the whole segment.
         await fsyncDir(dir);
@@ -319,7 +352,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
         throw err;
       }
       segments = [...segments, seg];
-      active = { seg, fh, size: 0, syncs: new Set() };
+      active = { seg, fh, size: 0, allocated: 0, syncs: new Set() };
       durableOffset = 0;
     }
     return active;
@@ -369,7 +402,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     try {
       const fh = await open(path, 'w', 0o600);
       try {
-        await io.write(fh, Buffer.alloc(4096));
+        await io.write(fh, Buffer.alloc(4096), 0);
         await io.datasync(fh);
       } finally {
         await fh.close();
@@ -653,7 +686,10 @@ async function scanSegment(
       const { bytesRead } = await fh.read(chunk, 0, want, position);
       if (bytesRead === 0) break;
       position += bytesRead;
-      const data = carry.length ? Buffer.concat([carry, chunk.subarray(0, bytesRead)]) : chunk.subarray(0, bytesRead);
+      let data = carry.length ? Buffer.concat([carry, chunk.subarray(0, bytesRead)]) : chunk.subarray(0, bytesRead);
+      // The first NUL ends the data: zero-filled room follows, or the torn tail of a crash.
+      const nul = data.indexOf(0, carry.length);
+      if (nul !== -1) data = data.subarray(0, nul);
       let lineStart = 0;
       for (let nl = data.indexOf(0x0a); nl !== -1; nl = data.indexOf(0x0a, lineStart)) {
         const line = data.subarray(lineStart, nl);
@@ -662,6 +698,7 @@ async function scanSegment(
         if (!visit(line)) return { offset, tornTail: false };
       }
       carry = Buffer.from(data.subarray(lineStart));
+      if (nul !== -1) break;
     }
     return { offset, tornTail: carry.length > 0 };
   } finally {

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { appendFile, mkdtemp, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { open as openFile, mkdtemp, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
@@ -49,9 +49,9 @@ function countingIo(syncDelayMs = 0) {
   const synced = new Set<string>();
   const counters = { writes: 0, syncs: 0 };
   const io: SpoolIo = {
-    async write(fh: FileHandle, data: Buffer) {
+    async write(fh: FileHandle, data: Buffer, position: number) {
       counters.writes++;
-      await fh.write(data);
+      await fh.write(data, 0, data.length, position);
       const ids = [...data.toString('utf8').matchAll(/"id":"([^"]+)"/g)].map((m) => m[1]!);
       written.push(...ids);
     },
@@ -121,9 +121,9 @@ describe('audit.spool: durability and group commit', () => {
     let writes = 0;
     let maxWrites = 0;
     const slow: Partial<SpoolIo> = {
-      async write(fh, data) {
+      async write(fh, data, position) {
         maxWrites = Math.max(maxWrites, ++writes);
-        await fh.write(data);
+        await fh.write(data, 0, data.length, position);
         writes--;
       },
       // A slow disk, simulated: the sync takes 20 ms.
@@ -224,15 +224,34 @@ describe('audit.spool: durability and group commit', () => {
     expect(s.stats()).toMatchObject({ events: 3, syncs: 1 });
   });
 
+  it('writes past its zero-filled room and reads every event back in order', async () => {
+    const s = await open();
+    const all: AuditEvent[] = [];
+    // A few MiB of events: more than one zero-filling step.
+    for (let i = 0; i < 12; i++) {
+      const batch = Array.from({ length: 800 }, () => ({ ...ev(), text: { status: 'generated', div: 'x'.repeat(400) } }) as AuditEvent);
+      all.push(...batch);
+      await s.append(batch);
+    }
+    const { events, tornLines } = await readSpoolDir(dir);
+    expect(tornLines).toBe(0);
+    expect(events.map((e) => e.id)).toEqual(all.map((e) => e.id));
+    expect(s.backlog()).toBe(all.length);
+  });
+
   it('writes lines as "<crc32> <json>" and creates owner-only files', async () => {
     const s = await open();
     const e = ev();
     await s.append([e]);
     const [seg] = (await readdir(dir)).filter((f) => f.startsWith('spool-'));
     expect(seg).toMatch(/^spool-\d{10}\.jsonl$/);
-    const text = await readFile(join(dir, seg!), 'utf8');
-    expect(text).toBe(encodeSpoolLine(e).toString('utf8'));
-    expect(text).toMatch(/^[0-9a-f]{8} \{"resourceType":"AuditEvent"/);
+    const bytes = await readFile(join(dir, seg!));
+    const line = encodeSpoolLine(e);
+    expect(bytes.subarray(0, line.length).toString('utf8')).toBe(line.toString('utf8'));
+    expect(line.toString('utf8')).toMatch(/^[0-9a-f]{8} \{"resourceType":"AuditEvent"/);
+    // The segment is zero-filled ahead of the data (syncs then commit no size change).
+    expect(bytes.length).toBeGreaterThan(line.length);
+    expect(bytes.subarray(line.length).every((b) => b === 0)).toBe(true);
     expect((await stat(join(dir, seg!))).mode & 0o777).toBe(0o600);
     expect((await stat(dir)).mode & 0o077).toBe(0);
   });
@@ -253,8 +272,12 @@ describe('audit.spool: recovery', () => {
     const [seg] = (await readdir(dir)).filter((f) => f.startsWith('spool-'));
     const corrupt = encodeSpoolLine(ev()).toString('utf8').replace('"rest"', '"resT"');
     const torn = encodeSpoolLine(ev()).subarray(0, 40);
-    await appendFile(join(dir, seg!), corrupt);
-    await appendFile(join(dir, seg!), torn);
+    // What a crash leaves: the lines it tore sit at the end of the data, before the zero-filled room.
+    const path = join(dir, seg!);
+    const end = (await readFile(path)).indexOf(0);
+    const fh = await openFile(path, 'r+');
+    await fh.write(Buffer.concat([Buffer.from(corrupt), torn]), 0, undefined, end);
+    await fh.close();
 
     const again = await open();
     expect(again.backlog()).toBe(3);
@@ -370,13 +393,13 @@ describe('audit.spool: a disk that cannot be written', () => {
     const s = await open({
       failureRetryMs: 20,
       io: {
-        async write(fh, data) {
+        async write(fh, data, position) {
           if (full) {
             // A partial write before the error: it must not survive as a torn line.
-            await fh.write(data.subarray(0, Math.floor(data.length / 2)));
+            await fh.write(data, 0, Math.floor(data.length / 2), position);
             throw errno('ENOSPC');
           }
-          await fh.write(data);
+          await fh.write(data, 0, data.length, position);
         },
       },
     });
@@ -433,10 +456,10 @@ describe('audit.spool: a disk that cannot be written', () => {
     const s = await open({
       failureRetryMs: 10_000,
       io: {
-        async write(fh, data) {
+        async write(fh, data, position) {
           await sleep(5);
           if (full) throw errno('ENOSPC');
-          await fh.write(data);
+          await fh.write(data, 0, data.length, position);
         },
       },
     });
@@ -460,9 +483,9 @@ describe('audit.spool: a disk that cannot be written', () => {
       segmentMaxBytes: 2048,
       failureRetryMs: 10,
       io: {
-        async write(fh, data) {
+        async write(fh, data, position) {
           if ((await used()) + data.length > quota) throw errno('ENOSPC');
-          await fh.write(data);
+          await fh.write(data, 0, data.length, position);
         },
       },
     });
@@ -495,9 +518,9 @@ describe('audit.spool: a disk that cannot be written', () => {
       mode: 'async',
       failureRetryMs: 20,
       io: {
-        async write(fh, data) {
+        async write(fh, data, position) {
           if (full) throw errno('ENOSPC');
-          await fh.write(data);
+          await fh.write(data, 0, data.length, position);
         },
       },
     });
