@@ -636,10 +636,16 @@ export interface EverythingParams {
   types?: string[];
 }
 
-/** The Patient compartment's types (R4 CompartmentDefinition), Patient first. */
+/**
+ * The Patient compartment's types (R4 CompartmentDefinition), in the order `Patient/<id>/*` and
+ * `$everything` list them: the Patient first, AuditEvent last. The patient's audit trail grows
+ * with every access to the record, paging through it included (caregate ships its AuditEvents
+ * to this server): at the end, new events do not shift the offset-based pages of the record.
+ */
 const PATIENT_COMPARTMENT_TYPES: readonly string[] = [
   'Patient',
-  ...Object.keys(PATIENT_COMPARTMENT).filter((t) => t !== 'Patient'),
+  ...Object.keys(PATIENT_COMPARTMENT).filter((t) => t !== 'Patient' && t !== 'AuditEvent'),
+  'AuditEvent',
 ];
 
 /** History query options (`_count`, `_offset`, `_since`). */
@@ -1286,11 +1292,13 @@ export class DemoRepository extends FhirRepository<undefined> {
    * `Patient/<id>/$everything`: the Patient, every resource of its compartment (of every
    * compartment type), then the resources these reference that are not patient data themselves
    * (practitioners, organisations, medications, binaries named by an attachment URL…), as FHIR
-   * asks ("and any resource referenced from those, including binaries and attachments"). A
-   * reference to another patient or to a compartment resource is not followed: that would pull
-   * another patient's record into this one. One flat list, paged with `_count`/`_offset` like a
-   * search; `_since` keeps resources updated at or after the instant, `_type` keeps the listed
-   * types. Unknown patient: 404; deleted: 410.
+   * asks ("and any resource referenced from those, including binaries and attachments"), and
+   * last the patient's AuditEvents (in the compartment too). A reference to another patient or to
+   * a compartment resource is not followed: that would pull another patient's record into this
+   * one. One flat list, paged with `_count`/`_offset` like a search (no snapshot: a resource
+   * written between two pages shifts the later ones, as in every search of this engine); `_since`
+   * keeps resources updated at or after the instant, `_type` keeps the listed types. Unknown
+   * patient: 404; deleted: 410.
    */
   async patientEverything(patientId: string, params: EverythingParams = {}): Promise<Bundle> {
     this.checkId(patientId);
@@ -1319,6 +1327,8 @@ export class DemoRepository extends FhirRepository<undefined> {
     }
     const referenced: Resource[] = [];
     for (const r of members) {
+      // An AuditEvent records an access to the record, not care: its agents are not pulled in.
+      if (r.resourceType === 'AuditEvent') continue;
       for (const key of this.outgoingReferences(r)) {
         const [type, id] = key.split('/') as [string, string];
         if (seen.has(key) || type === 'Patient' || PATIENT_COMPARTMENT[type]) continue;
@@ -1332,9 +1342,12 @@ export class DemoRepository extends FhirRepository<undefined> {
     const keep = (r: Resource): boolean =>
       (!types || types.includes(r.resourceType)) &&
       (!since || Date.parse(r.meta?.lastUpdated ?? '') >= since.lo);
+    const audit = (r: Resource): boolean => r.resourceType === 'AuditEvent';
     const all = [
-      ...members.filter(keep).map((r) => ({ r, mode: 'match' as const })),
+      ...members.filter((r) => !audit(r) && keep(r)).map((r) => ({ r, mode: 'match' as const })),
       ...referenced.filter(keep).map((r) => ({ r, mode: 'include' as const })),
+      // Last, for stable pages (see PATIENT_COMPARTMENT_TYPES).
+      ...members.filter((r) => audit(r) && keep(r)).map((r) => ({ r, mode: 'match' as const })),
     ];
     const count = this.pageSize(params.count);
     const offset = Math.max(0, params.offset ?? 0);

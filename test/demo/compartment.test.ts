@@ -180,6 +180,26 @@ describe('Patient/<id>/$everything', () => {
     expect(entries.map((e) => `${e.resource!.resourceType}/${e.resource!.id}`)).toEqual(keys(whole.json));
   });
 
+  it('lists the patient’s AuditEvents last, so that the audit of each page does not shift the next', async () => {
+    const before = await call('GET', 'Patient/pat-dupont/$everything?_count=1000');
+    const event = await fhir.repo.createResource({
+      resourceType: 'AuditEvent',
+      type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' },
+      recorded: '2026-01-15T12:30:00Z',
+      agent: [{ requestor: true, who: { reference: 'Practitioner/prat-martin' } }],
+      source: { observer: { display: 'test' } },
+      entity: [{ what: { reference: 'Patient/pat-dupont' } }],
+    });
+    try {
+      const after = await call('GET', 'Patient/pat-dupont/$everything?_count=1000');
+      expect(keys(after.json)).toEqual([...keys(before.json), `AuditEvent/${event.id}`]);
+      const star = await call('GET', 'Patient/pat-dupont/*?_count=1000');
+      expect(keys(star.json).at(-1)).toBe(`AuditEvent/${event.id}`);
+    } finally {
+      await fhir.repo.deleteResource('AuditEvent', event.id);
+    }
+  });
+
   it('keeps the listed types with _type and the recently updated with _since', async () => {
     const obs = await call('GET', 'Patient/pat-dupont/$everything?_type=Observation,Condition&_count=100');
     expect(new Set(keys(obs.json).map((k) => k.split('/')[0]))).toEqual(new Set(['Observation', 'Condition']));
