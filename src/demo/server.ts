@@ -200,8 +200,8 @@ export function createDemoHandler(
       } else {
         return { reply: outcome(415, 'not-supported', `Unsupported content type ${contentType || '(none)'}`), type };
       }
-    } else if ((method === 'POST' && !/(^|\/)\$[^/]+$/.test(rel)) || method === 'PUT') {
-      // An operation may be POSTed without parameters (`POST Patient/<id>/$everything`).
+    } else if ((method === 'POST' && !/^Patient\/[^/]+\/\$everything$/.test(rel)) || method === 'PUT') {
+      // `$everything` may be POSTed without parameters; every other POST needs a body.
       return { reply: outcome(400, 'required', 'Missing request body'), type };
     }
 

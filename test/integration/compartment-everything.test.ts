@@ -131,6 +131,17 @@ describe('a clinician in the care team', () => {
     expect(entries(post.body).map((e) => key(e.resource))).toEqual(entries(get.body).map((e) => key(e.resource)));
   });
 
+  it('gets Patient/<own patient>/* with every compartment type of that patient only', async () => {
+    const res = await as('clinician').get(`/Patient/${OWN}/*?_count=200`);
+    expect(res.status).toBe(200);
+    const keys = entries(res.body).map((e) => key(e.resource));
+    expect(keys[0]).toBe(`Patient/${OWN}`);
+    expect(keys).toEqual(expect.arrayContaining(['CareTeam/ct-dupont', 'Encounter/enc-dupont', `DocumentReference/${doc.id}`]));
+    expect(keys).not.toContain('Provenance/prov-fx-two-patients');
+    for (const e of entries(res.body)) expect([...patientRefs(e.resource)].every((p) => p === OWN), key(e.resource)).toBe(true);
+    expect((await as('clinician').get(`/Patient/${OUTSIDE}/*`)).status).toBe(403);
+  });
+
   it('gets Patient/<own patient>/$everything with her record only: the two-patient Provenance is withheld', async () => {
     const res = await as('clinician').get(`/Patient/${OWN}/$everything?_count=200`);
     expect(res.status).toBe(200);
