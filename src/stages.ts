@@ -229,6 +229,7 @@ export function createStages(deps: StageDeps): Stages {
       ...(deid && stays ? { transform: (r: Resource) => deid.deidentify(r), admit: (r: Resource) => inStays(r, stays, careSet) } : {}),
       careSet,
       subjectOnly: role?.profile === 'own-record' || role?.profile === 'mandate',
+      readAudit: role?.readAudit === true,
       linkOf: deps.linkOf,
       localBases: deps.rewriter.upstreamBases,
       read(ref) {

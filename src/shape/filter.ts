@@ -1,4 +1,4 @@
-import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
+import type { AuditEvent, Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { removeDisplays, parseReference } from '../fhir/references.js';
 import { resolvePatientLink, type PatientLink } from '../fhir/patients.js';
 import type { CareSet } from '../relate/types.js';
@@ -17,6 +17,8 @@ export interface FilterContext {
   /** Reads an indirect link target (`DocumentReference/x`) with the service credential; undefined when it cannot be read. */
   read(ref: string): Promise<Resource | undefined>;
   localBases: readonly string[];
+  /** The role reads the audit trail (`readAudit`): AuditEvents are shown to it, and to no one else. */
+  readAudit?: boolean;
   /** A further condition of the role (a coding contractor: only the engagement's stays). */
   admit?: (resource: Resource) => boolean;
   /** What the role receives instead of the resource (masked, de-identified); undefined withholds it. */
@@ -48,6 +50,12 @@ function allowed(set: CareSet, id: string): boolean {
 
 /** Judges one resource (with what it contains). */
 export async function judge(resource: Resource, ctx: FilterContext): Promise<Judgement> {
+  if (resource.resourceType === 'AuditEvent') {
+    // The audit trail is judged by who reads it, not by the patients it names: whole to the roles
+    // the policy lets read it (the DIM), withheld from everyone else, even their own patients' trail.
+    if (!ctx.readAudit) return { visible: false, patients: [], reason: 'audit trail' };
+    return { visible: true, patients: auditedPatients(resource as AuditEvent, ctx.localBases) };
+  }
   let link: PatientLink = ctx.linkOf(resource);
   if (link.kind === 'indirect') link = await resolvePatientLink(link, ctx.read, { localBases: ctx.localBases });
   switch (link.kind) {
@@ -67,6 +75,17 @@ export async function judge(resource: Resource, ctx: FilterContext): Promise<Jud
     default:
       return { visible: false, patients: [], reason: 'indirect link unresolved' };
   }
+}
+
+/** The patients an AuditEvent is about (its entities' literal Patient references). */
+function auditedPatients(event: AuditEvent, localBases: readonly string[]): string[] {
+  const ids = new Set<string>();
+  for (const e of event.entity ?? []) {
+    const ref = e.what?.reference;
+    const p = typeof ref === 'string' ? parseReference(ref, localBases) : undefined;
+    if (p?.type === 'Patient') ids.add(p.id);
+  }
+  return [...ids];
 }
 
 /** Removes `display` texts of references to patients the caller may not see (they would name them). */

@@ -214,6 +214,32 @@ describe('the DIM', () => {
   });
 });
 
+describe('the audit trail through the FHIR API', () => {
+  it('is read by the DIM: the AuditEvents of a patient, by search and in $everything', async () => {
+    await as('clinician').get(`/Patient/${OWN}`);
+    const end = Date.now() + 5000;
+    let found: BundleEntry[] = [];
+    while (found.length === 0 && Date.now() < end) {
+      const res = await as('dim').get(`/AuditEvent?patient=${OWN}&_count=50`);
+      expect(res.status).toBe(200);
+      found = entries(res.body);
+      if (found.length === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(found.length).toBeGreaterThan(0);
+    for (const e of found) {
+      expect(e.resource?.resourceType).toBe('AuditEvent');
+      expect(auditedPatients([e.resource as AuditEvent])).toContain(`Patient/${OWN}`);
+    }
+    const everything = await as('dim').get(`/Patient/${OWN}/$everything?_count=1000`);
+    expect(entries(everything.body).some((e) => e.resource?.resourceType === 'AuditEvent')).toBe(true);
+  });
+
+  it('is refused to a clinician, even for her own patient', async () => {
+    const res = await as('clinician').get(`/AuditEvent?patient=${OWN}`);
+    expect(res.status).toBe(403);
+  });
+});
+
 describe('audit', () => {
   it('records the patient of a permitted compartment search and $everything, and no one else', async () => {
     expect((await as('clinician', 'cmp-obs').get(`/Patient/${OWN}/Observation`)).status).toBe(200);
