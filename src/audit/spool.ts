@@ -151,7 +151,8 @@ interface Written {
 }
 
 interface Pending {
-  buf: Buffer;
+  /** Spool lines, newline-terminated; `''` for a flush barrier. */
+  text: string;
   count: number;
   /** Strict entries are settled after the sync; async entries were already acknowledged. */
   strict: boolean;
@@ -220,6 +221,19 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   let probeTimer: NodeJS.Timeout | undefined;
   let closed = false;
 
+  /**
+   * Lines are kept as text until their group is written, then encoded into one buffer of this spool,
+   * reused from write to write (writes are serialised, and an io never keeps the buffer once its
+   * write resolved): a fresh multi-kilobyte Buffer per event costs more than the encoding itself.
+   */
+  let scratch = Buffer.allocUnsafe(64 << 10);
+  function encodeInto(text: string): Buffer {
+    const length = Buffer.byteLength(text, 'utf8');
+    if (length > scratch.length) scratch = Buffer.allocUnsafe(Math.max(length, scratch.length * 2));
+    scratch.write(text, 0, length, 'utf8');
+    return scratch.subarray(0, length);
+  }
+
   function unavailable(): ProxyError {
     return new ProxyError('ERR_AUDIT_UNAVAILABLE', 'The audit trail cannot be written; the request is refused.', {
       expose: true,
@@ -256,8 +270,8 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   }
 
   async function writeAndSync(batch: Pending[]): Promise<void> {
-    const buf = batch.length === 1 ? batch[0]!.buf : Buffer.concat(batch.map((p) => p.buf));
-    if (!buf.length) {
+    const text = batch.length === 1 ? batch[0]!.text : batch.map((p) => p.text).join('');
+    if (!text.length) {
       // A flush barrier (or empty appends): settled with the last write still awaiting its sync.
       const last = unconfirmed.at(-1);
       if (last) last.entries.push(...batch);
@@ -269,6 +283,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     let file: ActiveSegment;
     let written: Written;
     try {
+      const buf = encodeInto(text);
       file = await activeSegment(buf.length);
       await io.write(file.fh, buf, file.size);
       stats.writes++;
@@ -436,14 +451,14 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   const spool: AuditSpool = {
     append(events) {
       if (closed || failure) return Promise.reject(unavailable());
-      const buf = events.length === 1 ? encodeSpoolLine(events[0]!) : Buffer.concat(events.map(encodeSpoolLine));
+      const text = events.length === 1 ? spoolLine(events[0]!) : events.map(spoolLine).join('');
       if (mode === 'async') {
-        pending.push({ buf, count: events.length, strict: false, resolve: noop, reject: noop });
+        pending.push({ text, count: events.length, strict: false, resolve: noop, reject: noop });
         schedule();
         return Promise.resolve();
       }
       return new Promise<void>((resolve, reject) => {
-        pending.push({ buf, count: events.length, strict: true, resolve, reject });
+        pending.push({ text, count: events.length, strict: true, resolve, reject });
         schedule();
       });
     },
@@ -452,7 +467,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
       if (failure) return Promise.reject(unavailable());
       if (!pending.length && !unconfirmed.length && !writing) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {
-        pending.push({ buf: EMPTY, count: 0, strict: true, resolve, reject });
+        pending.push({ text: '', count: 0, strict: true, resolve, reject });
         schedule();
         kick();
       });
@@ -540,10 +555,15 @@ export async function readSpoolDir(dir: string): Promise<{ events: AuditEvent[];
 
 /** One spool line: `<crc32 of the JSON, 8 hex> <JSON>\n`. */
 export function encodeSpoolLine(event: AuditEvent): Buffer {
-  // zlib's crc32 reads the string as UTF-8, the bytes written below: one serialisation, one encoding.
-  const json = JSON.stringify(event);
-  return Buffer.from(`${crc32(json).toString(16).padStart(8, '0')} ${json}\n`, 'utf8');
+  return Buffer.from(spoolLine(event), 'utf8');
 }
+
+/** The line as text. zlib's crc32 reads a string as UTF-8, the encoding it is written in. */
+function spoolLine(event: AuditEvent): string {
+  const json = JSON.stringify(event);
+  return `${crc32(json).toString(16).padStart(8, '0')} ${json}\n`;
+}
+
 
 /** Parses a line (without its newline); `undefined` when torn, corrupt or not an AuditEvent with an id. */
 export function decodeSpoolLine(line: Buffer): AuditEvent | undefined {

@@ -148,15 +148,16 @@ export function createTokenVerifier(issuers: readonly IssuerConfig[], opts: Toke
 
   return {
     async verify(token) {
-      if (token.split('.').length === 5) throw fail('Encrypted tokens (JWE) are not accepted.');
-      if (!COMPACT_JWS.test(token)) throw fail('The token is malformed (not a compact JWS).');
-      // A token whose signature was verified moments ago: only its time claims need checking again.
+      // A token whose signature was verified moments ago (so well-formed): only its time claims
+      // need checking again.
       const cacheKey = createHash('sha256').update(token).digest('base64url');
       const hit = verified.get(cacheKey);
       if (hit && byIss.get(hit.iss.issuer)?.iss === hit.iss) {
         checkTimes(hit.payload, hit.iss, now());
         return { issuer: hit.iss, payload: hit.payload, header: hit.header };
       }
+      if (token.split('.').length === 5) throw fail('Encrypted tokens (JWE) are not accepted.');
+      if (!COMPACT_JWS.test(token)) throw fail('The token is malformed (not a compact JWS).');
       let header: ProtectedHeaderParameters;
       let unverified: JWTPayload;
       try {
