@@ -9,8 +9,11 @@ const COMPRESS_MIN_BYTES = 1024;
 export interface Answer {
   status: number;
   headers: Record<string, string>;
-  /** Serialized body (JSON or XML text), or undefined for bodyless answers. */
-  body: Buffer | undefined;
+  /**
+   * Serialized body (JSON or XML text), or undefined for bodyless answers. Text is written to the
+   * socket as is, with the headers, without a Buffer copy of it.
+   */
+  body: Buffer | string | undefined;
   contentType: string | undefined;
 }
 
@@ -29,15 +32,17 @@ export async function sendAnswer(
   res.setHeader('cache-control', 'no-store');
   res.setHeader('x-content-type-options', 'nosniff');
   let body = answer.body;
+  let length = body === undefined ? 0 : typeof body === 'string' ? Buffer.byteLength(body, 'utf8') : body.length;
   if (body && answer.contentType) {
     res.setHeader('content-type', answer.contentType);
-    if (opts.compress && body.length >= COMPRESS_MIN_BYTES && acceptsGzip(opts.acceptEncoding)) {
+    if (opts.compress && length >= COMPRESS_MIN_BYTES && acceptsGzip(opts.acceptEncoding)) {
       body = await gzip(body, { level: 5 });
+      length = body.length;
       res.setHeader('content-encoding', 'gzip');
     }
     res.setHeader('vary', 'Accept, Accept-Encoding');
   }
-  res.setHeader('content-length', body ? String(body.length) : '0');
+  res.setHeader('content-length', String(length));
   if (opts.head || !body || answer.status === 204 || answer.status === 304) res.end();
   else res.end(body);
 }

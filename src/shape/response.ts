@@ -58,7 +58,7 @@ export function buildAnswer(
   if (body === undefined) return { status, headers, body: undefined, contentType: undefined };
   rewriter.body(body);
   if (interaction.format === 'xml') {
-    return { status, headers, body: Buffer.from(toXml(body)), contentType: 'application/fhir+xml; charset=utf-8' };
+    return { status, headers, body: toXml(body), contentType: 'application/fhir+xml; charset=utf-8' };
   }
-  return { status, headers, body: Buffer.from(JSON.stringify(body)), contentType: FHIR_JSON };
+  return { status, headers, body: JSON.stringify(body), contentType: FHIR_JSON };
 }
