@@ -6,6 +6,7 @@ import { principalKey } from './identity/principal.js';
 import type { FhirInteraction, SearchParam } from './fhir/interaction.js';
 import { classify } from './fhir/classify.js';
 import { ProxyError } from './http/errors.js';
+import { outcomeFor } from './http/outcome.js';
 import type { Answer } from './http/send.js';
 import type { Plan, RequestContext, Stages } from './pipeline.js';
 import type { Policy, RoleConfig } from './policy/config.js';
@@ -71,6 +72,8 @@ interface Extra {
   paging?: boolean;
   entryDecisions?: Decision[];
   entryNotes?: string[];
+  /** Batch entries refused by their own error (not by the policy), by index. */
+  entryErrors?: (ProxyError | undefined)[];
   breakGlassUntil?: number;
   engagement?: Engagement;
   subsetting?: Subsetting;
@@ -243,8 +246,15 @@ export function createStages(deps: StageDeps): Stages {
     };
   }
 
-  /** The patients a write touches, before and after, for `decide`. */
-  async function writePatients(it: FhirInteraction): Promise<NonNullable<Parameters<typeof decide>[0]['writePatients']> & { linkChanged: boolean }> {
+  /**
+   * The patients a write touches, before and after, for `decide`. `deferred` is an error that
+   * depends on the current content of the resource (a PATCH on a missing resource, a JSON Patch
+   * `test` that fails or a path that does not exist): it is raised only once the write is
+   * permitted, so that a refused caller learns nothing from it (threats.md, "Writes used as reads").
+   */
+  async function writePatients(
+    it: FhirInteraction,
+  ): Promise<NonNullable<Parameters<typeof decide>[0]['writePatients']> & { linkChanged: boolean; deferred?: unknown }> {
     const side = async (r: Resource | undefined): Promise<readonly string[] | 'undetermined' | 'none'> => {
       if (!r) return 'none';
       const l = await resolvePatientLink(deps.linkOf(r), (ref) => readRef(ref), { localBases: deps.rewriter.upstreamBases });
@@ -257,20 +267,28 @@ export function createStages(deps: StageDeps): Stages {
       before = await deps.client.read(it.resourceType, it.id);
     }
     let after: Resource | undefined;
+    let deferred: unknown;
     if (it.kind === 'create' || it.kind === 'update') after = it.body as Resource;
     if (it.kind === 'patch') {
       if (!before) {
-        // Nothing to patch: judged like a miss.
-        throw new ProxyError('ERR_NOT_FOUND', 'Resource not found.', {});
+        // Nothing to patch: a miss, told only to a caller whose patch would be allowed anyway.
+        deferred = new ProxyError('ERR_NOT_FOUND', 'Resource not found.', {});
+      } else {
+        try {
+          after = patchedCopy(before, it.body);
+        } catch (err) {
+          // Judged as a patch that changes nothing: the outcome of the patch is the hidden content.
+          deferred = err;
+          after = before;
+        }
       }
-      after = patchedCopy(before, it.body);
     }
     const linkChanged =
       it.resourceType === 'Patient' &&
       JSON.stringify((before as Patient | undefined)?.link ?? []) !== JSON.stringify((after as Patient | undefined)?.link ?? []) &&
       (after !== undefined || before !== undefined) &&
       !(it.kind === 'delete');
-    return { before: await side(before), after: await side(after), linkChanged };
+    return { before: await side(before), after: await side(after), linkChanged, ...(deferred === undefined ? {} : { deferred }) };
   }
 
   async function decideOne(reqId: string, it: FhirInteraction, p: Principal, role: RoleConfig, careSet: CareSet, paging: boolean): Promise<Decision> {
@@ -278,7 +296,7 @@ export function createStages(deps: StageDeps): Stages {
     if (it.kind === 'create' || it.kind === 'update' || it.kind === 'patch' || it.kind === 'delete') {
       if (!it.conditional?.length) wp = await writePatients(it);
     }
-    return decideShadowed(
+    const decision = await decideShadowed(
       {
         principal: p,
         role,
@@ -291,6 +309,8 @@ export function createStages(deps: StageDeps): Stages {
       deps.shadow,
       { requestId: reqId, careSetFor: (r) => careSetFor(p, r, false) },
     );
+    if (wp?.deferred !== undefined && decision.effect === 'permit') throw wp.deferred;
+    return decision;
   }
 
   /**
@@ -412,8 +432,21 @@ export function createStages(deps: StageDeps): Stages {
 
       if (it.kind === 'batch' || it.kind === 'transaction') {
         const decisions: Decision[] = [];
-        for (const e of it.entries ?? []) decisions.push(await decideOne(ctx.id, e.interaction, p, role, careSet, false));
+        const errors: (ProxyError | undefined)[] = [];
+        for (const e of it.entries ?? []) {
+          try {
+            decisions.push(await decideOne(ctx.id, e.interaction, p, role, careSet, false));
+          } catch (err) {
+            // A batch entry that fails on its own (a permitted PATCH whose target is missing or
+            // that does not apply) is answered in its entry, as the FHIR server would; a
+            // transaction fails whole.
+            if (!(err instanceof ProxyError) || err.status >= 500 || it.kind === 'transaction') throw err;
+            errors[decisions.length] = err;
+            decisions.push({ effect: 'deny', reason: 'interaction-forbidden', rule: `${role.id}.${it.kind}`, message: err.message, evidence: [], obligations: [], patients: [], hide: err.status === 404 });
+          }
+        }
         x.entryDecisions = decisions;
+        x.entryErrors = errors;
         if (it.kind === 'transaction' && decisions.some((d) => d.effect === 'deny')) {
           const d = decisions.find((dd) => dd.effect === 'deny')!;
           return { ...d, message: `The transaction was refused whole: ${d.message}` };
@@ -477,12 +510,17 @@ export function createStages(deps: StageDeps): Stages {
       }
       if (body.resourceType === 'Bundle' && isSearchOrHistory(it)) {
         const b = body as Bundle;
+        const versions = resourceEntries(b);
+        const matches = matchEntries(b);
         const r = await filterBundle(b, fctx);
+        if (hidesInstance(it, versions, b)) throw new ProxyError('ERR_NOT_FOUND', 'Resource not found.');
         for (const pid of r.patients) ctx.patients.add(pid);
         ctx.resources.push(...r.resources);
         markBreakGlass(ctx, careSet);
-        const narrowed = ctx.decision!.obligations.some((o) => o.kind === 'narrow') || careSet.scope === 'all';
-        if (!(narrowed && r.removedMatches === 0)) delete b.total;
+        // A role that sees every record may count what the filter withholds (undetermined resources);
+        // a listed care set keeps only a total it can verify.
+        const exact = r.removedMatches === 0 && (careSet.scope === 'all' || totalIsVerified(b, matches));
+        if (!exact) delete b.total;
         signLinks(b, ctx);
         return buildAnswer(it, status, upstream.headers, b, deps.rewriter);
       }
@@ -586,7 +624,9 @@ export function createStages(deps: StageDeps): Stages {
       });
     });
     if (entries.length === 0) {
-      return { kind: 'local', answer: buildAnswer(it, 200, {}, { resourceType: 'Bundle', type: `${it.kind}-response`, entry: [] }, deps.rewriter) };
+      // Nothing to send: every entry is answered with its own refusal.
+      const refused = (it.entries ?? []).map((_, i) => refusedEntry(ctx, i));
+      return { kind: 'local', answer: buildAnswer(it, 200, {}, { resourceType: 'Bundle', type: `${it.kind}-response`, entry: refused }, deps.rewriter) };
     }
     const body = { resourceType: 'Bundle', type: it.kind, entry: entries };
     return { kind: 'upstream', request: deps.shapeRequest(it, ctx, { body }) };
@@ -599,6 +639,23 @@ export function createStages(deps: StageDeps): Stages {
     return { params: [...it.params, { name: n.param, modifier: undefined, value }] };
   }
 
+  /** The answer of a batch entry that was not sent upstream: its refusal, or its own error. */
+  function refusedEntry(ctx: RequestContext, i: number): BundleEntry {
+    const d = extra(ctx).entryDecisions?.[i];
+    const err = extra(ctx).entryErrors?.[i];
+    if (d?.hide === true) return notFoundEntry();
+    if (err) {
+      const o = outcomeFor(err);
+      return { response: { status: String(o.status), outcome: o.body } };
+    }
+    return {
+      response: {
+        status: '403 Forbidden',
+        outcome: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'forbidden', details: { text: d?.message ?? 'Refused.' } }] },
+      },
+    };
+  }
+
   async function mergeBundle(ctx: RequestContext, upstream: Bundle, fctx: FilterContext): Promise<Bundle> {
     const it = ctx.interaction!;
     const decisions = extra(ctx).entryDecisions ?? [];
@@ -608,24 +665,25 @@ export function createStages(deps: StageDeps): Stages {
     for (let i = 0; i < (it.entries ?? []).length; i++) {
       const d = decisions[i];
       if (!d || d.effect === 'deny') {
-        const hide = d?.hide === true;
-        out.push({
-          response: {
-            status: hide ? '404 Not Found' : '403 Forbidden',
-            outcome: {
-              resourceType: 'OperationOutcome',
-              issue: [{ severity: 'error', code: hide ? 'not-found' : 'forbidden', details: { text: hide ? 'Resource not found.' : d?.message ?? 'Refused.' } }],
-            },
-          },
-        });
+        out.push(refusedEntry(ctx, i));
         continue;
       }
       const e = upEntries[k++] ?? { response: { status: '500' } };
+      if (/^(404|410)\b/.test(e.response?.status ?? '')) {
+        // Like a top-level miss: the upstream's own wording could differ from caregate's refusal.
+        out.push(notFoundEntry());
+        continue;
+      }
       const entry: BundleEntry = { ...e };
       if (entry.response?.outcome) entry.response = { ...entry.response, outcome: sanitizeOutcome(entry.response.outcome) };
       if (entry.resource) {
         if (entry.resource.resourceType === 'Bundle') {
+          const versions = resourceEntries(entry.resource as Bundle);
           const r = await filterBundle(entry.resource as Bundle, fctx);
+          if (hidesInstance(it.entries![i]!.interaction, versions, entry.resource as Bundle)) {
+            out.push(notFoundEntry());
+            continue;
+          }
           for (const pid of r.patients) ctx.patients.add(pid);
           delete (entry.resource as Bundle).total;
           signLinks(entry.resource as Bundle, ctx);
@@ -634,7 +692,7 @@ export function createStages(deps: StageDeps): Stages {
         } else {
           const shown = await present(entry.resource, fctx);
           if (!shown) {
-            out.push({ response: { status: '404 Not Found', outcome: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] } } });
+            out.push(notFoundEntry());
             continue;
           }
           for (const pid of shown.patients) ctx.patients.add(pid);
@@ -672,6 +730,44 @@ function inStays(r: Resource, stays: ReadonlySet<string>, careSet: CareSet): boo
   const ref = (r as { encounter?: { reference?: string }; context?: { reference?: string } }).encounter?.reference ??
     (r as { context?: { reference?: string } }).context?.reference;
   return typeof ref === 'string' && ref.startsWith('Encounter/') && stays.has(ref.slice('Encounter/'.length));
+}
+
+/** The one answer of a batch entry that is missing, withheld or refused as if missing. */
+function notFoundEntry(): BundleEntry {
+  const o = outcomeFor(new ProxyError('ERR_NOT_FOUND', 'Resource not found.'));
+  return { response: { status: '404 Not Found', outcome: o.body } };
+}
+
+/** Entries that carry a resource (history deletions carry none), outcomes aside. */
+function resourceEntries(b: Bundle): number {
+  return (b.entry ?? []).filter((e) => e.resource && e.resource.resourceType !== 'OperationOutcome').length;
+}
+
+/** Match entries the upstream returned (before filtering). */
+function matchEntries(b: Bundle): number {
+  return (b.entry ?? []).filter((e) => (e.search?.mode ?? 'match') === 'match').length;
+}
+
+/**
+ * The history of one resource is answered whole or not at all: when the filter withheld any of
+ * its versions (it belongs, or belonged, to a patient the caller may not see), or none remains,
+ * the answer is the 404 of a miss. An empty or partial history would tell that the resource
+ * exists, which a read of it does not (threats.md, "Existence oracles").
+ */
+function hidesInstance(it: FhirInteraction, versionsBefore: number, filtered: Bundle): boolean {
+  if (it.kind !== 'history-instance') return false;
+  const kept = resourceEntries(filtered);
+  return kept === 0 || kept < versionsBefore;
+}
+
+/**
+ * `Bundle.total` counts matches the caller never receives unless every match is in this page and
+ * none was withheld: a total over pages not seen (or over none, `_summary=count`, `_count=0`)
+ * would count the resources the filter withholds (another patient named beside one of the care
+ * set, a stay outside a contractor's engagement), an oracle for them (threats.md, "Side channels").
+ */
+function totalIsVerified(filtered: Bundle, matchesBefore: number): boolean {
+  return filtered.total !== undefined && filtered.total === matchesBefore;
 }
 
 function isSearchOrHistory(it: FhirInteraction): boolean {
