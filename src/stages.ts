@@ -85,7 +85,7 @@ const extra = (ctx: RequestContext): Extra => {
   return e;
 };
 
-const RELATIONSHIP_WRITES = new Set(['CareTeam', 'Encounter', 'PractitionerRole']);
+const RELATIONSHIP_WRITES = new Set(['CareTeam', 'Encounter', 'PractitionerRole', 'Practitioner']);
 const PUBLIC_PATHS = new Set(['/metadata', '/.well-known/smart-configuration']);
 const BTG_CATEGORY = /v3-ActReason#BTG\b/;
 
@@ -566,6 +566,8 @@ export function createStages(deps: StageDeps): Stages {
           refs.add(ref.reference);
         }
       });
+      // A Practitioner written (its identifiers, `active`) is resolved again at its next request.
+      if (w.resourceType === 'Practitioner' && w.id) refs.add(`Practitioner/${w.id}`);
       deps.careSets.invalidate(refs);
       for (const r of refs) if (r.startsWith('Practitioner/')) deps.invalidatePrincipal(r);
     }

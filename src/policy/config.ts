@@ -39,7 +39,7 @@ const roleSchema = z
     match: matchSchema,
     breakGlass: z.boolean().default(false).describe('May open break-the-glass access to one patient at a time.'),
     relationshipWrites: z
-      .array(z.enum(['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Group', 'Consent', 'Patient.link']))
+      .array(z.enum(['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Practitioner', 'Group', 'Consent', 'Patient.link']))
       .default([])
       .describe('Relationship resources this role may write (trusted writers).'),
     readAudit: z.boolean().default(false).describe('May read AuditEvents and the DIM review views.'),

@@ -15,8 +15,13 @@ import type { Decision, DecisionReason, Obligation } from './decision.js';
  * query is an optimisation, the response filter is the boundary.
  */
 
-/** Types whose writes create or change care relationships: trusted writers only. */
-export const RELATIONSHIP_TYPES = new Set(['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Group', 'Consent']);
+/**
+ * Types whose writes create or change care relationships: trusted writers only. Practitioner is
+ * one of them: its identifiers and `active` are what a credential without `fhirUser` (Pro Santé
+ * Connect, a CPS card) is resolved by, so whoever may write them may become another practitioner
+ * and take their care relationships.
+ */
+export const RELATIONSHIP_TYPES = new Set(['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Practitioner', 'Group', 'Consent']);
 
 /** Parameters that reach other resources than the one searched, refused unless the role allows them. */
 const FEATURE_PARAMS: Record<string, SearchFeature> = {

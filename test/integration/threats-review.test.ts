@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import request from 'supertest';
 import type { Bundle, BundleEntry } from '@medplum/fhirtypes';
+import { join } from 'node:path';
 import type { PersonaName } from '../../src/demo/personas.js';
+import { demoToken } from '../../src/demo/tokens.js';
 import { startStack, type Stack } from '../helpers/stack.js';
 
 /**
@@ -27,6 +29,8 @@ const as = (persona: PersonaName) => ({
   head: (p: string) => request(stack.gate.server).head(path(p)).set(stack.auth(persona)),
   post: (p: string, body: unknown) =>
     request(stack.gate.server).post(path(p)).set(stack.auth(persona)).set('content-type', 'application/fhir+json').send(JSON.stringify(body)),
+  put: (p: string, body: unknown) =>
+    request(stack.gate.server).put(path(p)).set(stack.auth(persona)).set('content-type', 'application/fhir+json').send(JSON.stringify(body)),
   patch: (p: string, ops: unknown) =>
     request(stack.gate.server).patch(path(p)).set(stack.auth(persona)).set('content-type', 'application/json-patch+json').send(JSON.stringify(ops)),
 });
@@ -85,6 +89,27 @@ describe('writes used as reads', () => {
     const res = await as('clinician').patch(`/Observation/${id}`, [{ op: 'test', path: '/status', value: 'amended' }]);
     expect(res.status).toBe(400);
     expect(res.body.issue[0].code).toBe('processing');
+  });
+});
+
+describe('self-granted relationships', () => {
+  it('refuses a clinician who rewrites Practitioner identifiers to be resolved as a colleague and take their patients', async () => {
+    // A credential without fhirUser (Pro Santé Connect, a CPS card) is resolved by its RPPS alone.
+    const token = demoToken('clinician', { dir: join(stack.dir, 'keys'), claims: { fhirUser: undefined } });
+    const get = (p: string) => request(stack.gate.server).get(path(p)).set('authorization', `Bearer ${token}`);
+    const martin = (await as('dim').get('/Practitioner/prat-martin')).body as { identifier: unknown[] };
+    const girard = (await as('dim').get('/Practitioner/prat-girard')).body as Record<string, unknown>;
+
+    const drop = await as('clinician').put('/Practitioner/prat-martin', { ...martin, identifier: [] });
+    const take = await as('clinician').put('/Practitioner/prat-girard', { ...girard, identifier: martin.identifier });
+    const lockOut = await as('clinician').put('/Practitioner/prat-girard', { ...girard, active: false });
+    for (const res of [drop, take, lockOut]) {
+      expect(res.status).toBe(403);
+      expect(res.body.issue[0].code).toBe('forbidden');
+    }
+    expect((await get('/Patient/pat-fx-ortho')).status).toBe(403);
+    expect((await get('/Patient/pat-dupont')).status).toBe(200);
+    expect((await as('surgeon').get('/Patient/pat-fx-ortho')).status).toBe(200);
   });
 });
 
