@@ -85,6 +85,8 @@ const extra = (ctx: RequestContext): Extra => {
   return e;
 };
 
+/** Parameters a coding contractor gives ids in (pseudonyms only). */
+const DEID_ID_PARAMS: ReadonlySet<string> = new Set(['_id', 'patient', 'subject', 'encounter']);
 const RELATIONSHIP_WRITES = new Set(['CareTeam', 'Encounter', 'PractitionerRole', 'Practitioner']);
 const PUBLIC_PATHS = new Set(['/metadata', '/.well-known/smart-configuration']);
 const BTG_CATEGORY = /v3-ActReason#BTG\b/;
@@ -191,10 +193,13 @@ export function createStages(deps: StageDeps): Stages {
 
   /**
    * A coding contractor names resources by pseudonym: map them back to the real ids before the
-   * request is decided. An unknown pseudonym is a miss. Revealing grants nothing: the real request
-   * is judged against the engagement's stays like any other.
+   * request is decided. An unknown pseudonym is a miss, and so is a real id: a search by real id
+   * would answer with its pseudonym (linking the two) and tell whether that patient or stay is in
+   * the engagement. Revealing grants nothing: the real request is judged against the engagement's
+   * stays like any other. A signed paging link holds caregate's own (real) query and is left as is.
    */
-  function revealPseudonyms(it: FhirInteraction, d: Deidentifier): FhirInteraction {
+  function revealPseudonyms(it: FhirInteraction, d: Deidentifier, paging: boolean): FhirInteraction {
+    if (paging) return it;
     const miss = () => new ProxyError('ERR_NOT_FOUND', 'Resource not found.');
     let id = it.id;
     let path = it.path;
@@ -207,6 +212,7 @@ export function createStages(deps: StageDeps): Stages {
     const params = it.params.map((p) => {
       const values = p.value.split(',').map((v) => {
         const m = /^(?:([A-Z][A-Za-z]+)\/)?(p-[A-Za-z0-9\-.]{22})$/.exec(v);
+        if (!m && DEID_ID_PARAMS.has(p.name)) throw miss();
         if (!m) return v;
         const type = m[1] ?? (p.name === '_id' ? it.resourceType : p.name === 'encounter' ? 'Encounter' : 'Patient');
         const real = type ? d.reveal(type, m[2]!) : undefined;
@@ -424,7 +430,7 @@ export function createStages(deps: StageDeps): Stages {
       if (role.profile === 'de-identified') {
         x.engagement = engagementFor(p, role);
         if (x.engagement) {
-          ctx.interaction = revealPseudonyms(it, deidentifierFor(x.engagement));
+          ctx.interaction = revealPseudonyms(it, deidentifierFor(x.engagement), x.paging === true);
           return decideOne(ctx.id, ctx.interaction, p, role, careSet, x.paging === true);
         }
       }

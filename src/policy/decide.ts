@@ -489,7 +489,8 @@ function decideDeidentified(ctx: Ctx): Decision {
   }
   const type = it.resourceType ?? '';
   if (!DEID_TYPES.has(type)) return deny('role-forbidden', `Role "${r.id}" does not see ${type}.`, rule);
-  for (const p of it.params) {
+  // A signed paging link continues a search judged when it was issued (its `_offset`... are the FHIR server's).
+  for (const p of ctx.in.paging ? [] : it.params) {
     if (!DEID_PARAMS.has(p.name) || p.modifier !== undefined) {
       return deny('parameter-forbidden', `The search parameter ${p.name}${p.modifier ? `:${p.modifier}` : ''} is not available to role "${r.id}" (it could identify a person).`, rule);
     }

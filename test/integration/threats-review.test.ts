@@ -113,6 +113,37 @@ describe('self-granted relationships', () => {
   });
 });
 
+describe('special roles: the coding contractor', () => {
+  it('answers a search by real id like an unknown pseudonym: no link from a real id to its pseudonym, no membership oracle', async () => {
+    const unknown = await as('coder').get('/Observation?encounter=Encounter/p-AAAAAAAAAAAAAAAAAAAAAA');
+    expect(unknown.status).toBe(404);
+    for (const q of [
+      '/Observation?encounter=enc-dupont',
+      '/Observation?encounter=Encounter/enc-dupont',
+      '/Observation?patient=pat-dupont',
+      '/Observation?subject=Patient/pat-dupont',
+      '/Patient?_id=pat-dupont',
+      '/Patient?_id=pat-fx-ortho',
+      '/Encounter?_id=enc-dupont',
+    ]) {
+      const res = await as('coder').get(q);
+      expect(res.status, q).toBe(404);
+      expect(res.text, q).toBe(unknown.text);
+    }
+  });
+
+  it('still pages its searches through signed links', async () => {
+    const first = await as('coder').get('/Observation?_count=1');
+    expect(first.status).toBe(200);
+    const next = (first.body as Bundle).link?.find((l) => l.relation === 'next')?.url;
+    expect(next).toBeDefined();
+    const res = await request(stack.gate.server).get(new URL(next!).pathname).set(stack.auth('coder'));
+    expect(res.status, res.text).toBe(200);
+    expect(matches(res.body as Bundle).length).toBe(1);
+    expect(res.text).not.toMatch(/pat-dupont|enc-dupont/);
+  });
+});
+
 describe('existence oracles', () => {
   it('answers the history of another patient’s resource exactly like a missing one, also in a batch', async () => {
     const hidden = await as('clinician').get(`/Observation/${hiddenObs.id}/_history`);
