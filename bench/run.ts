@@ -18,6 +18,8 @@ const ROOT = resolve(import.meta.dirname, '../..');
 const DURATION = Number(process.env.BENCH_SECONDS ?? 8);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
 const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 2000);
+/** Rounds of the throughput measures (see main). */
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 /** Fixed request rate of the latency measure: well below every server's saturation here. */
 const LATENCY_RATE = Number(process.env.BENCH_LATENCY_RATE ?? 400);
 
@@ -66,11 +68,11 @@ interface Result {
   cpuMsPerReq?: number;
 }
 
-async function measure(url: string, headers: Record<string, string>, pid?: number): Promise<Result> {
+async function measure(url: string, headers: Record<string, string>, pid?: number, opts: { warm?: boolean; seconds?: number } = {}): Promise<Result> {
   // Warm-up: JIT, connection pools, caches.
-  await autocannon({ url, connections: CONNECTIONS, duration: 2, headers });
+  if (opts.warm !== false) await autocannon({ url, connections: CONNECTIONS, duration: 2, headers });
   const before = pid ? cpuSeconds(pid) : 0;
-  const r = await autocannon({ url, connections: CONNECTIONS, duration: DURATION, headers });
+  const r = await autocannon({ url, connections: CONNECTIONS, duration: opts.seconds ?? DURATION, headers });
   const after = pid ? cpuSeconds(pid) : 0;
   const requests = r.requests.total;
   return {
@@ -81,6 +83,23 @@ async function measure(url: string, headers: Record<string, string>, pid?: numbe
     non2xx: r.non2xx,
     ...(pid ? { cpuMsPerReq: ((after - before) * 1000) / Math.max(1, requests) } : {}),
   };
+}
+
+/** The run of median throughput. */
+function medianRun(runs: Result[]): Result {
+  return [...runs].sort((a, b) => a.rps - b.rps)[Math.floor((runs.length - 1) / 2)]!;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** `0.74 (0.61–0.80)`: the median of the per-round ratios and their range. */
+function ratioText(ratios: number[]): string {
+  const lo = Math.min(...ratios);
+  const hi = Math.max(...ratios);
+  return ratios.length > 1 ? `${median(ratios).toFixed(2)} (${lo.toFixed(2)}–${hi.toFixed(2)})` : median(ratios).toFixed(2);
 }
 
 async function main() {
@@ -129,17 +148,30 @@ async function main() {
     ];
 
     const rows: string[] = [];
-    const results: Array<{ name: string; direct: Result; pass: Result; gate: Result; gate2: Result; returned: number }> = [];
+    const results: Array<{ name: string; direct: Result; pass: Result; gate: Result; gate2: Result; ratios: number[]; returned: number }> = [];
     // Order matters on a shared 2-core machine: the instance that ships its AuditEvents to the demo
     // engine leaves a shipping backlog that loads the engine for a while. So direct, passthrough and
     // the instance whose audit is stored elsewhere are measured first, for every scenario; the
     // shipping instance last.
-    const early = new Map<string, { direct: Result; pass: Result; g2: Result }>();
+    //
+    // This machine is a VM whose host is shared: from one minute to the next the same code can take
+    // twice the CPU time. So the three servers are measured in ROUNDS short rounds, one after the
+    // other, and what is compared is each round's pair (caregate and the passthrough measured
+    // back to back): the median of the per-round ratios, with their range.
+    const early = new Map<string, { direct: Result; pass: Result; g2: Result; ratios: number[] }>();
     for (const s of scenarios) {
+      const runs: { direct: Result[]; pass: Result[]; g2: Result[] } = { direct: [], pass: [], g2: [] };
+      for (let round = 0; round < ROUNDS; round++) {
+        const o = { warm: round === 0, seconds: Math.max(2, Math.round(DURATION / 2)) };
+        runs.direct.push(await measure(upstream.url + s.path, {}, upstream.child.pid, o));
+        runs.pass.push(await measure(passthrough.url + s.path, s.auth, passthrough.child.pid, o));
+        runs.g2.push(await measure(gate2.url + s.path, s.auth, gate2.child.pid, o));
+      }
       early.set(s.name, {
-        direct: await measure(upstream.url + s.path, {}, upstream.child.pid),
-        pass: await measure(passthrough.url + s.path, s.auth, passthrough.child.pid),
-        g2: await measure(gate2.url + s.path, s.auth, gate2.child.pid),
+        direct: medianRun(runs.direct),
+        pass: medianRun(runs.pass),
+        g2: medianRun(runs.g2),
+        ratios: runs.g2.map((g, i) => g.rps / runs.pass[i]!.rps),
       });
     }
     // Added latency, measured where it means something: at a fixed rate below saturation (at
@@ -168,13 +200,13 @@ async function main() {
       const body = (await probe.json()) as { entry?: unknown[] };
       const returned = body.entry?.length ?? 1;
       if (probe.status !== 200) throw new Error(`scenario ${s.name}: caregate answered ${probe.status}`);
-      const { direct, pass, g2 } = early.get(s.name)!;
+      const { direct, pass, g2, ratios } = early.get(s.name)!;
       const g = await measure(gate.url + s.path, s.auth, gate.child.pid);
-      results.push({ name: s.name, direct, pass, gate: g, gate2: g2, returned });
-      const line = `${s.name.padEnd(40)} entries=${String(returned).padStart(3)} | direct ${direct.rps.toFixed(0).padStart(6)} rps | passthrough ${pass.rps.toFixed(0).padStart(6)} rps p50 ${pass.p50}ms p99 ${pass.p99}ms cpu ${pass.cpuMsPerReq!.toFixed(3)}ms | caregate ${g.rps.toFixed(0).padStart(6)} rps p50 ${g.p50}ms p99 ${g.p99}ms cpu ${g.cpuMsPerReq!.toFixed(3)}ms | caregate/passthrough ${(g.rps / pass.rps).toFixed(2)} caregate/direct ${(g.rps / direct.rps).toFixed(2)} | audit elsewhere ${g2.rps.toFixed(0)} rps p99 ${g2.p99}ms cpu ${g2.cpuMsPerReq!.toFixed(3)}ms ratio ${(g2.rps / pass.rps).toFixed(2)}`;
+      results.push({ name: s.name, direct, pass, gate: g, gate2: g2, ratios, returned });
+      const line = `${s.name.padEnd(40)} entries=${String(returned).padStart(3)} | direct ${direct.rps.toFixed(0).padStart(6)} rps | passthrough ${pass.rps.toFixed(0).padStart(6)} rps p50 ${pass.p50}ms p99 ${pass.p99}ms cpu ${pass.cpuMsPerReq!.toFixed(3)}ms | caregate ${g.rps.toFixed(0).padStart(6)} rps p50 ${g.p50}ms p99 ${g.p99}ms cpu ${g.cpuMsPerReq!.toFixed(3)}ms | caregate/passthrough ${(g.rps / pass.rps).toFixed(2)} caregate/direct ${(g.rps / direct.rps).toFixed(2)} | audit elsewhere ${g2.rps.toFixed(0)} rps p99 ${g2.p99}ms cpu ${g2.cpuMsPerReq!.toFixed(3)}ms ratio ${ratioText(ratios)}`;
       console.log(line);
       rows.push(
-        `| ${s.name} | ${returned} | ${direct.rps.toFixed(0)} | ${direct.p50} / ${direct.p99} | ${pass.rps.toFixed(0)} | ${pass.p50} / ${pass.p99} | ${pass.cpuMsPerReq!.toFixed(3)} | ${g.rps.toFixed(0)} | ${g.p50} / ${g.p99} | ${g.cpuMsPerReq!.toFixed(3)} | **${(g.rps / pass.rps).toFixed(2)}** | ${(g.rps / direct.rps).toFixed(2)} | ${g.non2xx} | ${g2.rps.toFixed(0)} | ${g2.p50} / ${g2.p99} | ${g2.cpuMsPerReq!.toFixed(3)} | **${(g2.rps / pass.rps).toFixed(2)}** | ${g2.p99 - pass.p99} |`,
+        `| ${s.name} | ${returned} | ${direct.rps.toFixed(0)} | ${direct.p50} / ${direct.p99} | ${pass.rps.toFixed(0)} | ${pass.p50} / ${pass.p99} | ${pass.cpuMsPerReq!.toFixed(3)} | ${g.rps.toFixed(0)} | ${g.p50} / ${g.p99} | ${g.cpuMsPerReq!.toFixed(3)} | **${(g.rps / pass.rps).toFixed(2)}** | ${(g.rps / direct.rps).toFixed(2)} | ${g.non2xx} | ${g2.rps.toFixed(0)} | ${g2.p50} / ${g2.p99} | ${g2.cpuMsPerReq!.toFixed(3)} | **${ratioText(ratios)}** | ${g2.p99 - pass.p99} |`,
       );
     }
 
@@ -194,7 +226,7 @@ async function main() {
     const mark = (x: number) => (x >= 0.9 ? '✅' : x >= 0.85 ? '≈' : '❌');
     const targets = results.map(
       (r) =>
-        `- ${r.name}: caregate/passthrough = ${(r.gate.rps / r.pass.rps).toFixed(2)} ${mark(r.gate.rps / r.pass.rps)}; with the audit store elsewhere ${(r.gate2.rps / r.pass.rps).toFixed(2)} ${mark(r.gate2.rps / r.pass.rps)} (target ≥ 0.85–0.90); p99 at saturation ${r.gate2.p99 - r.pass.p99 >= 0 ? '+' : ''}${r.gate2.p99 - r.pass.p99} ms (queueing: the ≤ 2 ms target is judged at a fixed rate, above)`,
+        `- ${r.name}: caregate/passthrough = ${(r.gate.rps / r.pass.rps).toFixed(2)} ${mark(r.gate.rps / r.pass.rps)}; with the audit store elsewhere ${ratioText(r.ratios)} ${mark(median(r.ratios))} (target ≥ 0.85–0.90); p99 at saturation ${r.gate2.p99 - r.pass.p99 >= 0 ? '+' : ''}${r.gate2.p99 - r.pass.p99} ms (queueing: the ≤ 2 ms target is judged at a fixed rate, above)`,
     );
     const md = `# Benchmarks
 
@@ -202,8 +234,13 @@ Generated by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)} (Node
 Each server runs in its own process on this machine: the embedded demo FHIR engine (${PATIENTS} patients),
 a bare express + http-proxy-middleware passthrough with the same keep-alive agent, and caregate
 (identity, care-set resolution, policy, response filtering, strict fsync'ed audit). autocannon,
-${CONNECTIONS} connections, ${DURATION} s per measure after a 2 s warm-up. Latencies in ms. CPU is the
-server process's user+system time per request, read from /proc.
+${CONNECTIONS} connections, 2 s warm-up. Direct, passthrough and the caregate whose audit store is elsewhere
+are measured in ${ROUNDS} rounds of ${Math.max(2, Math.round(DURATION / 2))} s each, one after the other; their columns show the median
+round, and "/passthrough" the median of the per-round ratios (range in brackets): the host of this
+VM is shared, and the same code can take twice the CPU from one minute to the next. The caregate
+that ships to the demo engine is measured once, ${DURATION} s. Latencies in ms. CPU is the server
+process's user+system time per request, read from /proc (on this VM it includes time the host
+took the CPU away).
 
 | scenario | entries | direct rps | direct p50/p99 | passthrough rps | passthrough p50/p99 | passthrough CPU ms/req | caregate rps | caregate p50/p99 | caregate CPU ms/req | caregate/passthrough | caregate/direct | caregate non-2xx | caregate, audit elsewhere: rps | p50/p99 | CPU ms/req | /passthrough | p99 at saturation, over the passthrough (ms) |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
