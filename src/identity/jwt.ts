@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import {
   createLocalJWKSet,
@@ -150,7 +150,7 @@ export function createTokenVerifier(issuers: readonly IssuerConfig[], opts: Toke
     async verify(token) {
       // A token whose signature was verified moments ago (so well-formed): only its time claims
       // need checking again.
-      const cacheKey = createHash('sha256').update(token).digest('base64url');
+      const cacheKey = hash('sha256', token, 'base64url');
       const hit = verified.get(cacheKey);
       if (hit && byIss.get(hit.iss.issuer)?.iss === hit.iss) {
         checkTimes(hit.payload, hit.iss, now());
