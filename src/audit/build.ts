@@ -139,17 +139,32 @@ export function auditOutcome(input: Pick<AuditInput, 'kind' | 'decision' | 'http
 
 function accessEvents(input: AuditInput, patients: string[], ids: () => string): AuditEvent[] {
   const it = input.interaction;
+  const interactionKind = it?.kind;
   const split = it !== undefined && PER_PATIENT.has(it.kind) && patients.length > 1;
   const groups: string[][] = split ? patients.map((p) => [p]) : [patients];
+  const btg = isBreakGlass(input);
+  // What every event of the interaction says alike is built once and shared by them (a DIM search
+  // makes one event per patient, a hundred per page); events are serialised, never modified.
+  const shared = {
+    subtype: [{ system: Systems.restfulInteraction, code: restfulCode(interactionKind) }],
+    action: actionFor(interactionKind),
+    outcome: auditOutcome(input),
+    outcomeDesc: outcomeDescription(input),
+    purpose: purposeOfEvent(input, btg),
+    agent: [...restAgents(input, interactionKind), ...userAgent(input, btg)],
+    source: source(input.site),
+    query: it && QUERY_KINDS.has(it.kind) ? [queryEntity(input, it)] : [],
+    request: requestIdEntity(input.requestId),
+    decision: outcomeEntity(input),
+    data: split ? [] : dataEntities(input),
+  };
   return groups.map((group) => {
-    const interactionKind = it?.kind;
-    const btg = isBreakGlass(input);
     const entities: AuditEventEntity[] = [
       ...group.map(patientEntity),
-      ...(split ? [] : dataEntities(input)),
-      ...(it && QUERY_KINDS.has(it.kind) ? [queryEntity(input, it)] : []),
-      requestIdEntity(input.requestId),
-      outcomeEntity(input),
+      ...shared.data,
+      ...shared.query,
+      shared.request,
+      shared.decision,
       ...evidenceEntities(evidenceFor(input, group)),
       ...(btg ? breakGlassEntities(input, group) : []),
     ];
@@ -157,14 +172,14 @@ function accessEvents(input: AuditInput, patients: string[], ids: () => string):
       resourceType: 'AuditEvent',
       id: ids(),
       type: EventType.rest,
-      subtype: [{ system: Systems.restfulInteraction, code: restfulCode(interactionKind) }],
-      action: actionFor(interactionKind),
+      subtype: shared.subtype,
+      action: shared.action,
       recorded: input.recorded,
-      outcome: auditOutcome(input),
-      outcomeDesc: outcomeDescription(input),
-      ...purposeOfEvent(input, btg),
-      agent: [...restAgents(input, interactionKind), ...userAgent(input, btg)],
-      source: source(input.site),
+      outcome: shared.outcome,
+      outcomeDesc: shared.outcomeDesc,
+      ...shared.purpose,
+      agent: shared.agent,
+      source: shared.source,
       entity: entities,
     } satisfies AuditEvent;
   });
