@@ -90,6 +90,27 @@ const DEID_ID_PARAMS: ReadonlySet<string> = new Set(['_id', 'patient', 'subject'
 const RELATIONSHIP_WRITES = new Set(['CareTeam', 'Encounter', 'PractitionerRole', 'Practitioner']);
 const PUBLIC_PATHS = new Set(['/metadata', '/.well-known/smart-configuration']);
 const BTG_CATEGORY = /v3-ActReason#BTG\b/;
+/** Longest break-the-glass reason recorded (it is copied into every AuditEvent of the grant). */
+const MAX_BTG_REASON = 1000;
+
+/**
+ * A break-the-glass reason as a reviewer reads it: control characters (NUL, line breaks) become
+ * spaces, invisible format characters (zero-width spaces, bidirectional marks) are removed,
+ * whitespace is collapsed. Its length is then judged on letters and digits only, so that ten
+ * zero-width spaces, NULs or dots do not pass for a reason.
+ */
+function readableReason(raw: string): string {
+  return raw
+    .normalize('NFC')
+    .replace(/\p{Cc}/gu, ' ')
+    .replace(/[\p{Cf}\p{Co}\p{Cn}\p{Cs}]/gu, '')
+    .replace(/\s+/gu, ' ')
+    .trim();
+}
+
+function countReadable(reason: string): number {
+  return reason.match(/[\p{L}\p{N}]/gu)?.length ?? 0;
+}
 
 export function createStages(deps: StageDeps): Stages {
   const { logger } = deps;
@@ -353,12 +374,21 @@ export function createStages(deps: StageDeps): Stages {
     if (!role.breakGlass || p.kind !== 'practitioner') {
       throw new ProxyError('ERR_FORBIDDEN', `Break-the-glass is not allowed to role "${role.id}".`);
     }
+    if (!asOperation && (it.kind === 'create' || it.kind === 'update' || it.kind === 'patch' || it.kind === 'delete')) {
+      // A grant is opened to read a record in an emergency, by a read or by the operation; a write
+      // (an update, a delete of a record never seen) never opens one on its own.
+      throw new ProxyError('ERR_BAD_REQUEST', 'Break-the-glass is opened by a read of the patient, or POST Patient/<id>/$break-glass, not by a write.');
+    }
+    reason = readableReason(reason);
     const patients = it.compartment?.type === 'Patient' ? [it.compartment.id] : it.resourceType === 'Patient' && it.id ? [it.id] : [];
     if (patients.length !== 1 || (it.kind === 'operation' && !asOperation)) {
       throw new ProxyError('ERR_BAD_REQUEST', 'Break-the-glass names exactly one patient in the URL (Patient/<id> or Patient/<id>/<Type>).');
     }
-    if (reason.length < policy.breakGlass.minReasonLength) {
-      throw new ProxyError('ERR_BAD_REQUEST', `Break-the-glass needs a reason of at least ${policy.breakGlass.minReasonLength} characters.`);
+    if (countReadable(reason) < policy.breakGlass.minReasonLength) {
+      throw new ProxyError('ERR_BAD_REQUEST', `Break-the-glass needs a reason of at least ${policy.breakGlass.minReasonLength} letters or digits.`);
+    }
+    if (reason.length > MAX_BTG_REASON) {
+      throw new ProxyError('ERR_BAD_REQUEST', `A break-the-glass reason is at most ${MAX_BTG_REASON} characters.`);
     }
     const g = deps.breakGlass.grant(p.practitioner, patients[0]!, reason, policy.breakGlass.durationMinutes);
     await deps.auditBreakGlass(ctx, g.patient, reason, g.until);

@@ -199,6 +199,9 @@ export function encounterCounts(enc: Encounter, members: ReadonlySet<string>, cf
     }
     active = false;
   } else if (status && cfg.encounter.statuses.includes(status as never)) {
+    // Like a CareTeam's: a stay whose own period has not begun or has ended does not count now,
+    // whatever its status says (an in-progress stay dated next week, one left open after its end).
+    if (!periodCovers(enc.period, t)) return false;
     active = true;
   } else {
     return false;
@@ -208,10 +211,28 @@ export function encounterCounts(enc: Encounter, members: ReadonlySet<string>, cf
     if (!ref || !members.has(ref)) return false;
     // The participant's own period: covering now for an ongoing stay, overlapping the stay once it ended.
     if (active) return periodCovers(part.period, t);
-    const pStart = parseTime(part.period?.start);
-    const encEnd = parseTime(enc.period?.end);
-    return pStart === undefined || encEnd === undefined || pStart <= encEnd;
+    return finishedParticipationCounts(part.period, enc.period, cfg, t);
   });
+}
+
+/**
+ * A participant of a finished stay keeps access for the window after their own participation
+ * ended (the stay's end when they stayed to the end), not after the stay's: someone who left a
+ * long stay months before it closed must not regain the record when it closes, when they were
+ * refused it while it ran. Their participation must also have begun before the stay ended.
+ * An unreadable bound never counts.
+ */
+function finishedParticipationCounts(part: Period | undefined, stay: Period | undefined, cfg: CareRelationshipsConfig, t: number): boolean {
+  const stayEnd = parseTime(stay?.end, true);
+  if (part?.start !== undefined) {
+    const s = parseTime(part.start);
+    if (s === undefined || (stayEnd !== undefined && s > stayEnd)) return false;
+  }
+  if (part?.end === undefined) return true;
+  const e = parseTime(part.end, true);
+  if (e === undefined) return false;
+  // With `finished` among the statuses that count, finished stays count at any age.
+  return cfg.encounter.statuses.includes('finished') || t - e <= cfg.encounter.finishedWithinDays * DAY_MS;
 }
 
 /** A missing period, or missing bounds, are open; an unparseable bound never covers. */
