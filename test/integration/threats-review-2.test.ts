@@ -3,6 +3,7 @@ import request from 'supertest';
 import type { Binary, Bundle, DocumentReference } from '@medplum/fhirtypes';
 import type { PersonaName } from '../../src/demo/personas.js';
 import { startDemoFhir } from '../../src/demo/server.js';
+import { createBreakGlassStore } from '../../src/relate/breakglass.js';
 import { startFaultUpstream } from '../helpers/fault-upstream.js';
 import { startStack, type Stack } from '../helpers/stack.js';
 
@@ -124,6 +125,20 @@ describe('break-the-glass misuse', () => {
     expect(res.status).toBe(400);
     expect((await as('dim').get('/Patient/pat-fx-role')).body.gender).toBe(current.gender);
     expect((await as('emergency').get('/Patient/pat-fx-role')).status).toBe(403);
+  });
+});
+
+describe('break-the-glass grants', () => {
+  it('cover the one patient named, for the one user, and end when their duration is over', () => {
+    let now = Date.UTC(2026, 0, 15, 10);
+    const store = createBreakGlassStore(() => now);
+    store.grant('Practitioner/prat-roux', 'pat-fx-ortho', 'unconscious patient', 60);
+    expect(store.active('Practitioner/prat-roux').map((g) => g.patient)).toEqual(['pat-fx-ortho']);
+    expect(store.active('Practitioner/prat-martin')).toEqual([]);
+    now += 60 * 60_000 - 1;
+    expect(store.active('Practitioner/prat-roux')).toHaveLength(1);
+    now += 1;
+    expect(store.active('Practitioner/prat-roux')).toEqual([]);
   });
 });
 
