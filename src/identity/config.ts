@@ -232,7 +232,7 @@ export const identityConfigSchema = z
       .array(z.string().min(1))
       .default([])
       .describe('Roles (IdP or policy roles) that must present a card certificate in the same request.'),
-    principalCacheTtlSeconds: z.number().int().nonnegative().default(300).describe('How long a resolved principal is reused.'),
+    principalCacheTtlSeconds: z.number().int().nonnegative().default(60).describe('How long a resolved principal (Practitioner, active PractitionerRoles, Organizations) is reused. Keep it at most the care-set cache TTL: a role ended on the FHIR server outside caregate stops counting only when both expire.'),
     principalCacheMax: z.number().int().positive().default(10_000).describe('Bound on cached principals.'),
     practitionerIdentifierSystems: z
       .array(z.string().min(1))

@@ -18,7 +18,7 @@ describe('identity config', () => {
     expect(iss.claims.clientId).toEqual(['azp', 'client_id']);
     expect(iss.requireCertificateBinding).toBe(false);
     const cfg = identityConfigSchema.parse({ issuers: [base] });
-    expect(cfg.principalCacheTtlSeconds).toBe(300);
+    expect(cfg.principalCacheTtlSeconds).toBe(60);
     expect(cfg.practitionerIdentifierSystems).toEqual(['urn:oid:1.2.250.1.71.4.2.1', 'https://rpps.esante.gouv.fr']);
   });
 

@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import request from 'supertest';
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parsePolicy } from '../../src/policy/load.js';
 import { ConfigError } from '../../src/config/load.js';
 import type { PersonaName } from '../../src/demo/personas.js';
+import { demoToken } from '../../src/demo/tokens.js';
 import { startStack, type Stack } from '../helpers/stack.js';
 
 /**
@@ -21,6 +22,17 @@ const path = (p: string) => new URL(stack.url).pathname + p;
 const as = (persona: PersonaName) => ({
   get: (p: string) => request(stack.gate.server).get(path(p)).set(stack.auth(persona)),
   post: (p: string, body: unknown) => request(stack.gate.server).post(path(p)).set(stack.auth(persona)).set('content-type', 'application/fhir+json').send(body as object),
+});
+
+describe('staff roles and the kind of caller', () => {
+  it('does not give a staff role to a patient whose token carries one (the demo policy matches staff roles on practitioners only)', async () => {
+    // An identity provider that puts `dim` in a patient's realm roles must not make her a DIM physician.
+    const token = demoToken('patient', { dir: join(stack.dir, 'keys'), claims: { realm_access: { roles: ['dim', 'admission'] } } });
+    const other = await request(stack.gate.server).get(path('/Patient/pat-fx-ortho')).set('authorization', `Bearer ${token}`);
+    expect(other.status).toBe(403);
+    const own = await request(stack.gate.server).get(path('/Patient/pat-dupont')).set('authorization', `Bearer ${token}`);
+    expect(own.status).toBe(200);
+  });
 });
 
 describe('admission staff (profile administrative)', () => {

@@ -156,7 +156,7 @@ describe('shadow policy', () => {
 
   it('gives an all-records role of the candidate every record, without a lookup', async () => {
     const { logger } = capture();
-    const candidate = candidateOf((t) => t.replace('match: { idpRoles: [dim] }', 'match: { idpRoles: [dim, clinician] }'));
+    const candidate = candidateOf((t) => t.replace('match: { idpRoles: [dim], principalKind: practitioner }', 'match: { idpRoles: [dim, clinician], principalKind: practitioner }'));
     const shadow = createShadowPolicy({ candidate, logger });
     const careSetFor = vi.fn();
     const input = inputFor(practitioner(['clinician']), read('Patient', 'pat-fx-ortho'), martinSet);
@@ -198,7 +198,7 @@ describe('shadow policy', () => {
 
   it('refuses, like authorize, a candidate role that requires a card the caller did not present', async () => {
     const { logger } = capture();
-    const candidate = candidateOf((t) => t.replace('    match: { idpRoles: [clinician] }\n', '    match: { idpRoles: [clinician] }\n    requireCard: true\n'));
+    const candidate = candidateOf((t) => t.replace('    match: { idpRoles: [clinician], principalKind: practitioner }\n', '    match: { idpRoles: [clinician], principalKind: practitioner }\n    requireCard: true\n'));
     const shadow = createShadowPolicy({ candidate, logger });
     const input = inputFor(practitioner(['clinician']), read('Patient', 'pat-dupont'), martinSet);
     const r = await shadow.compare({ requestId: 'r', input, active: decide(input) });
