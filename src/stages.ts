@@ -87,6 +87,33 @@ const extra = (ctx: RequestContext): Extra => {
 
 /** Parameters a coding contractor gives ids in (pseudonyms only). */
 const DEID_ID_PARAMS: ReadonlySet<string> = new Set(['_id', 'patient', 'subject', 'encounter']);
+/** A checked break-the-glass request: one patient, a readable reason, the end of the grant it would open. */
+interface BreakGlassRequest {
+  patient: string;
+  reason: string;
+  /** Asked with `POST Patient/<id>/$break-glass` rather than a header on a read. */
+  asOperation: boolean;
+  until: number;
+}
+
+/** A care set with break-the-glass grants added (each patient's evidence says until when, and why). */
+function withGrants(base: CareSet, grants: readonly { patient: string; reason: string; until: number }[]): CareSet {
+  if (grants.length === 0) return base;
+  const patients = new Map(base.patients);
+  for (const g of grants) {
+    patients.set(g.patient, [
+      ...(patients.get(g.patient) ?? []),
+      { source: 'break-glass', reference: undefined, until: new Date(g.until).toISOString(), reason: g.reason },
+    ]);
+  }
+  return { ...base, patients };
+}
+
+function principalPractitioner(p: Principal): string {
+  if (p.kind !== 'practitioner') throw new ProxyError('ERR_FORBIDDEN', 'Break-the-glass is for practitioners.');
+  return p.practitioner;
+}
+
 const RELATIONSHIP_WRITES = new Set(['CareTeam', 'Encounter', 'PractitionerRole', 'Practitioner']);
 const PUBLIC_PATHS = new Set(['/metadata', '/.well-known/smart-configuration']);
 const BTG_CATEGORY = /v3-ActReason#BTG\b/;
@@ -134,16 +161,7 @@ export function createStages(deps: StageDeps): Stages {
       case 'care-team': {
         if (p.kind !== 'practitioner') return { scope: 'listed', patients: new Map(), resolvedAt: Date.now() };
         const base = fresh ? await deps.careSets.refresh(p) : await deps.careSets.get(p);
-        const grants = deps.breakGlass.active(p.practitioner);
-        if (grants.length === 0) return base;
-        const patients = new Map(base.patients);
-        for (const g of grants) {
-          patients.set(g.patient, [
-            ...(patients.get(g.patient) ?? []),
-            { source: 'break-glass', reference: undefined, until: new Date(g.until).toISOString(), reason: g.reason },
-          ]);
-        }
-        return { ...base, patients };
+        return withGrants(base, deps.breakGlass.active(p.practitioner));
       }
       case 'administrative':
         // Demographics and stay logistics of every patient; the mask removes clinical content.
@@ -346,9 +364,9 @@ export function createStages(deps: StageDeps): Stages {
    *   with the reason in `X-BTG-Reason`, on a request naming one patient in its URL;
    * - the operation `POST Patient/<id>/$break-glass` with a Parameters body `reason` (what the
    *   break-the-glass page sends, for EHR clients that cannot add headers).
-   * Returns the grant when one was opened.
+   * Returns the checked request (the grant is opened by `openGrant`, once the request is permitted).
    */
-  async function maybeBreakGlass(ctx: RequestContext, p: Principal, role: RoleConfig, it: FhirInteraction): Promise<{ until: number } | undefined> {
+  function breakGlassRequest(ctx: RequestContext, p: Principal, role: RoleConfig, it: FhirInteraction): BreakGlassRequest | undefined {
     const policy = deps.policy();
     const asOperation = it.kind === 'operation' && it.operation === 'break-glass';
     const cat = ctx.headers['category'];
@@ -390,8 +408,13 @@ export function createStages(deps: StageDeps): Stages {
     if (reason.length > MAX_BTG_REASON) {
       throw new ProxyError('ERR_BAD_REQUEST', `A break-the-glass reason is at most ${MAX_BTG_REASON} characters.`);
     }
-    const g = deps.breakGlass.grant(p.practitioner, patients[0]!, reason, policy.breakGlass.durationMinutes);
-    await deps.auditBreakGlass(ctx, g.patient, reason, g.until);
+    return { patient: patients[0]!, reason, asOperation, until: Date.now() + policy.breakGlass.durationMinutes * 60_000 };
+  }
+
+  /** Opens the grant of a permitted break-the-glass request; resolves once its alert is audited. */
+  async function openGrant(ctx: RequestContext, p: Principal, req: BreakGlassRequest): Promise<{ until: number }> {
+    const g = deps.breakGlass.grant(principalPractitioner(p), req.patient, req.reason, deps.policy().breakGlass.durationMinutes);
+    await deps.auditBreakGlass(ctx, g.patient, req.reason, g.until);
     return { until: g.until };
   }
 
@@ -440,8 +463,9 @@ export function createStages(deps: StageDeps): Stages {
       if (role.requireCard && !p.certificate) {
         throw new ProxyError('ERR_CARD_REQUIRED', `Role "${role.id}" requires a CPS card.`);
       }
-      const grant = await maybeBreakGlass(ctx, p, role, it);
-      if (grant && it.kind === 'operation' && it.operation === 'break-glass') {
+      const btg = breakGlassRequest(ctx, p, role, it);
+      if (btg?.asOperation) {
+        const grant = await openGrant(ctx, p, btg);
         x.breakGlassUntil = grant.until;
         ctx.patients.add(it.id!);
         return {
@@ -455,7 +479,10 @@ export function createStages(deps: StageDeps): Stages {
           purposeOfUse: 'BTG',
         };
       }
-      let careSet = await careSetFor(p, role, false);
+      // A break-the-glass header opens its grant only if the request it comes with is permitted
+      // with it: a refused request leaves nothing open.
+      const pending = btg ? [{ patient: btg.patient, reason: btg.reason, until: btg.until }] : [];
+      let careSet = withGrants(await careSetFor(p, role, false), pending);
       ctx.careSet = careSet;
       if (role.profile === 'de-identified') {
         x.engagement = engagementFor(p, role);
@@ -491,10 +518,11 @@ export function createStages(deps: StageDeps): Stages {
       let decision = await decideOne(ctx.id, it, p, role, careSet, paging);
       if (decision.effect === 'deny' && decision.reason === 'no-care-relationship' && role.profile === 'care-team') {
         // A refusal is confirmed by one fresh resolution: a newly added team member is never wrongly refused.
-        careSet = await careSetFor(p, role, true);
+        careSet = withGrants(await careSetFor(p, role, true), pending);
         ctx.careSet = careSet;
         decision = await decideOne(ctx.id, it, p, role, careSet, paging);
       }
+      if (btg && decision.effect === 'permit') await openGrant(ctx, p, btg);
       return decision;
     },
 

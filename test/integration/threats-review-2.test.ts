@@ -113,6 +113,17 @@ describe('break-the-glass misuse', () => {
     expect((await btgGet('/Patient/pat-fx-direct', 'Patient%20inconscient%20au%20d%C3%A9chocage')).status).toBe(200);
   });
 
+  it('opens no grant when the request that asks for it is refused for another reason', async () => {
+    const patient = 'pat-fx-suspended';
+    expect((await as('emergency').get(`/Patient/${patient}`)).status).toBe(403);
+    // The audit trail of a patient is refused to clinicians, break-the-glass or not.
+    expect((await btgGet(`/Patient/${patient}/AuditEvent`, 'unconscious patient in resuscitation')).status).toBe(403);
+    expect((await as('emergency').get(`/Patient/${patient}`)).status).toBe(403);
+    // Asked with a request that is permitted, the grant opens.
+    expect((await btgGet(`/Patient/${patient}`, 'unconscious patient in resuscitation')).status).toBe(200);
+    expect((await as('emergency').get(`/Patient/${patient}/Observation`)).status).toBe(200);
+  });
+
   it('does not open break-the-glass from a write', async () => {
     const current = (await as('dim').get('/Patient/pat-fx-role')).body as Record<string, unknown>;
     const res = await request(stack.gate.server)
