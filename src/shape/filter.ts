@@ -1,7 +1,6 @@
 import type { AuditEvent, Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { removeDisplays, parseReference } from '../fhir/references.js';
-import { resolvePatientLink, type PatientLink } from '../fhir/patients.js';
-import { PATIENT_COMPARTMENT } from '../fhir/generated/patient-compartment.js';
+import { REFERENCE_DATA_TYPES, resolvePatientLink, type PatientLink } from '../fhir/patients.js';
 import type { CareSet } from '../relate/types.js';
 
 /**
@@ -90,28 +89,22 @@ function auditedPatients(event: AuditEvent, localBases: readonly string[]): stri
 }
 
 /**
- * Types whose resources belong to patients: a display text of a reference to one may name its
- * patient (`derivedFrom: {reference: Observation/x, display: "temperature of <name>"}`).
- */
-const PATIENT_BEARING = new Set([...Object.keys(PATIENT_COMPARTMENT), 'Binary', 'Provenance', 'Group', 'List']);
-
-/**
  * Removes the `display` texts that may name a patient the caller may not see: references to such a
- * patient, and references to any other patient-bearing resource, whose patient cannot be told
+ * patient, and references to any resource that is not reference data, whose patient cannot be told
  * without reading it (an Encounter's display may name someone else). Displays of references to the
- * caller's own patients, to practitioners, organisations and reference data are kept.
+ * caller's own patients and to reference data (practitioners, organisations...) are kept.
  */
 export function scrubDisplays(resource: Resource, ctx: FilterContext): void {
   if (ctx.careSet.scope === 'all') return;
   removeDisplays(resource, (ref) => {
     if (typeof ref.reference !== 'string') {
       // An identifier-only or display-only reference: the display may name anyone.
-      return typeof ref.type === 'string' && (ref.type === 'Patient' || PATIENT_BEARING.has(ref.type));
+      return typeof ref.type === 'string' && !REFERENCE_DATA_TYPES.has(ref.type);
     }
     const p = parseReference(ref.reference, ctx.localBases);
     if (p === undefined) return false;
     if (p.type === 'Patient') return !allowed(ctx.careSet, p.id);
-    return PATIENT_BEARING.has(p.type);
+    return !REFERENCE_DATA_TYPES.has(p.type);
   });
 }
 
