@@ -2,13 +2,15 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
-import type { FhirInteraction, SearchParam } from '../fhir/interaction.js';
+import { classify } from '../fhir/classify.js';
+import type { SearchParam } from '../fhir/interaction.js';
 import { ProxyError } from '../http/errors.js';
 import { outcomeFor } from '../http/outcome.js';
 import type { Principal } from '../identity/principal.js';
 import { scopeAllows } from '../identity/scopes.js';
 import type { RoleConfig } from '../policy/config.js';
 import type { Decision } from '../policy/decision.js';
+import { serializeParams } from '../shape/request.js';
 import { buildAuditEvents } from './build.js';
 import { isLoginFailure } from './request.js';
 import { resolveBound, reviewReport, ReviewTooLargeError, type ReviewHours, type ReviewSource, type ReviewUnusual } from './review.js';
@@ -275,24 +277,8 @@ function viewEvents(
         ...(v.query.patient ? [{ name: 'entity', modifier: undefined, value: `Patient/${v.query.patient}` }] : []),
       ]
     : [];
-  const interaction: FhirInteraction = {
-    kind: 'search-type',
-    method: 'GET',
-    head: false,
-    resourceType: 'AuditEvent',
-    id: undefined,
-    versionId: undefined,
-    operation: undefined,
-    operationLevel: undefined,
-    compartment: undefined,
-    params,
-    conditional: undefined,
-    body: undefined,
-    entries: undefined,
-    path: 'AuditEvent',
-    prefer: {},
-    format: 'json',
-  };
+  // The view, told as the FHIR search it amounts to, in the classifier's canonical form.
+  const interaction = classify({ method: 'GET', path: '/AuditEvent', query: serializeParams(params), headers: {} }, { maxBodyBytes: 0 });
   const clientAddress = v.req.socket.remoteAddress;
   return buildAuditEvents({
     ...(isLoginFailure({ principal: v.principal, error: v.failure }) ? { kind: 'login-failure' as const } : {}),
