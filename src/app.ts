@@ -43,7 +43,7 @@ export function createApp(opts: AppOptions): http.RequestListener {
   const base = opts.basePath === '/' ? '' : opts.basePath;
   const review = opts.review;
 
-  /** What the express error handler answers, for failures of the handlers that bypass express. */
+  /** The answer to an unhandled failure, for express's routes and for the handlers that bypass it. */
   function failed(res: ServerResponse, err: unknown): void {
     opts.logger.error({ err: { type: (err as Error)?.name } }, 'unhandled error at the HTTP edge');
     if (res.headersSent) {
@@ -89,17 +89,7 @@ export function createApp(opts: AppOptions): http.RequestListener {
       .send(JSON.stringify(operationOutcome('error', 'not-found', `Nothing here. The FHIR API is at ${opts.basePath}.`)));
   });
 
-  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    opts.logger.error({ err: { type: (err as Error)?.name } }, 'unhandled error at the HTTP edge');
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    res
-      .status(500)
-      .type('application/fhir+json')
-      .send(JSON.stringify(operationOutcome('error', 'exception', 'The request could not be processed.')));
-  });
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => failed(res, err));
   return (req, res) => {
     const url = req.url ?? '/';
     if (review) {
