@@ -241,8 +241,8 @@ async function loadReport(opts: ReviewRouteOptions, q: ReviewQuery, nonce: strin
         issue: 'too-costly',
       });
     }
-    // The loader's messages name a status or a cause, never a body; still, keep them out of the answer.
-    opts.logger.warn({ err: { type: (err as Error)?.name, message: (err as Error)?.message } }, 'audit review: the trail could not be read');
+    // Only the error's type and code: a message could quote the search it failed on (a patient id).
+    opts.logger.warn({ err: { type: (err as Error)?.name, code: (err as NodeJS.ErrnoException)?.code } }, 'audit review: the trail could not be read');
     const timeout = (err as Error)?.name === 'TimeoutError' || (err as Error)?.name === 'AbortError';
     throw new ProxyError(timeout ? 'ERR_UPSTREAM_TIMEOUT' : 'ERR_UPSTREAM_BAD_RESPONSE', 'The audit trail could not be read from the FHIR server.', {
       cause: err,
