@@ -1,4 +1,5 @@
 import { mkdir, writeFile } from 'node:fs/promises';
+import { tryParseJsonStrict } from '../fhir/json.js';
 import { join } from 'node:path';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { AgentType, DcmSubtype, DetailType, EntityName, EntityType, EventType, ObjectRole, Systems } from './codes.js';
@@ -194,7 +195,9 @@ async function fetchAuditEvents(
       ...(source.dispatcher ? { dispatcher: source.dispatcher } : {}),
     } as RequestInit);
     if (res.status !== 200) throw new Error(`audit review: the FHIR server answered HTTP ${res.status}`);
-    const bundle = (await res.json()) as Bundle;
+    const parsed = tryParseJsonStrict(Buffer.from(await res.arrayBuffer()));
+    if (!parsed.ok) throw new Error(`audit review: the FHIR server answered a body that is not strict JSON (${parsed.problem.kind})`);
+    const bundle = parsed.value as Bundle;
     if (bundle.resourceType !== 'Bundle') throw new Error('audit review: the FHIR server did not answer a Bundle');
     for (const e of bundle.entry ?? []) {
       if (e.resource?.resourceType === 'AuditEvent' && (e.search?.mode ?? 'match') === 'match') out.push(e.resource);

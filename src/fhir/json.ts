@@ -1,36 +1,90 @@
 import { ProxyError } from '../http/errors.js';
 
 /**
- * Strict JSON for request bodies.
+ * Strict JSON, for request bodies and for upstream answers alike.
  *
  * Why hand-written: `JSON.parse` silently keeps the last of two duplicate keys, while other parsers
  * keep the first, merge, or fail. A body such as `{"type":"batch", ..., "type":"transaction"}` or a
  * resource with two `subject` keys is then read one way by the proxy and another way by the FHIR
- * server behind it (threats.md, "Batch and transaction"). So every request body goes through this
- * scanner first: it validates the whole text against RFC 8259, compares the *decoded* keys of each
- * object (so `"type"` and `"\u0074ype"` are the same key), refuses lone UTF-16 surrogates (which
- * parsers replace or reject differently, making distinct keys equal elsewhere), and caps nesting
- * depth. Only then is the text handed to the native `JSON.parse`, which is much faster at building
- * values than JavaScript code; the scan itself allocates nothing but one Set per object.
+ * server behind it, or by the client in front of it (threats.md, "Batch and transaction", "Upstream
+ * output is untrusted input"). So every body caregate judges goes through this scanner first: it
+ * validates the whole text against RFC 8259, compares the *decoded* keys of each object (so `"type"`
+ * and `"\u0074ype"` are the same key), refuses lone UTF-16 surrogates (which parsers replace or
+ * reject differently, making distinct keys equal elsewhere), and caps nesting depth. Only then is
+ * the text handed to the native `JSON.parse`, which is much faster at building values than
+ * JavaScript code; the scan itself allocates nothing but one Set per object.
+ *
+ * The same scan serves both directions; only the error differs: a client's body is the client's
+ * fault (400), an upstream body is the upstream's (502, never the body itself).
  */
 
 /** Maximum nesting depth of objects and arrays. FHIR resources are far shallower. */
 export const MAX_JSON_DEPTH = 256;
 
+/** What is wrong with a text that is not strict JSON. Never quotes a value. */
+export type JsonProblem =
+  | { kind: 'not-utf8' }
+  | { kind: 'duplicate-key'; pointer: string }
+  | { kind: 'syntax'; reason: string; offset: number };
+
+/** Parses strict JSON, or says what is wrong with it. */
+export function tryParseJsonStrict(input: string | Buffer): { ok: true; value: unknown } | { ok: false; problem: JsonProblem } {
+  let text: string;
+  if (typeof input === 'string') text = input;
+  else {
+    try {
+      text = UTF8.decode(input);
+    } catch {
+      return { ok: false, problem: { kind: 'not-utf8' } };
+    }
+  }
+  try {
+    const dup = scan(text);
+    if (dup !== undefined) return { ok: false, problem: { kind: 'duplicate-key', pointer: dup } };
+  } catch (err) {
+    if (err instanceof NotJson) return { ok: false, problem: { kind: 'syntax', reason: err.reason, offset: err.offset } };
+    throw err;
+  }
+  return { ok: true, value: JSON.parse(text) as unknown };
+}
+
 /**
- * Parses `text` as JSON, refusing duplicate keys at any depth (`ERR_DUPLICATE_KEYS`, 400) and anything
- * that is not JSON (`ERR_BAD_REQUEST`, 400). Messages name the problem and where it is (a JSON pointer
- * made of key names and indexes), never a value.
+ * Parses a client's `text` as JSON, refusing duplicate keys at any depth (`ERR_DUPLICATE_KEYS`, 400)
+ * and anything that is not JSON (`ERR_BAD_REQUEST`, 400). Messages name the problem and where it is
+ * (a JSON pointer made of key names and indexes), never a value.
  */
 export function parseJsonStrict(text: string): unknown {
-  const dup = scan(text);
-  if (dup !== undefined) {
-    throw new ProxyError('ERR_DUPLICATE_KEYS', `The JSON body has a duplicate key at ${dup}.`, {
+  const r = tryParseJsonStrict(text);
+  if (r.ok) return r.value;
+  const p = r.problem;
+  if (p.kind === 'duplicate-key') {
+    throw new ProxyError('ERR_DUPLICATE_KEYS', `The JSON body has a duplicate key at ${p.pointer}.`, {
       issue: 'structure',
       detail: 'duplicate JSON key',
     });
   }
-  return JSON.parse(text) as unknown;
+  if (p.kind === 'not-utf8') throw new ProxyError('ERR_BAD_REQUEST', 'The request body is not valid UTF-8.', { issue: 'structure' });
+  throw new ProxyError('ERR_BAD_REQUEST', `The request body is not valid JSON (${p.reason} at offset ${p.offset}).`, {
+    issue: 'structure',
+  });
+}
+
+/**
+ * Parses an upstream body with the same strictness as a client's: invalid UTF-8, duplicate keys
+ * (a resource with two `subject`s is judged on one patient while the client reads the other),
+ * syntax errors and excessive nesting are an upstream fault, `ERR_UPSTREAM_BAD_RESPONSE` (502).
+ * `what` names the answer in the log detail (no data).
+ */
+export function parseUpstreamJson(body: Buffer | string, what = 'upstream body'): unknown {
+  const r = tryParseJsonStrict(body);
+  if (r.ok) return r.value;
+  const p = r.problem;
+  const detail =
+    p.kind === 'not-utf8' ? `${what}: invalid UTF-8` : p.kind === 'duplicate-key' ? `${what}: duplicate JSON key at ${p.pointer}` : `${what}: not JSON (${p.reason})`;
+  throw new ProxyError('ERR_UPSTREAM_BAD_RESPONSE', 'The FHIR server answered with a body caregate cannot read unambiguously.', {
+    expose: true,
+    detail,
+  });
 }
 
 /**
@@ -39,7 +93,13 @@ export function parseJsonStrict(text: string): unknown {
  * Throws `ERR_BAD_REQUEST` when `text` is not JSON.
  */
 export function hasDuplicateKeys(text: string): boolean {
-  return scan(text) !== undefined;
+  try {
+    parseJsonStrict(text);
+    return false;
+  } catch (err) {
+    if (err instanceof ProxyError && err.code === 'ERR_DUPLICATE_KEYS') return true;
+    throw err;
+  }
 }
 
 /** Decodes a UTF-8 body, refusing invalid byte sequences (replacement characters differ between parsers). */
@@ -53,10 +113,17 @@ export function decodeUtf8Strict(body: Buffer): string {
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
-function notJson(reason: string, at: number): ProxyError {
-  return new ProxyError('ERR_BAD_REQUEST', `The request body is not valid JSON (${reason} at offset ${at}).`, {
-    issue: 'structure',
-  });
+class NotJson extends Error {
+  constructor(
+    readonly reason: string,
+    readonly offset: number,
+  ) {
+    super(reason);
+  }
+}
+
+function notJson(reason: string, at: number): NotJson {
+  return new NotJson(reason, at);
 }
 
 // Character codes.
@@ -83,7 +150,7 @@ interface Frame {
 
 /**
  * Validates `s` as one JSON text. Returns a JSON pointer to the first duplicate key, or undefined
- * when there is none. Throws `ERR_BAD_REQUEST` on any syntax error.
+ * when there is none. Throws `NotJson` on any syntax error.
  */
 function scan(s: string): string | undefined {
   if (!isWellFormed(s)) throw notJson('lone surrogate', 0);

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FhirInteraction } from '../fhir/interaction.js';
 import { ProxyError } from '../http/errors.js';
+import { parseUpstreamJson } from '../fhir/json.js';
 import type { Answer } from '../http/send.js';
 import type { UpstreamResponse } from '../upstream/proxy.js';
 import type { BaseRewriter } from './rewrite.js';
@@ -14,7 +15,8 @@ const URL_HEADERS = ['location', 'content-location'] as const;
 
 /**
  * Parses an upstream answer. Fails closed: a body that is not JSON, on any interaction, is never
- * passed to the client (caregate asked for JSON; anything else is a fault or an attack).
+ * passed to the client (caregate asked for JSON; anything else is a fault or an attack), and JSON
+ * is parsed strictly (duplicate keys, invalid UTF-8, excessive nesting: 502).
  */
 export function parseUpstreamBody(upstream: UpstreamResponse): unknown {
   if (upstream.body.length === 0) return undefined;
@@ -25,14 +27,8 @@ export function parseUpstreamBody(upstream: UpstreamResponse): unknown {
       detail: `upstream content-type ${ct.split(';')[0] || 'none'}`,
     });
   }
-  try {
-    return JSON.parse(upstream.body.toString('utf8'));
-  } catch {
-    throw new ProxyError('ERR_UPSTREAM_BAD_RESPONSE', 'The FHIR server answered with a body caregate cannot read.', {
-      expose: true,
-      detail: 'upstream JSON parse error',
-    });
-  }
+  // As strictly as a client's body: two readings of one body (duplicate keys) are a 502, not a choice.
+  return parseUpstreamJson(upstream.body, 'upstream answer');
 }
 
 /** Builds the client answer from a judged body: headers allow-listed and rewritten, body serialized. */

@@ -1,5 +1,6 @@
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { ProxyError } from '../http/errors.js';
+import { tryParseJsonStrict } from '../fhir/json.js';
 
 /**
  * The proxy's own FHIR client, used with its service credential for principal resolution and
@@ -60,17 +61,18 @@ export function createFhirClient(opts: FhirClientOptions): FhirClient {
         cause: err,
       });
     }
-    const text = await res.text();
-    let json: unknown;
-    try {
-      json = text.length ? JSON.parse(text) : undefined;
-    } catch {
+    const raw = Buffer.from(await res.arrayBuffer());
+    if (raw.length === 0) return { status: res.status, json: undefined };
+    // Care relationships are decided on these answers: read as strictly as any other upstream body
+    // (a CareTeam with two `participant` keys must not be read one way here and another upstream).
+    const parsed = tryParseJsonStrict(raw);
+    if (!parsed.ok) {
       throw new ProxyError('ERR_LOOKUP_FAILED', 'A lookup on the FHIR server failed; access cannot be decided.', {
-        detail: `lookup answered non-JSON (status ${res.status})`,
+        detail: `lookup answered ${parsed.problem.kind === 'duplicate-key' ? 'ambiguous JSON (duplicate key)' : 'non-JSON'} (status ${res.status})`,
         expose: true,
       });
     }
-    return { status: res.status, json };
+    return { status: res.status, json: parsed.value };
   }
 
   function fail(status: number, what: string): never {

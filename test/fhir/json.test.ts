@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ProxyError } from '../../src/http/errors.js';
-import { MAX_JSON_DEPTH, decodeUtf8Strict, hasDuplicateKeys, parseJsonStrict } from '../../src/fhir/json.js';
+import { MAX_JSON_DEPTH, decodeUtf8Strict, hasDuplicateKeys, parseJsonStrict, parseUpstreamJson } from '../../src/fhir/json.js';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -141,5 +141,31 @@ describe('decodeUtf8Strict', () => {
   it('decodes UTF-8 and refuses invalid sequences', () => {
     expect(decodeUtf8Strict(Buffer.from('{"a":"é"}'))).toBe('{"a":"é"}');
     expect(codeOf(() => decodeUtf8Strict(Buffer.from([0x7b, 0xc3, 0x28, 0x7d])))).toBe('ERR_BAD_REQUEST');
+  });
+});
+
+describe('parseUpstreamJson', () => {
+  it('reads upstream bodies as strictly as client bodies, as an upstream fault (502)', () => {
+    const cases: (string | Buffer)[] = [
+      '{"resourceType":"Observation","subject":{"reference":"Patient/a"},"subject":{"reference":"Patient/b"}}',
+      Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xc3, 0x28, 0x22, 0x7d]),
+      '{"resourceType":"Bundle","entry":[null,',
+      '['.repeat(MAX_JSON_DEPTH + 1) + ']'.repeat(MAX_JSON_DEPTH + 1),
+    ];
+    for (const c of cases) {
+      try {
+        parseUpstreamJson(c);
+        expect.unreachable();
+      } catch (err) {
+        expect(err).toBeInstanceOf(ProxyError);
+        expect((err as ProxyError).code).toBe('ERR_UPSTREAM_BAD_RESPONSE');
+        expect((err as ProxyError).status).toBe(502);
+        expect((err as ProxyError).message).not.toContain('Patient/');
+      }
+    }
+  });
+
+  it('parses a well-formed upstream body', () => {
+    expect(parseUpstreamJson(Buffer.from('{"resourceType":"Patient","id":"p"}'))).toEqual({ resourceType: 'Patient', id: 'p' });
   });
 });

@@ -8,9 +8,16 @@ import { gzipSync } from 'node:zlib';
  */
 export async function startFaultUpstream(
   target: string,
-): Promise<{ url: string; close(): Promise<void>; failWhen(pattern: RegExp | undefined): void; bodies: string[] }> {
+): Promise<{
+  url: string;
+  close(): Promise<void>;
+  failWhen(pattern: RegExp | undefined): void;
+  rewriteWhen(pattern: RegExp | undefined, rewrite?: (body: string) => string): void;
+  bodies: string[];
+}> {
   const t = new URL(target);
   let failing: RegExp | undefined;
+  let rewriting: { pattern: RegExp; rewrite: (body: string) => string } | undefined;
   const bodies: string[] = [];
   const server = http.createServer((req, res) => {
     if (failing?.test(req.url ?? '')) {
@@ -40,6 +47,19 @@ export async function startFaultUpstream(
           res.writeHead(200, { 'content-type': 'application/fhir+json' });
           res.end('{"resourceType": "Observation", "subject": ');
           return;
+        case 'dupkey':
+          // Two `subject` keys: JSON.parse keeps the last (the clinician's patient), a client may read the first.
+          res.writeHead(200, { 'content-type': 'application/fhir+json' });
+          res.end('{"resourceType":"Observation","id":"fault-dupkey","status":"final","code":{"text":"k"},"subject":{"reference":"Patient/pat-outside"},"subject":{"reference":"Patient/pat-dupont"}}');
+          return;
+        case 'badutf8':
+          res.writeHead(200, { 'content-type': 'application/fhir+json' });
+          res.end(Buffer.concat([Buffer.from('{"resourceType":"Organization","id":"fault-badutf8","name":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]));
+          return;
+        case 'deep':
+          res.writeHead(200, { 'content-type': 'application/fhir+json' });
+          res.end(`{"resourceType":"Organization","id":"fault-deep","extension":${'['.repeat(5000)}${']'.repeat(5000)}}`);
+          return;
         case 'huge': {
           res.writeHead(200, { 'content-type': 'application/fhir+json' });
           res.end(JSON.stringify({ resourceType: 'Organization', id: 'fault-huge', name: 'x'.repeat(3 * 1024 * 1024) }));
@@ -47,11 +67,24 @@ export async function startFaultUpstream(
         }
       }
     }
+    const rw = rewriting?.pattern.test(req.url ?? '') ? rewriting : undefined;
     const up = http.request(
       { host: t.hostname, port: t.port, method: req.method, path: req.url, headers: { ...req.headers, host: t.host } },
       (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers);
-        r.pipe(res);
+        if (!rw) {
+          res.writeHead(r.statusCode ?? 502, r.headers);
+          r.pipe(res);
+          return;
+        }
+        const parts: Buffer[] = [];
+        r.on('data', (c: Buffer) => parts.push(c));
+        r.on('end', () => {
+          const out = Buffer.from(rw.rewrite(Buffer.concat(parts).toString('utf8')));
+          const headers = { ...r.headers, 'content-length': String(out.length) };
+          delete headers['transfer-encoding'];
+          res.writeHead(r.statusCode ?? 502, headers);
+          res.end(out);
+        });
       },
     );
     up.on('error', () => {
@@ -71,6 +104,10 @@ export async function startFaultUpstream(
     url: `http://127.0.0.1:${port}${t.pathname}`,
     /** Request bodies relayed, in order (for tests that check what caregate sent). */
     bodies,
+    /** Answers of requests whose path matches are passed through `rewrite` (text in, text out) until called again with undefined. */
+    rewriteWhen(pattern: RegExp | undefined, rewrite?: (body: string) => string) {
+      rewriting = pattern && rewrite ? { pattern, rewrite } : undefined;
+    },
     /** Requests whose path matches answer 500 until called again with undefined. */
     failWhen(pattern) {
       failing = pattern;

@@ -68,6 +68,37 @@ describe('upstream faults', () => {
     expect(res.body.resourceType).toBe('OperationOutcome');
   });
 
+  it('refuses an upstream resource with a duplicate key (two subjects) with a 502, never judging one reading of it', async () => {
+    // JSON.parse would keep the last subject (the clinician's patient) while the client reads the first.
+    const res = await request(stack.gate.server).get(path('/Observation/fault-dupkey')).set(stack.auth('clinician'));
+    expect(res.status).toBe(502);
+    expect(res.body.resourceType).toBe('OperationOutcome');
+    expect(res.text).not.toContain('pat-outside');
+  });
+
+  it('refuses an upstream body that is not valid UTF-8 with a 502', async () => {
+    const res = await get('/Observation/fault-badutf8');
+    expect(res.status).toBe(502);
+    expect(res.body.resourceType).toBe('OperationOutcome');
+  });
+
+  it('refuses an upstream body nested too deeply with a 502, not a 500', async () => {
+    const res = await get('/Observation/fault-deep');
+    expect(res.status).toBe(502);
+    expect(res.body.resourceType).toBe('OperationOutcome');
+  });
+
+  it('refuses a search page whose entry holds a duplicate key with a 502', async () => {
+    faults.rewriteWhen(/\/Observation\?/, (body) => body.replace('"resourceType":"Observation",', '"resourceType":"Observation","resourceType":"Observation",'));
+    try {
+      const res = await get('/Observation?patient=pat-dupont');
+      expect(res.status).toBe(502);
+      expect(res.body.resourceType).toBe('OperationOutcome');
+    } finally {
+      faults.rewriteWhen(undefined);
+    }
+  });
+
   it('answers 502 when the upstream answer is larger than the configured limit', async () => {
     const res = await get('/Observation/fault-huge');
     expect(res.status).toBe(502);
@@ -89,12 +120,27 @@ describe('care-relationship lookups that fail', () => {
   it('refuses with 503 when the CareTeam lookup fails, and never passes the data', async () => {
     faults.failWhen(/\/CareTeam\?/);
     try {
-      const res = await request(stack.gate.server).get(path('/Patient/pat-dupont')).set(stack.auth('clinician'));
+      // The surgeon's care set (cached or not) lacks this patient: the refusal is confirmed by a fresh lookup, which fails.
+      const res = await request(stack.gate.server).get(path('/Patient/pat-dupont')).set(stack.auth('surgeon'));
       expect(res.status).toBe(503);
       expect(res.body.resourceType).toBe('OperationOutcome');
       expect(res.body.id).toBeUndefined();
     } finally {
       faults.failWhen(undefined);
+    }
+  });
+});
+
+describe('care-relationship lookups answered ambiguously', () => {
+  it('refuses with 503 when a CareTeam lookup answers a duplicate key', async () => {
+    // The nurse's care set is not cached yet in this file: it is resolved through the rewritten answer.
+    faults.rewriteWhen(/\/CareTeam\?/, (body) => body.replace('"resourceType":"Bundle",', '"resourceType":"Bundle","resourceType":"Bundle",'));
+    try {
+      const res = await request(stack.gate.server).get(path('/Patient/pat-dupont')).set(stack.auth('nurse'));
+      expect(res.status).toBe(503);
+      expect(res.body.id).toBeUndefined();
+    } finally {
+      faults.rewriteWhen(undefined);
     }
   });
 });
