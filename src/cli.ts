@@ -42,11 +42,11 @@ async function main(argv: string[]): Promise<number> {
     case 'demo-token':
       return demoTokenCmd(rest);
     case 'explain': {
-      const { runExplainCli } = await import('./policy/explain.js');
+      const { runExplainCli } = await import('./tools/explain.js');
       return runExplainCli(rest);
     }
     case 'test-policy': {
-      const { runTestPolicyCli } = await import('./policy/cases.js');
+      const { runTestPolicyCli } = await import('./tools/test-policy.js');
       return runTestPolicyCli(rest);
     }
     case 'review': {

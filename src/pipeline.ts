@@ -1,68 +1,51 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Principal } from './identity/principal.js';
-import type { FhirInteraction } from './fhir/interaction.js';
-import type { Decision } from './policy/decision.js';
-import type { CareSet } from './relate/types.js';
 import { ProxyError } from './http/errors.js';
 import { outcomeFor } from './http/outcome.js';
 import { readBody } from './http/body.js';
 import { sendAnswer, type Answer } from './http/send.js';
-import type { UpstreamRequest, UpstreamResponse } from './upstream/proxy.js';
+import { tlsInfoFromSocket } from './identity/certificate.js';
 import type { Metrics } from './ops/metrics.js';
+import type { Authorization } from './policy/authorize.js';
+import { obliges } from './policy/decision.js';
+import type { Plan } from './shape/plan.js';
+import type { Shaped } from './shape/response.js';
+import type { UpstreamRequest, UpstreamResponse } from './upstream/proxy.js';
+import type { Answered, Authorized, Classified, ClassifiedState, Identified, Identity, Planned, Received, RequestHead, RequestState } from './state.js';
 
 /**
- * One request, one pipeline:
+ * One request, one pipeline. This table is the order, and the code below runs it as written:
  *
- *   identify → classify → authorize (relate + decide) → shape request → upstream
- *   → shape response (filter, de-identify, rewrite) → audit → answer
+ * | stage     | reads                 | adds            | where                                    |
+ * |-----------|-----------------------|-----------------|------------------------------------------|
+ * | receive   | the HTTP request      | head, body      | here, http/body.ts                       |
+ * | identify  | head                  | identity        | identity/ (JWT, CPS card, resolution)    |
+ * | classify  | head, body            | classified      | fhir/classify.ts, shape/paging.ts        |
+ * | authorize | identity, classified  | authorization   | policy/authorize.ts (relate/, decide())  |
+ * | plan      | authorization         | plan            | shape/plan.ts, shape/batch.ts            |
+ * | forward   | plan                  | upstream        | upstream/proxy.ts                        |
+ * | shape     | authorization, plan   | shaped          | shape/response.ts (filter, rewrite)      |
+ * | settle    | authorization, shaped | (caches)        | relate/invalidate.ts                     |
+ * | audit     | the whole state       | (spool)         | audit/record.ts, audit/build.ts          |
+ * | answer    | shaped or failure     | (the socket)    | http/send.ts                             |
  *
- * This file is the only place that knows the order. Each stage is plain data in, plain data out;
- * express and http-proxy-middleware stay at the edges (app.ts, upstream/proxy.ts).
+ * A stage that fails ends the request: its error becomes the answer (one serializer, outcomeFor)
+ * and the state so far is audited like any other. In strict mode an access that cannot be
+ * recorded is not answered. Express and http-proxy-middleware stay at the edges (app.ts, upstream/).
  */
-
-/** Everything known about one request as it moves down the pipeline. */
-export interface RequestContext {
-  id: string;
-  receivedAt: Date;
-  started: number;
-  clientAddress: string | undefined;
-  method: string;
-  /** Path after the FHIR base path, as received (still encoded). */
-  rawPath: string;
-  rawQuery: string;
-  headers: IncomingMessage['headers'];
-  rawHeaders: string[];
-  body: Buffer | undefined;
-  principal?: Principal;
-  interaction?: FhirInteraction;
-  decision?: Decision;
-  /** The caller's care set as resolved for this request (per-patient audit evidence). */
-  careSet?: CareSet;
-  upstreamStatus?: number;
-  upstreamMs?: number;
-  /** Patients whose data was answered (or refused), for the audit. */
-  patients: Set<string>;
-  /** Resources answered, for the audit (`Type/id`). */
-  resources: string[];
-  /** Set when the answer is the proxy's own refusal or failure. */
-  error?: ProxyError;
-  /** Extra response headers set by stages (e.g. break-the-glass marker). */
-  answerHeaders: Record<string, string>;
-}
-
-export type Plan = { kind: 'upstream'; request: UpstreamRequest } | { kind: 'local'; answer: Answer };
-
 export interface Stages {
-  /** The verified caller; `undefined` only for the public endpoints (capabilities, SMART configuration). */
-  identify(req: IncomingMessage, ctx: RequestContext): Promise<Principal | undefined>;
-  classify(ctx: RequestContext): FhirInteraction;
-  authorize(ctx: RequestContext): Promise<Decision>;
-  planRequest(ctx: RequestContext): Promise<Plan>;
-  shapeResponse(ctx: RequestContext, upstream: UpstreamResponse): Promise<Answer>;
+  /** The verified caller; no principal only for the public endpoints. */
+  identify(s: Received): Promise<Identity>;
+  classify(s: Identified): Classified;
+  authorize(s: ClassifiedState): Promise<Authorization>;
+  plan(s: Authorized): Plan;
+  shape(s: Planned, upstream: UpstreamResponse): Promise<Shaped>;
+  /** Effects of a successful write on caregate's own caches (relationships). */
+  settle(s: Answered): void;
   /** Resolves once the AuditEvent(s) are durable (strict mode). Rejects when they cannot be. */
-  audit(ctx: RequestContext, answer: Answer): Promise<void>;
+  audit(s: RequestState, answer: Answer): Promise<void>;
 }
 
 export interface PipelineOptions {
@@ -76,105 +59,129 @@ export interface PipelineOptions {
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
+/** What arrived, read off the Node request before any stage. */
+export function requestHead(req: IncomingMessage, basePathLength: number): RequestHead {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  const incomingId = req.headers['x-request-id'];
+  const socket = req.socket as Partial<TLSSocket>;
+  return {
+    id: typeof incomingId === 'string' && REQUEST_ID.test(incomingId) ? incomingId : randomUUID(),
+    receivedAt: new Date(),
+    started: performance.now(),
+    method: req.method ?? 'GET',
+    url,
+    rawPath: (q === -1 ? url : url.slice(0, q)).slice(basePathLength),
+    rawQuery: q === -1 ? '' : url.slice(q + 1),
+    headers: req.headers,
+    rawHeaders: req.rawHeaders,
+    clientAddress: req.socket.remoteAddress,
+    tls: socket.encrypted ? tlsInfoFromSocket(req.socket as TLSSocket) : undefined,
+  };
+}
+
 export function createPipeline(opts: PipelineOptions) {
   const { stages, logger, metrics } = opts;
 
   return async function handle(req: IncomingMessage, res: ServerResponse, basePathLength: number): Promise<void> {
-    const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    const incomingId = req.headers['x-request-id'];
-    const ctx: RequestContext = {
-      id: typeof incomingId === 'string' && REQUEST_ID.test(incomingId) ? incomingId : randomUUID(),
-      receivedAt: new Date(),
-      started: performance.now(),
-      clientAddress: req.socket.remoteAddress,
-      method: req.method ?? 'GET',
-      rawPath: (q === -1 ? url : url.slice(0, q)).slice(basePathLength),
-      rawQuery: q === -1 ? '' : url.slice(q + 1),
-      headers: req.headers,
-      rawHeaders: req.rawHeaders,
-      body: undefined,
-      patients: new Set(),
-      resources: [],
-      answerHeaders: {},
-    };
-    res.setHeader('x-request-id', ctx.id);
+    const head = requestHead(req, basePathLength);
+    res.setHeader('x-request-id', head.id);
 
+    // What the audit sees if a stage fails: the state as far as it got.
+    let state: RequestState = { head };
     let answer: Answer;
     try {
-      ctx.body = await readBody(req, opts.maxRequestBytes);
-      ctx.principal = await stages.identify(req, ctx);
-      ctx.interaction = stages.classify(ctx);
-      ctx.decision = await stages.authorize(ctx);
-      metrics.decisions.inc({ effect: ctx.decision.effect, reason: ctx.decision.reason });
-      const plan = await stages.planRequest(ctx);
-      if (plan.kind === 'local') {
-        answer = plan.answer;
+      const received: Received = { head, body: await readBody(req, opts.maxRequestBytes) };
+      state = received;
+      const identified: Identified = { ...received, identity: await stages.identify(received) };
+      state = identified;
+      const classified: ClassifiedState = { ...identified, classified: stages.classify(identified) };
+      state = classified;
+      const authorized: Authorized = { ...classified, authorization: await stages.authorize(classified) };
+      state = authorized;
+      const d = authorized.authorization.decision;
+      metrics.decisions.inc({ effect: d.effect, reason: d.reason });
+      const planned: Planned = { ...authorized, plan: stages.plan(authorized) };
+      state = planned;
+      if (planned.plan.kind === 'local') {
+        answer = planned.plan.answer;
       } else {
-        const upstream = await opts.forward(req, res, plan.request);
-        ctx.upstreamStatus = upstream.status;
-        ctx.upstreamMs = upstream.durationMs;
-        metrics.upstreamDuration.observe(
-          { interaction: ctx.interaction.kind, status: String(upstream.status) },
-          upstream.durationMs / 1000,
-        );
-        answer = await stages.shapeResponse(ctx, upstream);
+        const upstream = await opts.forward(req, res, planned.plan.request);
+        state = { ...planned, upstream: { status: upstream.status, durationMs: upstream.durationMs } };
+        metrics.upstreamDuration.observe({ interaction: planned.classified.interaction.kind, status: String(upstream.status) }, upstream.durationMs / 1000);
+        const answered: Answered = { ...(state as Planned), shaped: await stages.shape(planned, upstream) };
+        state = answered;
+        if (upstream.status < 400) stages.settle(answered);
+        answer = answered.shaped.answer;
       }
     } catch (err) {
-      answer = refusal(ctx, err, logger);
+      const failure = asProxyError(err, head.id, logger);
+      state = { ...state, failure };
+      answer = refusal(failure);
     }
 
+    let auditFailure: ProxyError | undefined;
     try {
-      await stages.audit(ctx, answer);
+      await stages.audit(state, answer);
     } catch (err) {
       // Strict audit: an access that cannot be recorded is not answered.
-      answer = refusal(ctx, err, logger);
+      auditFailure = asProxyError(err, head.id, logger);
+      answer = refusal(auditFailure);
     }
-    Object.assign(answer.headers, ctx.answerHeaders);
+    if (!auditFailure && breakGlassUse(state)) answer.headers['x-caregate-break-glass'] = 'active';
 
     await sendAnswer(res, answer, {
       acceptEncoding: req.headers['accept-encoding'] as string | undefined,
       compress: opts.compress,
-      head: ctx.interaction?.head ?? req.method === 'HEAD',
+      head: state.classified?.interaction.head ?? req.method === 'HEAD',
     });
-    const kind = ctx.interaction?.kind ?? 'unclassified';
+    const it = state.classified?.interaction;
+    const kind = it?.kind ?? 'unclassified';
     const status = String(answer.status);
     metrics.requests.inc({ interaction: kind, status });
-    metrics.requestDuration.observe({ interaction: kind, status }, (performance.now() - ctx.started) / 1000);
+    metrics.requestDuration.observe({ interaction: kind, status }, (performance.now() - head.started) / 1000);
+    const decision = state.authorization?.decision;
     logger.info(
       {
-        reqId: ctx.id,
+        reqId: head.id,
         interaction: kind,
-        type: ctx.interaction?.resourceType,
+        type: it?.resourceType,
         status: answer.status,
-        decision: ctx.decision?.reason,
-        rule: ctx.decision?.rule,
-        error: ctx.error?.code,
-        ms: Math.round((performance.now() - ctx.started) * 10) / 10,
-        upstreamMs: ctx.upstreamMs === undefined ? undefined : Math.round(ctx.upstreamMs * 10) / 10,
+        decision: decision?.reason,
+        rule: decision?.rule,
+        ...(state.shaped?.breakGlassUse.length ? { breakGlass: true } : {}),
+        error: (auditFailure ?? state.failure)?.code,
+        ms: Math.round((performance.now() - head.started) * 10) / 10,
+        upstreamMs: state.upstream === undefined ? undefined : Math.round(state.upstream.durationMs * 10) / 10,
       },
       'request',
     );
   };
 }
 
-/** Turns any error into an OperationOutcome answer; unexpected errors are logged without PHI. */
-export function refusal(ctx: RequestContext, err: unknown, logger: Logger): Answer {
-  const pe =
-    err instanceof ProxyError
-      ? err
-      : new ProxyError('ERR_INTERNAL', 'Internal error', { expose: false, cause: err, detail: (err as Error)?.name });
-  if (!(err instanceof ProxyError)) {
-    // Stack frames only: the message line of an unexpected error may quote data.
-    const frames = (err as Error)?.stack?.split('\n').slice(1, 12).join('\n');
-    logger.error({ reqId: ctx.id, err: { type: (err as Error)?.name, frames } }, 'unexpected error');
-  }
-  ctx.error = pe;
-  const o = outcomeFor(pe);
+/** The answer is a break-the-glass use: the decision itself, or data of a patient reached only through a grant. */
+function breakGlassUse(s: RequestState): boolean {
+  const d = s.authorization?.decision;
+  if (s.failure || !d || d.effect !== 'permit') return false;
+  return obliges(d, 'mark-break-glass') || (s.shaped?.breakGlassUse.length ?? 0) > 0;
+}
+
+/** Any error as a ProxyError; an unexpected one is logged without PHI and answered as a generic 500. */
+export function asProxyError(err: unknown, requestId: string, logger: Logger): ProxyError {
+  if (err instanceof ProxyError) return err;
+  // Stack frames only: the message line of an unexpected error may quote data.
+  const frames = (err as Error)?.stack?.split('\n').slice(1, 12).join('\n');
+  logger.error({ reqId: requestId, err: { type: (err as Error)?.name, frames } }, 'unexpected error');
+  return new ProxyError('ERR_INTERNAL', 'Internal error', { expose: false, cause: err, detail: (err as Error)?.name });
+}
+
+/** An error as an OperationOutcome answer. */
+export function refusal(err: ProxyError): Answer {
+  const o = outcomeFor(err);
   return {
     status: o.status,
     headers: { ...o.headers },
-    body: Buffer.from(JSON.stringify(o.body)),
+    body: JSON.stringify(o.body),
     contentType: 'application/fhir+json; charset=utf-8',
   };
 }

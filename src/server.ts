@@ -6,36 +6,24 @@ import { breakGlassPage } from './http/break-glass-page.js';
 import { existsSync, readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { serviceCredential, upstreamDispatcher } from './upstream/credential.js';
-import type { TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import type { Resource } from '@medplum/fhirtypes';
 import type { LoadedConfig } from './config/load.js';
 import { configPath, ConfigError } from './config/load.js';
 import { createApp } from './app.js';
-import { createPipeline, type RequestContext } from './pipeline.js';
-import { createStages } from './stages.js';
+import { createPipeline } from './pipeline.js';
+import { buildStages } from './stages.js';
+import { identifyInputFrom } from './identity/identify.js';
+import { tlsServerOptions } from './identity/certificate.js';
+import { roleOf } from './policy/roles.js';
 import { createLogger } from './ops/logger.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
-import { createFhirClient } from './upstream/client.js';
 import { createUpstreamProxy } from './upstream/proxy.js';
-import { createIdentifier, identifyInputFrom } from './identity/identify.js';
-import { tlsInfoFromSocket, tlsServerOptions } from './identity/certificate.js';
 import { loadPolicy, type LoadedPolicy } from './policy/load.js';
-import { matchRoles } from './policy/roles.js';
-import { createCareSetResolver } from './relate/careset.js';
-import { createBreakGlassStore } from './relate/breakglass.js';
-import { mandatedPatients } from './relate/mandate.js';
-import { patientsOf } from './fhir/patients.js';
-import { createBaseRewriter } from './shape/rewrite.js';
-import { createPageLinks } from './shape/paging.js';
-import { createRequestShaper } from './shape/request.js';
-import { buildAuditEvents, type AuditInput } from './audit/build.js';
+import { buildAuditEvents } from './audit/build.js';
 import { openSpool } from './audit/spool.js';
 import { createShipper } from './audit/shipper.js';
-import { evidenceByPatient, isLoginFailure } from './audit/request.js';
 import { createReviewRoute } from './audit/review-route.js';
-import type { Answer } from './http/send.js';
 import { Counter, Gauge } from 'prom-client';
 
 /** Where caregate serves the DIM review (outside the FHIR base path). */
@@ -73,30 +61,9 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const host = opts.host ?? config.server.host;
   const basePath = config.server.basePath;
 
-  const serviceHeaders = serviceCredential(opts.loaded);
-  // caregate's own requests (lookups, audit shipping, review) present the same client certificate
-  // as the proxied ones when the upstream asks for mutual TLS.
-  const upstreamAuth = config.upstream.auth;
-  const dispatcher = upstreamDispatcher(opts.loaded);
-  const client = createFhirClient({
-    baseUrl: opts.upstreamUrl,
-    headers: serviceHeaders,
-    timeoutMs: config.upstream.lookupTimeoutMs,
-    ...(dispatcher ? { dispatcher } : {}),
-  });
-
   // Policy: loaded once here, reloaded on SIGHUP or file change; an invalid new file is refused.
   const policyFile = configPath(opts.loaded, config.policy.file);
   let active: LoadedPolicy = loadPolicy(policyFile);
-
-  const identifier = createIdentifier({
-    config: config.identity,
-    client,
-    logger,
-    mapRoles: (claims, ctx) =>
-      matchRoles(active.policy, { kind: ctx.kind, claims, roleCodes: ctx.roleCodes, cardPresented: ctx.cardPresented }).map((r) => r.id),
-    readFile: (p) => readFileSync(configPath(opts.loaded, p)),
-  });
 
   const spool = await openSpool({
     dir: configPath(opts.loaded, config.audit.spoolDir),
@@ -108,6 +75,10 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     logger,
   });
   const ship = config.audit.ship;
+  // caregate's own requests (lookups, audit shipping, review) present the same credential, and the
+  // same client certificate when the upstream asks for mutual TLS, as the proxied ones.
+  const serviceHeaders = serviceCredential(opts.loaded);
+  const dispatcher = upstreamDispatcher(opts.loaded);
   const shipErrors = new Counter({
     name: 'caregate_audit_ship_errors_total',
     help: 'Failed AuditEvent shipments (each is retried with backoff; nothing is dropped).',
@@ -173,81 +144,24 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const scheme = tlsCfg ? 'https' : 'http';
   const localUrl = `${scheme}://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${actualPort}${basePath === '/' ? '' : basePath}`;
   const publicBaseUrl = config.server.publicBaseUrl ?? localUrl;
-  const rewriter = createBaseRewriter(opts.upstreamUrl, publicBaseUrl);
-
-  const careSets = createCareSetResolver({
-    client,
-    config: () => active.policy.careRelationships,
-    onLookup: (kind, ok) => metrics.lookups.inc({ kind, result: ok ? 'ok' : 'error' }),
-  });
-  const breakGlass = createBreakGlassStore();
-  const localBases = [opts.upstreamUrl];
-  const shaper = createRequestShaper({ serviceHeaders, publicBaseUrl });
-  const pages = createPageLinks({ publicBaseUrl, ttlSeconds: active.policy.paging.linkTtlSeconds });
-
-  function auditInput(ctx: RequestContext, answer: Answer): AuditInput {
-    const evidence = ctx.careSet?.scope === 'listed' && ctx.careSet.patients.size > 0 ? ctx.careSet.patients : evidenceByPatient(ctx.decision);
-    return {
-      ...(isLoginFailure(ctx) ? { kind: 'login-failure' as const } : {}),
-      requestId: ctx.id,
-      recorded: ctx.receivedAt.toISOString(),
-      ...(ctx.principal ? { principal: ctx.principal } : {}),
-      ...(ctx.interaction ? { interaction: ctx.interaction } : {}),
-      ...(ctx.decision ? { decision: ctx.decision } : {}),
-      httpStatus: answer.status,
-      ...(ctx.upstreamStatus !== undefined ? { upstreamStatus: ctx.upstreamStatus } : {}),
-      ...(ctx.clientAddress ? { clientAddress: ctx.clientAddress } : {}),
-      ...(ctx.principal?.claims.clientId ? { clientId: ctx.principal.claims.clientId } : {}),
-      publicBaseUrl,
-      site: config.audit.site,
-      rawQuery: ctx.rawQuery,
-      patients: [...ctx.patients],
-      ...(ctx.resources.length ? { resourceRefs: ctx.resources } : {}),
-      ...(evidence ? { evidenceByPatient: evidence } : {}),
-      ...(ctx.error ? { failure: { code: ctx.error.code, message: ctx.error.message } } : {}),
-    };
-  }
 
   // Shadow mode: a candidate policy decided beside the active one, differences logged only.
   const shadowFile = config.policy.shadowFile ? configPath(opts.loaded, config.policy.shadowFile) : undefined;
   const shadow = shadowFile ? createShadowPolicy({ candidate: loadPolicy(shadowFile), logger, registry: metrics.registry }) : undefined;
   const pseudonymSecret = readPseudonymSecret(opts.loaded, logger);
 
-  const stages = createStages({
+  const built = buildStages({
+    loaded: opts.loaded,
+    upstreamUrl: opts.upstreamUrl,
+    publicBaseUrl,
     logger,
-    client,
-    policy: () => active.policy,
-    identify: (req, ctx) =>
-      identifier.identify({
-        method: ctx.method,
-        url: req.url ?? '/',
-        headers: req.headers,
-        rawHeaders: req.rawHeaders,
-        ...(req.socket.remoteAddress ? { remoteAddress: req.socket.remoteAddress } : {}),
-        ...('encrypted' in req.socket && (req.socket as TLSSocket).encrypted ? { tls: tlsInfoFromSocket(req.socket as TLSSocket) } : {}),
-      }),
-    careSets,
-    mandates: (rp) => mandatedPatients(client, rp),
-    breakGlass,
-    linkOf: (r: Resource) => patientsOf(r, { localBases }),
-    rewriter,
-    pages,
-    shapeRequest: (it, ctx, override) => shaper(it, ctx, override),
-    audit: (ctx, answer) => spool.append(buildAuditEvents(auditInput(ctx, answer))),
-    auditBreakGlass: (ctx, patient, reason, until) =>
-      spool.append(
-        buildAuditEvents({
-          ...auditInput(ctx, { status: 200, headers: {}, body: undefined, contentType: undefined }),
-          kind: 'break-glass-start',
-          patients: [patient],
-          breakGlass: { reason, until: new Date(until).toISOString() },
-        }),
-      ),
-    maxRequestBytes: config.server.maxRequestBytes,
-    invalidatePrincipal: (ref) => identifier.invalidatePrincipal(ref),
+    policy: () => active,
+    audit: (events) => spool.append(events),
+    onLookup: (kind, ok) => metrics.lookups.inc({ kind, result: ok ? 'ok' : 'error' }),
     ...(shadow ? { shadow } : {}),
     ...(pseudonymSecret ? { pseudonymSecret } : {}),
   });
+  const { client, identifier } = built;
 
   const proxy = createUpstreamProxy({
     target: opts.upstreamUrl,
@@ -255,17 +169,17 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     maxResponseBytes: config.server.maxResponseBytes,
     maxSockets: config.upstream.maxSockets,
     tls:
-      upstreamAuth.type === 'mtls'
+      config.upstream.auth.type === 'mtls'
         ? {
-            certFile: configPath(opts.loaded, upstreamAuth.certFile),
-            keyFile: configPath(opts.loaded, upstreamAuth.keyFile),
-            caFile: upstreamAuth.caFile ? configPath(opts.loaded, upstreamAuth.caFile) : undefined,
+            certFile: configPath(opts.loaded, config.upstream.auth.certFile),
+            keyFile: configPath(opts.loaded, config.upstream.auth.keyFile),
+            caFile: config.upstream.auth.caFile ? configPath(opts.loaded, config.upstream.auth.caFile) : undefined,
           }
         : undefined,
   });
 
   const handle = createPipeline({
-    stages,
+    stages: built.stages,
     forward: proxy.forward,
     logger,
     metrics,
@@ -276,13 +190,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const reviewCfg = config.audit.review;
   const handleReview = createReviewRoute({
     identify: (req) => identifier.identify(identifyInputFrom(req)),
-    roleOf: (p) =>
-      matchRoles(active.policy, {
-        kind: p.kind,
-        claims: p.claims,
-        roleCodes: p.kind === 'practitioner' ? p.roleCodes : [],
-        cardPresented: p.certificate !== undefined,
-      })[0],
+    roleOf: (p) => roleOf(active.policy, p),
     // The FHIR server holds the whole trail: the spool deletes what it has shipped.
     source:
       ship.target === 'url'
@@ -379,7 +287,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     try {
       const next = loadPolicy(policyFile);
       active = next;
-      careSets.clear();
+      built.onPolicyReload();
       if (shadow && shadowFile) shadow.setCandidate(loadPolicy(shadowFile));
       logger.info({ revision: next.revision, previous }, 'policy reloaded');
       auditReload({ revision: next.revision, previousRevision: previous });
@@ -424,7 +332,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     metrics,
     reloadPolicy,
     policyRevision: () => active.revision,
-    careSetLookups: () => careSets.lookups,
+    careSetLookups: () => built.careSets.lookups,
     async close() {
       watcher?.close();
       await new Promise<void>((resolve) => {
@@ -433,7 +341,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
         setTimeout(() => server.closeAllConnections(), config.server.shutdownGraceMs).unref();
       });
       proxy.close();
-      identifier.close();
+      await built.close();
       await shipper.stop();
       await spool.close();
       await dispatcher?.close();

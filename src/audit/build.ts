@@ -80,6 +80,11 @@ export interface AuditInput {
   resourceRefs?: readonly string[];
   /** The error that ended the request (no PHI in `message`). */
   failure?: { code: string; message: string };
+  /**
+   * Patients whose data the answer holds only through a break-the-glass grant (a search, an
+   * include): their per-patient events are break-the-glass uses, whatever the decision's reason.
+   */
+  breakGlassPatients?: ReadonlySet<string>;
   /** Break-the-glass details: the justification the user typed and the grant's expiry. */
   breakGlass?: { reason: string; until?: string };
   /** Policy reload: the new revision (hash) and the one it replaced. */
@@ -142,16 +147,22 @@ function accessEvents(input: AuditInput, patients: string[], ids: () => string):
   const interactionKind = it?.kind;
   const split = it !== undefined && PER_PATIENT.has(it.kind) && patients.length > 1;
   const groups: string[][] = split ? patients.map((p) => [p]) : [patients];
-  const btg = isBreakGlass(input);
+  const btgDecision = isBreakGlass(input);
+  const btgUse = input.breakGlassPatients;
   // What every event of the interaction says alike is built once and shared by them (a DIM search
   // makes one event per patient, a hundred per page); events are serialised, never modified.
+  // The parts that depend on break-the-glass exist in two variants, built when first needed.
+  const variant = new Map<boolean, { purpose: Pick<AuditEvent, 'purposeOfEvent'>; agent: AuditEventAgent[] }>();
+  const byBtg = (btg: boolean) => {
+    let v = variant.get(btg);
+    if (!v) variant.set(btg, (v = { purpose: purposeOfEvent(input, btg), agent: [...restAgents(input, interactionKind), ...userAgent(input, btg)] }));
+    return v;
+  };
   const shared = {
     subtype: [{ system: Systems.restfulInteraction, code: restfulCode(interactionKind) }],
     action: actionFor(interactionKind),
     outcome: auditOutcome(input),
     outcomeDesc: outcomeDescription(input),
-    purpose: purposeOfEvent(input, btg),
-    agent: [...restAgents(input, interactionKind), ...userAgent(input, btg)],
     source: source(input.site),
     query: it && QUERY_KINDS.has(it.kind) ? [queryEntity(input, it)] : [],
     request: requestIdEntity(input.requestId),
@@ -159,6 +170,8 @@ function accessEvents(input: AuditInput, patients: string[], ids: () => string):
     data: split ? [] : dataEntities(input),
   };
   return groups.map((group) => {
+    const btg = btgDecision || (btgUse !== undefined && group.some((p) => btgUse.has(p.slice('Patient/'.length))));
+    const v = byBtg(btg);
     const entities: AuditEventEntity[] = [
       ...group.map(patientEntity),
       ...shared.data,
@@ -177,8 +190,8 @@ function accessEvents(input: AuditInput, patients: string[], ids: () => string):
       recorded: input.recorded,
       outcome: shared.outcome,
       outcomeDesc: shared.outcomeDesc,
-      ...shared.purpose,
-      agent: shared.agent,
+      ...v.purpose,
+      agent: v.agent,
       source: shared.source,
       entity: entities,
     } satisfies AuditEvent;
@@ -400,6 +413,9 @@ function outcomeEntity(input: AuditInput): AuditEventEntity {
   const details: AuditEventEntityDetail[] = [];
   if (d) {
     details.push(detail(DetailType.decisionEffect, d.effect), detail(DetailType.decisionReason, d.reason), detail(DetailType.decisionRule, d.rule));
+    if (d.obligations.some((o) => o.kind === 'audit-severity' && o.severity === 'high') || (input.breakGlassPatients?.size ?? 0) > 0) {
+      details.push(detail(DetailType.severity, 'high'));
+    }
   }
   if (input.failure) details.push(detail(DetailType.failureCode, input.failure.code));
   if (input.httpStatus !== undefined) details.push(detail(DetailType.httpStatus, String(input.httpStatus)));

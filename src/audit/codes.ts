@@ -128,6 +128,8 @@ export const DetailType = {
   failureCode: 'failure-code',
   httpStatus: 'http-status',
   policyPreviousRevision: 'policy-previous-revision',
+  /** `high` when the policy flags the access for DIM review (break-the-glass, roles with no access, `auditSeverity: high`). */
+  severity: 'audit-severity',
 } as const;
 
 /** `entity.name` markers of caregate's own entities (R4 entity.name is a string). */

@@ -12,7 +12,7 @@ import type { RoleConfig } from '../policy/config.js';
 import type { Decision } from '../policy/decision.js';
 import { serializeParams } from '../shape/request.js';
 import { buildAuditEvents } from './build.js';
-import { isLoginFailure } from './request.js';
+import { isLoginFailure } from './record.js';
 import { resolveBound, reviewReport, ReviewTooLargeError, type ReviewHours, type ReviewSource, type ReviewUnusual } from './review.js';
 
 /**
@@ -94,8 +94,8 @@ export function createReviewRoute(opts: ReviewRouteOptions) {
       } catch (err) {
         badQuery = err;
       }
+      // roleOf refuses a role that requires a CPS card when none was presented.
       role = opts.roleOf(principal);
-      if (role?.requireCard && !principal.certificate) throw new ProxyError('ERR_CARD_REQUIRED', `Role "${role.id}" requires a CPS card.`);
       decision = authorise(principal, role);
       if (query?.patient) decision = { ...decision, patients: [query.patient] };
       if (decision.effect === 'deny') throw new ProxyError('ERR_FORBIDDEN', decision.message, { detail: decision.reason, issue: 'forbidden' });
@@ -281,7 +281,7 @@ function viewEvents(
   const interaction = classify({ method: 'GET', path: '/AuditEvent', query: serializeParams(params), headers: {} }, { maxBodyBytes: 0 });
   const clientAddress = v.req.socket.remoteAddress;
   return buildAuditEvents({
-    ...(isLoginFailure({ principal: v.principal, error: v.failure }) ? { kind: 'login-failure' as const } : {}),
+    ...(isLoginFailure({ identity: v.principal ? { principal: v.principal } : undefined, failure: v.failure }) ? { kind: 'login-failure' as const } : {}),
     requestId: v.requestId,
     recorded: v.recorded,
     ...(v.principal ? { principal: v.principal } : {}),

@@ -69,3 +69,20 @@ export interface BatchEntry {
   fullUrl: string | undefined;
   interaction: FhirInteraction;
 }
+
+/** Create, update, patch or delete: the interactions judged on the resource before and after. */
+export function isWrite(it: Pick<FhirInteraction, 'kind'>): boolean {
+  return it.kind === 'create' || it.kind === 'update' || it.kind === 'patch' || it.kind === 'delete';
+}
+
+/** Searches (type, system, compartment) and histories: the interactions answered with a searchset or history Bundle. */
+export function isSearchOrHistory(it: Pick<FhirInteraction, 'kind'>): boolean {
+  return it.kind.startsWith('search') || it.kind.startsWith('history');
+}
+
+/** Patients named by the URL itself: `Patient/x`, `Patient/x/...`, instance operations on a Patient. */
+export function patientsInUrl(it: Pick<FhirInteraction, 'compartment' | 'resourceType' | 'id'>): string[] {
+  if (it.compartment?.type === 'Patient') return [it.compartment.id];
+  if (it.resourceType === 'Patient' && it.id) return [it.id];
+  return [];
+}

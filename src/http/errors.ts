@@ -128,3 +128,12 @@ function defaultIssue(status: number): IssueType {
       return 'exception';
   }
 }
+
+/**
+ * The one answer for a resource that is missing, withheld, or refused as if missing: every such
+ * answer must be identical, whatever the reason (threats.md, "Existence oracles"). `detail` goes
+ * to logs and the AuditEvent only.
+ */
+export function notFound(detail?: string): ProxyError {
+  return new ProxyError('ERR_NOT_FOUND', 'Resource not found.', detail === undefined ? {} : { detail });
+}

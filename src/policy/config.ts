@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { careRelationshipsSchema } from '../relate/config.js';
 import { contractorOf, engagementSchema } from './engagement.js';
+import { RELATIONSHIP_WRITES } from './relationships.js';
 
 /**
  * The policy file: who may see what. Tuned by the hospital's security team and DIM, separate from
@@ -39,7 +40,7 @@ const roleSchema = z
     match: matchSchema,
     breakGlass: z.boolean().default(false).describe('May open break-the-glass access to one patient at a time.'),
     relationshipWrites: z
-      .array(z.enum(['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Practitioner', 'Group', 'Consent', 'Patient.link']))
+      .array(z.enum(RELATIONSHIP_WRITES))
       .default([])
       .describe('Relationship resources this role may write (trusted writers).'),
     readAudit: z.boolean().default(false).describe('May read AuditEvents and the DIM review views.'),

@@ -1,39 +1,26 @@
-import type { Resource } from '@medplum/fhirtypes';
-import type { FhirInteraction, SearchParam } from '../fhir/interaction.js';
-import { PATIENT_COMPARTMENT } from '../fhir/generated/patient-compartment.js';
+import type { FhirInteraction } from '../fhir/interaction.js';
+import { isWrite, patientsInUrl } from '../fhir/interaction.js';
 import { paramKind } from '../fhir/searchparams.js';
 import { scopeAllows } from '../identity/scopes.js';
-import { ADMIN_READABLE_TYPES, isAdminSearchParam, isAdminSort, maskForAdministration } from '../shape/mask.js';
 import type { Principal } from '../identity/principal.js';
-import type { CareSet, Evidence } from '../relate/types.js';
-import type { Policy, RoleConfig, SearchFeature } from './config.js';
+import type { CareSet } from '../relate/types.js';
+import { decideAdministrative } from './administrative.js';
+import type { Policy, RoleConfig } from './config.js';
 import type { Decision, DecisionReason, Obligation } from './decision.js';
+import { decideDeidentified } from './engagement.js';
+import { isRelationshipType } from './relationships.js';
+import { forbiddenParam, narrowing } from './search-scope.js';
+import { deny, hasPatient, permit, type Ctx } from './verdicts.js';
 
 /**
  * The policy: principal × interaction × care set → Decision. Pure, synchronous, default deny.
- * Every permit that returns data carries the `filter-response` obligation: narrowing the upstream
- * query is an optimisation, the response filter is the boundary.
+ *
+ * Every decision is made here, batch entries included (`decideBundle` combines them), and carries
+ * everything the later stages need as obligations: nothing after `decide()` builds or edits a
+ * Decision, and the response stage reads obligations, never the role. Every permit that returns
+ * data carries `filter-response`: narrowing the upstream query is an optimisation, the response
+ * filter is the boundary.
  */
-
-/**
- * Types whose writes create or change care relationships: trusted writers only. Practitioner is
- * one of them: its identifiers and `active` are what a credential without `fhirUser` (Pro Santé
- * Connect, a CPS card) is resolved by, so whoever may write them may become another practitioner
- * and take their care relationships.
- */
-export const RELATIONSHIP_TYPES = new Set(['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Practitioner', 'Group', 'Consent']);
-
-/** Parameters that reach other resources than the one searched, refused unless the role allows them. */
-const FEATURE_PARAMS: Record<string, SearchFeature> = {
-  _has: '_has',
-  _filter: '_filter',
-  _query: '_query',
-  _contained: '_contained',
-  _containedType: '_contained',
-  _list: '_list',
-};
-/** Full-text searches match narratives: allowed only to roles that see everything. */
-const TEXT_PARAMS = new Set(['_text', '_content']);
 
 export interface DecideInput {
   principal: Principal | undefined;
@@ -49,24 +36,14 @@ export interface DecideInput {
   patientLinkChanged?: boolean;
   /** A request coming back through a signed paging link: the query was judged when the link was issued. */
   paging?: boolean;
-}
-
-interface Ctx {
-  in: DecideInput;
-  role: RoleConfig;
-  careSet: CareSet;
-}
-
-const permitBase = { effect: 'permit' as const, evidence: [] as Evidence[], patients: [] as string[] };
-
-function deny(reason: DecisionReason, message: string, rule: string, extra: Partial<Decision> = {}): Decision {
-  return { effect: 'deny', reason, message, rule, evidence: [], obligations: [], patients: [], ...extra };
+  /** De-identified roles: the engagement in force for this caller (its id keys the pseudonyms). */
+  engagement?: string;
 }
 
 export function decide(input: DecideInput): Decision {
   const it = input.interaction;
   if (it.kind === 'capabilities') {
-    return { ...permitBase, reason: 'capabilities', rule: 'public.capabilities', message: 'Capability statement', obligations: [] };
+    return { effect: 'permit', reason: 'capabilities', rule: 'public.capabilities', message: 'Capability statement', evidence: [], obligations: [], patients: [] };
   }
   if (!input.principal || !input.role) {
     return deny('default-deny', 'No policy role applies to this user.', 'default');
@@ -98,6 +75,11 @@ export function decide(input: DecideInput): Decision {
   if (it.resourceType === 'Subscription' && it.method !== 'GET') {
     return deny('interaction-forbidden', 'Subscriptions cannot be written through caregate.', `${role.id}.subscription`);
   }
+  if (it.kind === 'batch' || it.kind === 'transaction') {
+    if (role.profile === 'de-identified') return deny('interaction-forbidden', `Role "${role.id}" reads only.`, `${role.id}.de-identified`);
+    const listed = role.profile === 'care-team' || role.profile === 'own-record' || role.profile === 'mandate';
+    return permit(ctx, listed ? 'care-relationship' : 'role-all-records', `${role.id}.${it.kind}`, 'Bundle entries decided one by one', [], []);
+  }
 
   switch (role.profile) {
     case 'all-records':
@@ -113,6 +95,19 @@ export function decide(input: DecideInput): Decision {
     default:
       return deny('role-forbidden', `The access profile "${role.profile}" of role "${role.id}" is not enforced by this version.`, `${role.id}.${role.profile}`);
   }
+}
+
+/**
+ * The decision of a batch or transaction, from the decision of the Bundle itself and of each entry
+ * (each decided by `decide()` as a standalone request). A batch is permitted as a whole and its
+ * refused entries are answered with their own refusal; a transaction is all or nothing, so one
+ * refused entry refuses it whole.
+ */
+export function decideBundle(bundle: Decision, it: FhirInteraction, entries: readonly Decision[]): Decision {
+  if (bundle.effect === 'deny' || it.kind !== 'transaction') return bundle;
+  const refused = entries.find((d) => d.effect === 'deny');
+  if (!refused) return bundle;
+  return { ...refused, message: `The transaction was refused whole: ${refused.message}` };
 }
 
 /** The SMART permission letter an interaction needs (batch entries are judged one by one). */
@@ -148,7 +143,7 @@ function permissionOf(it: FhirInteraction): 'c' | 'r' | 'u' | 'd' | 's' | undefi
 function scopeCeiling(p: Principal, it: FhirInteraction): string | undefined {
   const perm = permissionOf(it);
   if (!perm) return undefined;
-  const type = it.kind === 'search-compartment' ? (it.resourceType ?? '*') : (it.resourceType ?? '*');
+  const type = it.resourceType ?? '*';
   if (scopeAllows(p.claims.scopes, ['user', 'patient'], type, perm)) return undefined;
   return `The token's scopes do not allow "${perm}" on ${type}.`;
 }
@@ -173,33 +168,6 @@ function isSearchPost(it: FhirInteraction): boolean {
   return it.method === 'POST' && it.kind.startsWith('search');
 }
 
-function permit(
-  ctx: Ctx,
-  reason: DecisionReason,
-  rule: string,
-  message: string,
-  patients: readonly string[],
-  extra: Obligation[],
-): Decision {
-  const evidence: Evidence[] = [];
-  for (const p of patients) evidence.push(...(ctx.careSet.patients.get(p) ?? []));
-  const btg = evidence.some((e) => e.source === 'break-glass') && !evidence.some((e) => e.source !== 'break-glass');
-  const obligations: Obligation[] = [{ kind: 'filter-response' }, ...extra];
-  if (btg) obligations.push({ kind: 'mark-break-glass' }, { kind: 'audit-severity', severity: 'high' });
-  else if (ctx.role.auditSeverity === 'high') obligations.push({ kind: 'audit-severity', severity: 'high' });
-  return {
-    effect: 'permit',
-    reason: btg ? 'break-glass' : reason,
-    rule,
-    message,
-    evidence,
-    obligations,
-    patients,
-    purposeOfUse: btg ? 'BTG' : ctx.role.purposeOfUse,
-  };
-}
-
-/** DIM and the roles that see every record: everything readable, writes only where the policy says. */
 function decideAllRecords(ctx: Ctx): Decision {
   const it = ctx.in.interaction;
   const r = ctx.role;
@@ -207,7 +175,6 @@ function decideAllRecords(ctx: Ctx): Decision {
   if (it.kind === 'operation' && !operationAllowed(r, it)) {
     return deny('interaction-forbidden', `The operation $${it.operation} is not allowed to role "${r.id}".`, `${r.id}.operations`);
   }
-  if (it.kind === 'batch' || it.kind === 'transaction') return permit(ctx, 'role-all-records', `${r.id}.${it.kind}`, 'Bundle entries decided one by one', [], []);
   return permit(ctx, 'role-all-records', `${r.id}.all-records`, 'Role sees all records', patientsInUrl(it), []);
 }
 
@@ -217,11 +184,8 @@ function decideListed(ctx: Ctx): Decision {
   const r = ctx.role;
   const urlStatus = ctx.in.policy.refusals.urlDecided;
   const outside = (patient: string, rule: string) =>
-    deny('no-care-relationship', outsideMessage(r.profile), rule, { patients: [patient], hide: urlStatus === 404 });
+    deny('no-care-relationship', outsideMessage(r.profile), rule, { patients: [patient], ...(urlStatus === 404 ? { refuseAs: 'not-found' as const } : {}) });
 
-  if (it.kind === 'batch' || it.kind === 'transaction') {
-    return permit(ctx, 'care-relationship', `${r.id}.${it.kind}`, 'Bundle entries decided one by one', [], []);
-  }
   if (isWrite(it)) return decideWrite(ctx);
 
   switch (it.kind) {
@@ -238,6 +202,7 @@ function decideListed(ctx: Ctx): Decision {
       }
       break;
     case 'operation': {
+      if (it.operation === 'break-glass') return decideBreakGlassOperation(ctx);
       if (!operationAllowed(r, it) || it.operationLevel !== 'instance' || it.resourceType !== 'Patient') {
         return deny('interaction-forbidden', `The operation $${it.operation ?? ''} at ${it.operationLevel} level is not allowed to role "${r.id}".`, `${r.id}.operations`);
       }
@@ -263,12 +228,42 @@ function decideListed(ctx: Ctx): Decision {
   const obligations: Obligation[] = [];
   if ((it.kind === 'search-type' || it.kind === 'history-type') && !ctx.in.paging && it.resourceType) {
     const narrow = narrowing(ctx, it);
-    if (narrow === 'empty') {
+    if (narrow?.kind === 'outside') {
+      // The search names only patients outside the care set: answered like FHIR's "access denied"
+      // for a search (an empty Bundle), and recorded as the refusal it is, against those patients.
+      return deny('no-care-relationship', outsideMessage(r.profile), `${r.id}.${r.profile}`, { patients: narrow.patients, refuseAs: 'empty-searchset' });
+    }
+    if (narrow?.kind === 'none') {
       return permit(ctx, 'filtered-search', `${r.id}.${r.profile}`, 'No patient of the care set matches', [], [{ kind: 'narrow', param: '', patients: [] }]);
     }
     if (narrow) obligations.push(narrow);
   }
   return permit(ctx, reasonFor(r.profile), `${r.id}.${r.profile}`, 'Within the care relationships', inUrl, obligations);
+}
+
+/**
+ * `POST Patient/<id>/$break-glass`: permitted when the role may break the glass and the care set
+ * holds the grant the request would open (authorize adds it, pending, before deciding). The grant
+ * is opened only after this permit.
+ */
+function decideBreakGlassOperation(ctx: Ctx): Decision {
+  const it = ctx.in.interaction;
+  const r = ctx.role;
+  const rule = `${r.id}.break-glass`;
+  const patient = it.resourceType === 'Patient' && it.operationLevel === 'instance' ? it.id : undefined;
+  if (!r.breakGlass || patient === undefined) return deny('interaction-forbidden', `Break-the-glass is not allowed to role "${r.id}".`, rule);
+  const grant = (ctx.careSet.patients.get(patient) ?? []).filter((e) => e.source === 'break-glass');
+  if (grant.length === 0) return deny('interaction-forbidden', 'Break-the-glass needs a reason (the reason parameter).', rule);
+  return {
+    effect: 'permit',
+    reason: 'break-glass',
+    rule,
+    message: 'Break-the-glass access opened',
+    evidence: grant,
+    obligations: [{ kind: 'audit-severity', severity: 'high' }, { kind: 'mark-break-glass' }],
+    patients: [patient],
+    purposeOfUse: 'BTG',
+  };
 }
 
 function reasonFor(profile: RoleConfig['profile']): DecisionReason {
@@ -286,102 +281,13 @@ function outsideMessage(profile: RoleConfig['profile']): string {
   }
 }
 
-function hasPatient(set: CareSet, id: string): boolean {
-  return set.scope === 'all' || set.patients.has(id);
-}
-
-function isWrite(it: FhirInteraction): boolean {
-  return it.kind === 'create' || it.kind === 'update' || it.kind === 'patch' || it.kind === 'delete';
-}
-
 function operationAllowed(r: RoleConfig, it: FhirInteraction): boolean {
   const op = it.operation ?? '';
   return r.operations.some((o) => o.replace(/^\$/, '') === op);
 }
 
-/** Patients named by the URL itself: `Patient/x`, `Patient/x/...`, instance operations on a Patient. */
-export function patientsInUrl(it: FhirInteraction): string[] {
-  if (it.compartment?.type === 'Patient') return [it.compartment.id];
-  if (it.resourceType === 'Patient' && it.id) return [it.id];
-  return [];
-}
-
-/** A refusal message if a parameter reaches beyond what this role may search; undefined when fine. */
-function forbiddenParam(ctx: Ctx, params: readonly SearchParam[]): string | undefined {
-  const r = ctx.role;
-  const it = ctx.in.interaction;
-  for (const p of params) {
-    const feature = FEATURE_PARAMS[p.name];
-    if (feature && !r.allowSearchFeatures.includes(feature)) return `The search parameter ${p.name} is not allowed to role "${r.id}".`;
-    if (TEXT_PARAMS.has(p.name) && ctx.careSet.scope !== 'all') return `Full-text search (${p.name}) is not allowed to role "${r.id}".`;
-    if ((p.name === '_include' || p.name === '_revinclude') && (p.value === '*' || p.value.endsWith(':*')) && !r.allowSearchFeatures.includes('_include:*')) {
-      return `${p.name}=* is not allowed to role "${r.id}".`;
-    }
-    if (p.name.includes('.') && !r.allowSearchFeatures.includes('chain')) {
-      return `Chained search parameters (${p.name.split('.')[0]}.…) are not allowed to role "${r.id}".`;
-    }
-    if (it.resourceType && isPatientParam(it.resourceType, p.name) && p.modifier !== undefined && p.modifier !== 'Patient') {
-      return `The modifier :${p.modifier} on the patient parameter ${p.name} is not allowed.`;
-    }
-  }
-  return undefined;
-}
-
-function isPatientParam(type: string, name: string): boolean {
-  if (type === 'Patient') return name === '_id' || name === 'link';
-  // `patient` is a patient parameter wherever the type defines it (Observation.patient is not in
-  // the compartment definition, which lists `subject`).
-  return (PATIENT_COMPARTMENT[type] ?? []).some((l) => l.param === name) || (name === 'patient' && paramKind(type, name) === 'resource');
-}
-
-/** The parameter used to narrow a search of `type` to a set of patients. */
-export function narrowingParam(type: string): string | undefined {
-  if (type === 'Patient') return '_id';
-  const links = PATIENT_COMPARTMENT[type];
-  if (!links) return undefined;
-  for (const pref of ['patient', 'subject', 'beneficiary']) if (links.some((l) => l.param === pref)) return pref;
-  return undefined;
-}
-
-/**
- * Narrowing: restrict the upstream query to the patients of the care set so that pages are full
- * and totals true. When the client already names patients, keep those in the care set; when none
- * remain, the answer is an empty searchset without asking the upstream.
- */
-function narrowing(ctx: Ctx, it: FhirInteraction): Obligation | 'empty' | undefined {
-  const type = it.resourceType!;
-  if (ctx.careSet.scope === 'all') return undefined;
-  const param = narrowingParam(type);
-  if (!param) return undefined;
-  const named = it.params.filter((p) => isPatientParam(type, p.name));
-  const allowed = [...ctx.careSet.patients.keys()];
-  if (named.length > 0) {
-    // Every occurrence is ANDed: each must keep at least one patient of the care set.
-    let restricted = false;
-    for (const p of named) {
-      const values = p.value.split(',');
-      const ids = values.map((v) => patientIdOf(v, type, p.name)).filter((v): v is string => v !== undefined);
-      if (ids.length > 0 && ids.every((id) => !hasPatient(ctx.careSet, id))) return 'empty';
-      // The client already restricted the query to patients of the care set: nothing to add.
-      if (p.name === param && ids.length === values.length && ids.every((id) => hasPatient(ctx.careSet, id))) restricted = true;
-    }
-    if (restricted) return undefined;
-  }
-  if (allowed.length === 0) return 'empty';
-  if (allowed.length > ctx.in.policy.search.narrowMaxPatients) return undefined;
-  return { kind: 'narrow', param, patients: allowed };
-}
-
-/** `Patient/x`, `x` (for patient/_id params) or an absolute URL ending in Patient/x → x. */
-function patientIdOf(value: string, type: string, param: string): string | undefined {
-  const m = /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(value);
-  if (m) return m[1];
-  if ((type === 'Patient' && param === '_id') || param === 'patient') return /^[A-Za-z0-9\-.]{1,64}$/.test(value) ? value : undefined;
-  return undefined;
-}
-
 /** Writes: the resource before and after must belong to patients this user may see; relationships only by trusted writers. */
-function decideWrite(ctx: Ctx): Decision {
+export function decideWrite(ctx: Ctx): Decision {
   const it = ctx.in.interaction;
   const r = ctx.role;
   const type = it.resourceType ?? '';
@@ -389,7 +295,7 @@ function decideWrite(ctx: Ctx): Decision {
   if (ctx.role.profile === 'own-record' || ctx.role.profile === 'mandate') {
     return deny('interaction-forbidden', 'This role may read, not write.', rule);
   }
-  if (RELATIONSHIP_TYPES.has(type) && !r.relationshipWrites.includes(type as never)) {
+  if (isRelationshipType(type) && !r.relationshipWrites.includes(type)) {
     return deny('relationship-write-forbidden', `Writes to ${type} change who may see records; role "${r.id}" may not make them.`, rule);
   }
   if (type === 'Patient' && ctx.in.patientLinkChanged && !r.relationshipWrites.includes('Patient.link')) {
@@ -402,13 +308,13 @@ function decideWrite(ctx: Ctx): Decision {
   if (!wp) return deny('patient-undetermined', 'The patient of this write could not be determined.', rule);
   const sides = [wp.before, wp.after];
   if (sides.some((s) => s === 'undetermined')) {
-    return deny('patient-undetermined', 'The patient this resource belongs to could not be determined.', rule, { hide: true });
+    return deny('patient-undetermined', 'The patient this resource belongs to could not be determined.', rule, { refuseAs: 'not-found' });
   }
   const before = Array.isArray(wp.before) ? wp.before : [];
   const after = Array.isArray(wp.after) ? wp.after : [];
   for (const p of before) {
     // The current version is outside: answer as if it did not exist.
-    if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', 'Resource not found.', rule, { hide: true, patients: [p] });
+    if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', 'Resource not found.', rule, { refuseAs: 'not-found', patients: [p] });
   }
   for (const p of after) {
     if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', outsideMessage(r.profile), rule, { patients: [p] });
@@ -420,89 +326,3 @@ function decideWrite(ctx: Ctx): Decision {
   return permit(ctx, ctx.careSet.scope === 'all' ? 'role-all-records' : 'care-relationship', rule, 'Write within the care relationships', patients, []);
 }
 
-export type { Resource };
-
-const ADMIN_TYPES: ReadonlySet<string> = new Set(ADMIN_READABLE_TYPES);
-
-/**
- * Admission and administrative staff: demographics and stay logistics of every patient, masked;
- * no clinical resource, no search on what the mask removes, no `_has`, includes or operations.
- * Their writes (registering a patient, a stay when the policy allows) may carry nothing clinical.
- */
-function decideAdministrative(ctx: Ctx): Decision {
-  const it = ctx.in.interaction;
-  const r = ctx.role;
-  const rule = `${r.id}.administrative`;
-  if (it.kind === 'batch' || it.kind === 'transaction') return permit(ctx, 'role-all-records', `${r.id}.${it.kind}`, 'Bundle entries decided one by one', [], []);
-  const type = it.resourceType ?? '';
-  if (!ADMIN_TYPES.has(type)) {
-    return deny('role-forbidden', `Role "${r.id}" sees patient demographics and stay logistics only, not ${type || 'this interaction'}.`, rule);
-  }
-  if (isWrite(it)) {
-    if (it.kind === 'delete' || it.kind === 'patch') return deny('interaction-forbidden', `Role "${r.id}" may register and update, not ${it.kind}.`, rule);
-    if (type !== 'Patient' && !r.relationshipWrites.includes(type as never)) {
-      return deny('relationship-write-forbidden', `Role "${r.id}" may not write ${type}.`, rule);
-    }
-    const body = it.body as Resource | undefined;
-    if (!body || JSON.stringify(maskForAdministration(body)) !== JSON.stringify(body)) {
-      return deny('role-forbidden', `Role "${r.id}" may not write clinical content (reasons, diagnoses, narratives).`, rule);
-    }
-    return decideWrite(ctx);
-  }
-  if (it.kind !== 'read' && it.kind !== 'vread' && it.kind !== 'search-type') {
-    return deny('interaction-forbidden', `Role "${r.id}" may read and search, not ${it.kind}.`, rule);
-  }
-  for (const p of it.params) {
-    if (p.name === '_sort' ? !isAdminSort(type, p.value) : !isAdminSearchParam(type, p.name) || p.name.includes('.')) {
-      return deny('parameter-forbidden', `The search parameter ${p.name} is not available to role "${r.id}".`, rule);
-    }
-    if (p.modifier !== undefined && p.modifier !== 'exact') {
-      return deny('parameter-forbidden', `The modifier :${p.modifier} is not available to role "${r.id}".`, rule);
-    }
-  }
-  return permit(ctx, 'role-all-records', rule, 'Demographics and stay logistics, clinical content masked', patientsInUrl(it), [{ kind: 'mask-clinical' }]);
-}
-
-/** What a coding contractor may search with: nothing that identifies a person. */
-const DEID_PARAMS: ReadonlySet<string> = new Set(['_id', 'patient', 'subject', 'encounter', 'code', 'category', 'status', 'clinical-status', '_count']);
-const DEID_TYPES: ReadonlySet<string> = new Set([
-  'Patient', 'Encounter', 'Condition', 'Procedure', 'Observation', 'MedicationRequest', 'MedicationAdministration',
-  'DiagnosticReport', 'ServiceRequest', 'AllergyIntolerance', 'Claim', 'ChargeItem',
-]);
-
-/**
- * Coding-optimisation contractor: only the stays of a valid engagement, read-only, and every answer
- * de-identified (the response stage replaces ids by keyed pseudonyms and removes what identifies).
- */
-function decideDeidentified(ctx: Ctx): Decision {
-  const it = ctx.in.interaction;
-  const r = ctx.role;
-  const rule = `${r.id}.de-identified`;
-  if (!ctx.careSet.encounters) {
-    return deny('role-forbidden', `No engagement is in force for role "${r.id}" (check engagements in the policy).`, rule, {
-      obligations: [{ kind: 'audit-severity', severity: 'high' }],
-    });
-  }
-  if (isWrite(it) || it.kind === 'batch' || it.kind === 'transaction') return deny('interaction-forbidden', `Role "${r.id}" reads only.`, rule);
-  if (it.kind !== 'read' && it.kind !== 'vread' && it.kind !== 'search-type') {
-    return deny('interaction-forbidden', `Role "${r.id}" may read and search, not ${it.kind}.`, rule);
-  }
-  const type = it.resourceType ?? '';
-  if (!DEID_TYPES.has(type)) return deny('role-forbidden', `Role "${r.id}" does not see ${type}.`, rule);
-  // A signed paging link continues a search judged when it was issued (its `_offset`... are the FHIR server's).
-  for (const p of ctx.in.paging ? [] : it.params) {
-    if (!DEID_PARAMS.has(p.name) || p.modifier !== undefined) {
-      return deny('parameter-forbidden', `The search parameter ${p.name}${p.modifier ? `:${p.modifier}` : ''} is not available to role "${r.id}" (it could identify a person).`, rule);
-    }
-  }
-  for (const p of patientsInUrl(it)) {
-    if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', 'Resource not found.', rule, { hide: true, patients: [p] });
-  }
-  const obligations: Obligation[] = [{ kind: 'de-identify', profile: r.id }];
-  if (it.kind === 'search-type' && !ctx.in.paging) {
-    const narrow = narrowing(ctx, it);
-    if (narrow === 'empty') return permit(ctx, 'de-identified', rule, 'No listed stay matches', [], [{ kind: 'narrow', param: '', patients: [] }, ...obligations]);
-    if (narrow) obligations.push(narrow);
-  }
-  return permit(ctx, 'de-identified', rule, 'Listed stays, de-identified', patientsInUrl(it), obligations);
-}

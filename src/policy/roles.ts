@@ -1,4 +1,5 @@
-import type { Claims } from '../identity/principal.js';
+import type { Claims, Principal } from '../identity/principal.js';
+import { ProxyError } from '../http/errors.js';
 import type { Policy, RoleConfig } from './config.js';
 
 /** What role matching looks at. Plain data so that `caregate explain` can build it from a persona. */
@@ -10,9 +11,25 @@ export interface RoleFacts {
   cardPresented: boolean;
 }
 
+/** The facts of a verified caller that roles are matched on. */
+export function roleFactsOf(p: Principal): RoleFacts {
+  return { kind: p.kind, claims: p.claims, roleCodes: p.kind === 'practitioner' ? p.roleCodes : [], cardPresented: p.certificate !== undefined };
+}
+
 /** Every role of the policy that matches, in file order; the first is the one that applies. */
 export function matchRoles(policy: Policy, facts: RoleFacts): RoleConfig[] {
   return policy.roles.filter((r) => roleMatches(r, facts));
+}
+
+/**
+ * The role that applies to a caller: the first that matches, or undefined (everything is then
+ * refused by default). A role that requires a CPS card is refused outright without one
+ * (`ERR_CARD_REQUIRED`): the one place that rule is enforced, for the FHIR API and the DIM views.
+ */
+export function roleOf(policy: Policy, p: Principal): RoleConfig | undefined {
+  const role = matchRoles(policy, roleFactsOf(p))[0];
+  if (role?.requireCard && !p.certificate) throw new ProxyError('ERR_CARD_REQUIRED', `Role "${role.id}" requires a CPS card.`);
+  return role;
 }
 
 function anyOf(wanted: readonly string[] | undefined, have: readonly string[]): boolean | undefined {

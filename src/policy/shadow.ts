@@ -1,12 +1,11 @@
 import { Counter, type Registry } from 'prom-client';
 import type { Logger } from 'pino';
-import type { Principal } from '../identity/principal.js';
 import type { CareSet } from '../relate/types.js';
 import type { Policy, RoleConfig } from './config.js';
 import { decide, type DecideInput } from './decide.js';
 import type { Decision, Obligation } from './decision.js';
 import type { LoadedPolicy } from './load.js';
-import { matchRoles } from './roles.js';
+import { matchRoles, roleFactsOf } from './roles.js';
 
 /**
  * Shadow mode (`policy.shadowFile`): a candidate policy decides every request beside the active
@@ -32,7 +31,7 @@ export type ShadowResultKind = 'same' | 'permit-to-deny' | 'deny-to-permit' | 'o
 
 export interface ShadowResult {
   result: ShadowResultKind;
-  /** Which parts of the decision differ: effect, reason, rule, obligations, purposeOfUse, hide. */
+  /** Which parts of the decision differ: effect, reason, rule, obligations, purposeOfUse, refuseAs. */
   changed: string[];
   candidate?: { effect: Decision['effect']; reason: string; rule: string; role: string | undefined };
 }
@@ -45,7 +44,7 @@ export interface ShadowCompareInput {
   active: Decision;
   /**
    * The care set of a role of the candidate whose profile differs from the active role's
-   * (in stages.ts: `(role) => careSetFor(principal, role, false)`). Without it such requests count as `error`.
+   * (authorize passes the care set of that profile for the same caller). Without it such requests count as `error`.
    */
   careSetFor?: (role: RoleConfig) => Promise<CareSet>;
 }
@@ -121,10 +120,10 @@ export function createShadowPolicy(opts: ShadowOptions): ShadowPolicy {
 
   async function evaluate(c: ShadowCompareInput): Promise<ShadowResult> {
     const p = c.input.principal;
-    const role = p ? matchRoles(candidate.policy, roleFacts(p))[0] : undefined;
+    const role = p ? matchRoles(candidate.policy, roleFactsOf(p))[0] : undefined;
     let decision: Pick<Decision, 'effect' | 'reason' | 'rule'> & Partial<Decision>;
     if (p && role?.requireCard && !p.certificate) {
-      // As authorize(): a role that requires a card refuses before deciding.
+      // As roleOf(): a role that requires a card refuses before deciding.
       decision = { effect: 'deny', reason: 'role-forbidden', rule: `${role.id}.require-card` };
     } else {
       const careSet = p && role ? await candidateCareSet(c, role) : undefined;
@@ -203,10 +202,6 @@ export function decideShadowed(
 
 class ShadowUnavailable extends Error {}
 
-function roleFacts(p: Principal) {
-  return { kind: p.kind, claims: p.claims, roleCodes: p.kind === 'practitioner' ? p.roleCodes : [], cardPresented: p.certificate !== undefined };
-}
-
 /** Obligations as comparable text: kinds and settings, never patient ids (only their number). */
 function obligationKey(o: Obligation): string {
   switch (o.kind) {
@@ -215,7 +210,9 @@ function obligationKey(o: Obligation): string {
     case 'audit-severity':
       return `audit-severity:${o.severity}`;
     case 'de-identify':
-      return `de-identify:${o.profile}`;
+      return `de-identify:${o.engagement}`;
+    case 'break-glass-patients':
+      return `break-glass-patients:${o.patients.length}`;
     default:
       return o.kind;
   }
@@ -229,6 +226,6 @@ function differences(a: Decision, b: Partial<Decision>): string[] {
   const ob = (d: Partial<Decision>) => (d.obligations ?? []).map(obligationKey).sort().join(',');
   if (ob(a) !== ob(b)) changed.push('obligations');
   if (a.purposeOfUse !== b.purposeOfUse) changed.push('purposeOfUse');
-  if (Boolean(a.hide) !== Boolean(b.hide)) changed.push('hide');
+  if (a.refuseAs !== b.refuseAs) changed.push('refuseAs');
   return changed;
 }

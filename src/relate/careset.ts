@@ -20,6 +20,7 @@ export interface CareSetResolver {
   refresh(p: PractitionerPrincipal): Promise<CareSet>;
   /** Drops the cached sets of these members (`Practitioner/x`, `PractitionerRole/y`, `Organization/z`). */
   invalidate(memberRefs: Iterable<string>): void;
+  /** Drops every cached set, and takes the cache size from the configuration again (a policy reload). */
   clear(): void;
   /** Upstream lookups made so far (for metrics and the benchmark). */
   readonly lookups: number;
@@ -37,8 +38,10 @@ const DAY_MS = 86_400_000;
 export function createCareSetResolver(opts: CareSetResolverOptions): CareSetResolver {
   const now = opts.now ?? Date.now;
   let lookups = 0;
-  const cfg0 = opts.config();
-  const cache = new LRUCache<string, CareSet>({ max: cfg0.cache.maxEntries, ttl: Math.max(1, cfg0.cache.ttlSeconds * 1000) });
+  // The lifetime is checked against `now` on each read (the configured clock, a reload's new TTL);
+  // the LRU bounds the memory only.
+  const newCache = () => new LRUCache<string, CareSet>({ max: opts.config().cache.maxEntries });
+  let cache = newCache();
   /** member ref → practitioner keys whose cached set used that member. */
   const byMember = new Map<string, Set<string>>();
   /** Concurrent resolutions of the same user share one lookup. */
@@ -146,7 +149,7 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     const key = p.practitioner;
     if (!fresh) {
       const hit = cache.get(key);
-      if (hit) return hit;
+      if (hit && now() - hit.resolvedAt < opts.config().cache.ttlSeconds * 1000) return hit;
     }
     const running = inflight.get(key);
     if (running) return running;
@@ -172,7 +175,8 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
       }
     },
     clear() {
-      cache.clear();
+      cache = newCache();
+      byMember.clear();
     },
     get lookups() {
       return lookups;

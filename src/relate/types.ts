@@ -19,6 +19,11 @@ export interface CareSet {
   patients: ReadonlyMap<string, readonly Evidence[]>;
   /** Encounter ids the user may see (for stay-scoped roles such as coding contractors). */
   encounters?: ReadonlySet<string>;
+  /**
+   * Patients present only through a break-the-glass grant (no other evidence): data of one of them
+   * in an answer is a break-the-glass use. Absent when there is none.
+   */
+  breakGlassOnly?: ReadonlySet<string>;
   /** When this set was resolved (epoch ms). */
   resolvedAt: number;
 }

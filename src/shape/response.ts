@@ -1,60 +1,201 @@
-import type { IncomingHttpHeaders } from 'node:http';
-import type { FhirInteraction } from '../fhir/interaction.js';
-import { ProxyError } from '../http/errors.js';
-import { parseUpstreamJson } from '../fhir/json.js';
+import type { Bundle, Resource } from '@medplum/fhirtypes';
+import type { Logger } from 'pino';
+import { isSearchOrHistory } from '../fhir/interaction.js';
+import type { PatientLink } from '../fhir/patients.js';
+import { notFound } from '../http/errors.js';
 import type { Answer } from '../http/send.js';
+import { maskForAdministration } from '../policy/administrative.js';
+import type { Authorization } from '../policy/authorize.js';
+import { obligation, obliges, type Decision } from '../policy/decision.js';
+import type { CareSet } from '../relate/types.js';
 import type { UpstreamResponse } from '../upstream/proxy.js';
+import { buildAnswer, parseUpstreamBody } from './answer.js';
+import { mergeBatch } from './batch.js';
+import { filterBundle, present, sanitizeOutcome, type FilterContext } from './filter.js';
+import type { PageLinks } from './paging.js';
+import type { Pseudonyms } from './pseudonyms.js';
 import type { BaseRewriter } from './rewrite.js';
-import { toXml } from './xml.js';
-
-const FHIR_JSON = 'application/fhir+json; charset=utf-8';
-
-/** Response headers that may pass from the upstream, after rewriting. Everything else is dropped. */
-const PASSED_HEADERS = ['etag', 'last-modified', 'retry-after'] as const;
-const URL_HEADERS = ['location', 'content-location'] as const;
+import { hidesInstance, matchEntries, resourceEntries, totalIsVerified } from './searchset.js';
+import { applySubsetting, type Subsetting } from './subsetting.js';
 
 /**
- * Parses an upstream answer. Fails closed: a body that is not JSON, on any interaction, is never
- * passed to the client (caregate asked for JSON; anything else is a fault or an attack), and JSON
- * is parsed strictly (duplicate keys, invalid UTF-8, excessive nesting: 502).
+ * The shape-response stage, the security boundary: every resource of the upstream answer is
+ * judged against the care set by its own content (shape/filter.ts), through the view the decision's
+ * obligations give (subject only, audit trail, stays only, masked, de-identified); totals kept only
+ * when exact; paging links sealed and bound to the user; upstream URLs rewritten; upstream error
+ * texts reduced to their codes. It reads the decision's obligations, never the role.
  */
-export function parseUpstreamBody(upstream: UpstreamResponse): unknown {
-  if (upstream.body.length === 0) return undefined;
-  const ct = String(upstream.headers['content-type'] ?? '').toLowerCase();
-  if (!/^application\/(fhir\+)?json\b/.test(ct)) {
-    throw new ProxyError('ERR_UPSTREAM_BAD_RESPONSE', 'The FHIR server answered in a format caregate cannot check.', {
-      expose: true,
-      detail: `upstream content-type ${ct.split(';')[0] || 'none'}`,
-    });
-  }
-  // As strictly as a client's body: two readings of one body (duplicate keys) are a 502, not a choice.
-  return parseUpstreamJson(upstream.body, 'upstream answer');
+export interface ShapeInput {
+  /** The caller's key (`Practitioner/x`): paging links are bound to it. */
+  userKey: string | undefined;
+  authorization: Authorization;
+  /** `_elements` / `_summary=data`, applied after judging. */
+  subsetting?: Subsetting | undefined;
 }
 
-/** Builds the client answer from a judged body: headers allow-listed and rewritten, body serialized. */
-export function buildAnswer(
-  interaction: FhirInteraction,
-  status: number,
-  upstreamHeaders: IncomingHttpHeaders,
-  body: unknown,
-  rewriter: BaseRewriter,
-): Answer {
-  const headers: Record<string, string> = {};
-  for (const h of PASSED_HEADERS) {
-    const v = upstreamHeaders[h];
-    if (typeof v === 'string') headers[h] = v;
-  }
-  for (const h of URL_HEADERS) {
-    const v = upstreamHeaders[h];
-    if (typeof v === 'string') {
-      const r = rewriter.url(v);
-      if (r !== undefined) headers[h] = r;
-    }
-  }
-  if (body === undefined) return { status, headers, body: undefined, contentType: undefined };
-  rewriter.body(body);
-  if (interaction.format === 'xml') {
-    return { status, headers, body: toXml(body), contentType: 'application/fhir+xml; charset=utf-8' };
-  }
-  return { status, headers, body: JSON.stringify(body), contentType: FHIR_JSON };
+export interface Shaped {
+  answer: Answer;
+  /** Patients whose data the answer holds. */
+  patients: ReadonlySet<string>;
+  /** Resources answered (`Type/id`). */
+  resources: readonly string[];
+  /** Patients of the answer reachable only through a break-the-glass grant: a break-the-glass use for each. */
+  breakGlassUse: readonly string[];
 }
+
+export interface ResponseShaperDeps {
+  linkOf(resource: Resource): PatientLink;
+  /** Reads a resource with the proxy's credential (an indirect link: the DocumentReference of a Binary). */
+  read(type: string, id: string): Promise<Resource | undefined>;
+  rewriter: BaseRewriter;
+  pages: PageLinks;
+  pseudonyms: Pseudonyms;
+  logger: Logger;
+}
+
+export function createResponseShaper(deps: ResponseShaperDeps) {
+  const localBases = deps.rewriter.upstreamBases;
+
+  /** How each resource is judged and shown, from the decision's obligations and the care set alone. */
+  function filterContext(a: Authorization, subsetting: Subsetting | undefined): FilterContext {
+    const d = a.decision;
+    const careSet: CareSet = a.careSet ?? { scope: 'listed', patients: new Map(), resolvedAt: 0 };
+    const cache = new Map<string, Promise<Resource | undefined>>();
+    const deid = obligation(d, 'de-identify');
+    const deidentifier = deid && a.engagement ? deps.pseudonyms.forEngagement(a.engagement) : undefined;
+    let transform: ((r: Resource) => Resource | undefined) | undefined;
+    if (obliges(d, 'mask-clinical')) transform = maskForAdministration;
+    if (deidentifier) transform = (r) => deidentifier.deidentify(r);
+    if (subsetting) {
+      const inner = transform;
+      transform = (r) => {
+        const t = inner ? inner(r) : r;
+        return t ? applySubsetting(t, subsetting) : undefined;
+      };
+    }
+    const stays = careSet.encounters;
+    return {
+      careSet,
+      subjectOnly: obliges(d, 'subject-only'),
+      readAudit: obliges(d, 'show-audit-trail'),
+      linkOf: deps.linkOf,
+      localBases,
+      ...(transform ? { transform } : {}),
+      // A contractor with a de-identify obligation but no stays sees nothing.
+      ...(obliges(d, 'stays-only') ? { admit: (r: Resource) => stays !== undefined && inStays(r, stays, careSet) } : {}),
+      read(ref) {
+        let p = cache.get(ref);
+        if (!p) {
+          const [type, id] = ref.split('/');
+          p = deps.read(type!, id!);
+          cache.set(ref, p);
+        }
+        return p;
+      },
+    };
+  }
+
+  /** Seals the Bundle's links (upstream-relative) into paging links bound to the user; drops the others. */
+  function signLinks(b: Bundle, userKey: string | undefined): void {
+    if (!b.link) return;
+    for (const l of b.link) {
+      const rel = l.url && userKey ? upstreamRelative(l.url, localBases) : undefined;
+      if (rel === undefined) delete (l as { url?: string }).url;
+      else l.url = deps.pages.issue(rel, userKey!);
+    }
+    b.link = b.link.filter((l) => l.url);
+  }
+
+  return async function shape(input: ShapeInput, upstream: UpstreamResponse): Promise<Shaped> {
+    const a = input.authorization;
+    const it = a.interaction;
+    const d = a.decision;
+    const status = upstream.status;
+    const patients = new Set<string>();
+    const resources: string[] = [];
+    const done = (answer: Answer): Shaped => ({ answer, patients, resources, breakGlassUse: breakGlassUse(d, patients) });
+    const answer = (httpStatus: number, headers: UpstreamResponse['headers'], body: unknown) => done(buildAnswer(it, httpStatus, headers, body, deps.rewriter));
+
+    if (status === 304) return done({ status, headers: {}, body: undefined, contentType: undefined });
+    const body = parseUpstreamBody(upstream) as Resource | undefined;
+    if (status >= 400) {
+      // Upstream errors may describe hidden data: a 404/410 looks exactly like our own miss, other errors keep only their codes.
+      if (status === 404 || status === 410) throw notFound(`upstream ${status}`);
+      const oo = body?.resourceType === 'OperationOutcome' ? sanitizeOutcome(body as never) : undefined;
+      return answer(status, {}, oo ?? { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing' }] });
+    }
+    if (body === undefined) return answer(status, upstream.headers, undefined);
+
+    const fctx = filterContext(a, input.subsetting);
+    if (it.kind === 'batch' || it.kind === 'transaction') {
+      const merged = await mergeBatch(a, body as Bundle, fctx, (b) => signLinks(b, input.userKey));
+      for (const pid of merged.patients) patients.add(pid);
+      return answer(status, upstream.headers, merged.bundle);
+    }
+    if (body.resourceType === 'Bundle' && isSearchOrHistory(it)) {
+      const b = body as Bundle;
+      const versions = resourceEntries(b);
+      const matches = matchEntries(b);
+      const r = await filterBundle(b, fctx);
+      if (hidesInstance(it, versions, b)) throw notFound('history with a withheld version');
+      for (const pid of r.patients) patients.add(pid);
+      resources.push(...r.resources);
+      // A role that sees every record may count what the filter withholds (undetermined resources);
+      // a listed care set keeps only a total it can verify.
+      const exact = r.removedMatches === 0 && (fctx.careSet.scope === 'all' || totalIsVerified(b, matches));
+      if (!exact) delete b.total;
+      signLinks(b, input.userKey);
+      return answer(status, upstream.headers, b);
+    }
+    if (body.resourceType === 'OperationOutcome') return answer(status, upstream.headers, sanitizeOutcome(body as never));
+    if (body.resourceType === 'Bundle') {
+      // Operation outputs ($everything) and documents: every entry judged.
+      const r = await filterBundle(body as Bundle, fctx);
+      for (const pid of r.patients) patients.add(pid);
+      resources.push(...r.resources);
+      delete (body as Bundle).total;
+      signLinks(body as Bundle, input.userKey);
+      return answer(status, upstream.headers, body);
+    }
+    const shown = await present(body, fctx);
+    if (!shown) {
+      deps.logger.debug({ type: body.resourceType }, 'response withheld');
+      throw notFound('response withheld');
+    }
+    for (const pid of shown.patients) patients.add(pid);
+    if (body.id) resources.push(`${body.resourceType}/${body.id}`);
+    // A de-identified answer must not carry real ids in its headers either.
+    const headers = a.engagement ? { etag: upstream.headers.etag } : upstream.headers;
+    return answer(status, headers, shown.resource);
+  };
+}
+
+/** The patients of the answer reachable only through break-the-glass (unless the decision itself is a break-the-glass use). */
+function breakGlassUse(d: Decision, shown: ReadonlySet<string>): readonly string[] {
+  const btg = obligation(d, 'break-glass-patients');
+  if (!btg || shown.size === 0 || d.purposeOfUse === 'BTG') return [];
+  return btg.patients.filter((p) => shown.has(p));
+}
+
+/**
+ * A coding contractor sees the listed stays: the Encounters themselves, their patients' Patient
+ * resources, and resources recorded during one of those stays (`encounter` or `context`).
+ */
+function inStays(r: Resource, stays: ReadonlySet<string>, careSet: CareSet): boolean {
+  if (r.resourceType === 'Encounter') return r.id !== undefined && stays.has(r.id);
+  if (r.resourceType === 'Patient') return r.id !== undefined && careSet.patients.has(r.id);
+  const ref =
+    (r as { encounter?: { reference?: string } }).encounter?.reference ?? (r as { context?: { reference?: string } }).context?.reference;
+  return typeof ref === 'string' && ref.startsWith('Encounter/') && stays.has(ref.slice('Encounter/'.length));
+}
+
+/** `https://upstream/fhir/Observation?x` → `Observation?x`; undefined for links elsewhere. */
+function upstreamRelative(url: string, bases: readonly string[]): string | undefined {
+  for (const b of bases) {
+    if (url.startsWith(`${b}/`)) return url.slice(b.length + 1);
+    if (url.startsWith(`${b}?`)) return url.slice(b.length);
+  }
+  return undefined;
+}
+
+export type ResponseShaper = ReturnType<typeof createResponseShaper>;

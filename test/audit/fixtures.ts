@@ -110,7 +110,7 @@ export function deny(overrides: Partial<Decision> = {}): Decision {
     evidence: [],
     obligations: [],
     patients: ['pat-1'],
-    hide: true,
+    refuseAs: 'not-found',
     ...overrides,
   };
 }

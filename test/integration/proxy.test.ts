@@ -148,14 +148,14 @@ describe('transparent proxying', () => {
 describe('an unchanged FHIR client (fhir-kit-client) through caregate', () => {
   it('reads, searches and follows next links, creates, updates, deletes and runs a batch', async () => {
     const client = new Client({ baseUrl: stack.url, customHeaders: stack.auth('dim') });
-    const patient = (await client.read({ resourceType: 'Patient', id: 'pat-dupont' })) as { id: string };
+    const patient = (await client.read({ resourceType: 'Patient', id: 'pat-dupont' })) as unknown as { id: string };
     expect(patient.id).toBe('pat-dupont');
 
-    const first = (await client.search({ resourceType: 'Patient', searchParams: { _count: 20 } })) as { entry: unknown[]; link: { relation: string; url: string }[] };
+    const first = (await client.search({ resourceType: 'Patient', searchParams: { _count: 20 } })) as unknown as { entry: unknown[]; link: { relation: string; url: string }[] };
     expect(first.entry.length).toBe(20);
     const next = first.link.find((l) => l.relation === 'next');
     expect(next?.url.startsWith(stack.gate.publicBaseUrl)).toBe(true);
-    const second = (await client.nextPage({ bundle: first } as never)) as { entry: { resource: { id: string } }[] };
+    const second = (await client.nextPage({ bundle: first } as never)) as unknown as { entry: { resource: { id: string } }[] };
     expect(second.entry.length).toBeGreaterThan(0);
     const firstIds = new Set((first.entry as { resource: { id: string } }[]).map((e) => e.resource.id));
     expect(second.entry.some((e) => firstIds.has(e.resource.id))).toBe(false);
@@ -169,7 +169,7 @@ describe('an unchanged FHIR client (fhir-kit-client) through caregate', () => {
       resourceType: 'Condition',
       id: created.id,
       body: { ...created, note: [{ text: 'updated' }] },
-    })) as { note: { text: string }[] };
+    })) as unknown as { note: { text: string }[] };
     expect(updated.note[0]!.text).toBe('updated');
     await client.delete({ resourceType: 'Condition', id: created.id });
     await expect(client.read({ resourceType: 'Condition', id: created.id })).rejects.toMatchObject({ response: { status: 404 } });
@@ -180,7 +180,7 @@ describe('an unchanged FHIR client (fhir-kit-client) through caregate', () => {
         type: 'batch',
         entry: [{ request: { method: 'GET', url: 'Patient/pat-dupont' } }, { request: { method: 'GET', url: 'Observation?patient=pat-dupont&_count=2' } }],
       },
-    })) as { type: string; entry: { response: { status: string }; resource?: { resourceType: string } }[] };
+    })) as unknown as { type: string; entry: { response: { status: string }; resource?: { resourceType: string } }[] };
     expect(batch.type).toBe('batch-response');
     expect(batch.entry.map((e) => e.response.status.slice(0, 3))).toEqual(['200', '200']);
     expect(JSON.stringify(batch)).not.toContain(upstreamHost);

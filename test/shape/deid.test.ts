@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Resource } from '@medplum/fhirtypes';
 import { describe, expect, it } from 'vitest';
-import { createDeidentifier, generaliseDate, type DateMode } from '../../src/shape/deid.js';
+import { createDeidentifier, generaliseDate } from '../../src/shape/deid.js';
+import type { DateMode } from '../../src/policy/engagement.js';
 
 const BASE = 'https://fhir.chu-exemple.fr/r4';
 /** Fixed, so that a pseudonym containing a short secret by chance fails every run or none. */

@@ -10,8 +10,8 @@ import type { Config } from '../config/root.js';
 import { identityConfigSchema } from '../identity/config.js';
 import { PERSONAS, type PersonaName } from '../demo/personas.js';
 import { startCaregate } from '../server.js';
-import type { DecisionReason } from './decision.js';
-import { loadPolicy } from './load.js';
+import type { DecisionReason } from '../policy/decision.js';
+import { loadPolicy } from '../policy/load.js';
 
 /**
  * `caregate test-policy`: the security team's regression tests for a policy file. Each case is a

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadConfig, ConfigError } from '../../src/config/load.js';
-import { formatCaseResults, loadPolicyCases, runPolicyCases, runTestPolicyCli, type CaseResult, type PolicyCase } from '../../src/policy/cases.js';
+import { formatCaseResults, loadPolicyCases, runPolicyCases, runTestPolicyCli, type CaseResult, type PolicyCase } from '../../src/tools/test-policy.js';
 import { parsePolicy } from '../../src/policy/load.js';
 
 /**

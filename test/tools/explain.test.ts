@@ -8,7 +8,7 @@ import { startDemoFhir, type DemoFhirServer } from '../../src/demo/server.js';
 import { demoToken } from '../../src/demo/tokens.js';
 import { demoIdentityYaml } from '../helpers/stack.js';
 import type { PersonaName } from '../../src/demo/personas.js';
-import { createExplainer, explanationJson, formatExplanation, runExplainCli, splitTarget, type Explainer, type ExplainRequest } from '../../src/policy/explain.js';
+import { createExplainer, explanationJson, formatExplanation, runExplainCli, splitTarget, type Explainer, type ExplainRequest } from '../../src/tools/explain.js';
 import { loadPolicy } from '../../src/policy/load.js';
 
 /** `caregate explain` against the demo hospital, with the demo policy and demo tokens. */

@@ -1,12 +1,18 @@
 import type { Resource } from '@medplum/fhirtypes';
+import { isWrite, patientsInUrl } from '../fhir/interaction.js';
 import { classifyReference, isReferenceLike } from '../fhir/references.js';
 import { isObject } from '../fhir/types.js';
+import type { Decision } from './decision.js';
+import { decideWrite } from './decide.js';
+import { deny, permit, type Ctx } from './verdicts.js';
 
 /**
- * Masking for admission and administrative staff (ARCHITECTURE.md, "Roles beyond the care team"):
- * patient demographics and stay logistics, no clinical content. threats.md ("Special roles"):
- * admin staff must not read diagnoses through Encounter fields or `_has`; the lead refuses `_has`,
- * includes, chains and operations, and allows only {@link ADMIN_SEARCH_PARAMS}.
+ * What admission and administrative staff may see (ARCHITECTURE.md, "Roles beyond the care team"):
+ * patient demographics and stay logistics, no clinical content. It is policy, so it lives here:
+ * `decide()` allows only these types and {@link ADMIN_SEARCH_PARAMS}, refuses writes that carry
+ * what the mask removes, and the response stage applies the mask (the `mask-clinical` obligation).
+ * threats.md ("Special roles"): admin staff must not read diagnoses through Encounter fields or
+ * `_has`; `decide()` refuses `_has`, includes, chains and operations.
  *
  * Allow-list, per type and at the top level of the resource; inside a kept element everything
  * is kept (a name keeps its parts, a contact keeps its telecom) except:
@@ -315,7 +321,52 @@ function scrubReference(ref: Record<string, unknown>, walk: MaskWalk): void {
   if (target.kind === 'local') targetType = target.type;
   else if (target.kind === 'logical' && typeof target.type === 'string') targetType = target.type;
   else if (target.kind === 'contained') targetType = walk.containedTypes.get(target.id);
-  // Absolute URLs are not parsed here: the lead's link rewriting owns bases. Their display goes.
+  // Absolute URLs are not parsed here (the response stage rewrites bases): their display goes.
   if (targetType === undefined || !READABLE.has(targetType)) delete ref.display;
   if (target.kind === 'contained') delete ref.reference;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The decision for administrative roles
+
+const ADMIN_TYPES: ReadonlySet<string> = new Set(ADMIN_READABLE_TYPES);
+
+/**
+ * Admission and administrative staff: demographics and stay logistics of every patient, masked;
+ * no clinical resource, no search on what the mask removes, no `_has`, includes or operations.
+ * Their writes (registering a patient, a stay when the policy allows) may carry nothing clinical.
+ */
+export function decideAdministrative(ctx: Ctx): Decision {
+  const it = ctx.in.interaction;
+  const r = ctx.role;
+  const rule = `${r.id}.administrative`;
+  const type = it.resourceType ?? '';
+  if (!ADMIN_TYPES.has(type)) {
+    return deny('role-forbidden', `Role "${r.id}" sees patient demographics and stay logistics only, not ${type || 'this interaction'}.`, rule);
+  }
+  if (isWrite(it)) {
+    if (it.kind === 'delete' || it.kind === 'patch') return deny('interaction-forbidden', `Role "${r.id}" may register and update, not ${it.kind}.`, rule);
+    if (type !== 'Patient' && !r.relationshipWrites.includes(type as never)) {
+      return deny('relationship-write-forbidden', `Role "${r.id}" may not write ${type}.`, rule);
+    }
+    const body = it.body as Parameters<typeof maskForAdministration>[0] | undefined;
+    if (!body || JSON.stringify(maskForAdministration(body)) !== JSON.stringify(body)) {
+      return deny('role-forbidden', `Role "${r.id}" may not write clinical content (reasons, diagnoses, narratives).`, rule);
+    }
+    return decideWrite(ctx);
+  }
+  if (it.kind !== 'read' && it.kind !== 'vread' && it.kind !== 'search-type') {
+    return deny('interaction-forbidden', `Role "${r.id}" may read and search, not ${it.kind}.`, rule);
+  }
+  for (const p of it.params) {
+    if (p.name === '_sort' ? !isAdminSort(type, p.value) : !isAdminSearchParam(type, p.name) || p.name.includes('.')) {
+      return deny('parameter-forbidden', `The search parameter ${p.name} is not available to role "${r.id}".`, rule);
+    }
+    if (p.modifier !== undefined && p.modifier !== 'exact') {
+      return deny('parameter-forbidden', `The modifier :${p.modifier} is not available to role "${r.id}".`, rule);
+    }
+  }
+  return permit(ctx, 'role-all-records', rule, 'Demographics and stay logistics, clinical content masked', patientsInUrl(it), []);
+}
+
+/** What a coding contractor may search with: nothing that identifies a person. */

@@ -7,7 +7,7 @@ import {
   isAdminSearchParam,
   isAdminSort,
   maskForAdministration,
-} from '../../src/shape/mask.js';
+} from '../../src/policy/administrative.js';
 
 const FR_CORE = 'https://hl7.fr/ig/fhir/core/StructureDefinition/';
 const CLINICAL_EXT = 'http://hopital.example/fhir/StructureDefinition/pathologie-principale';
@@ -284,7 +284,7 @@ describe('ADMIN_SEARCH_PARAMS', () => {
         id: 'x',
         // Every element the parameter reads, with a placeholder value, must survive masking.
         ...Object.fromEntries(def!.paths.map((p) => [/^\(?\w+\.(\w+)/.exec(p)![1], { probe: true }])),
-      } as unknown as Resource) as Record<string, unknown>;
+      } as unknown as Resource) as unknown as Record<string, unknown>;
       for (const p of def!.paths) expect(r, p).toHaveProperty(/^\(?\w+\.(\w+)/.exec(p)![1] as string);
     },
   );

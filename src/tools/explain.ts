@@ -1,44 +1,30 @@
-import { serviceCredential, upstreamDispatcher } from '../upstream/credential.js';
 import { readFileSync } from 'node:fs';
-import { IncomingMessage } from 'node:http';
-import { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import type { Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { configPath, ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
-import { createIdentifier } from '../identity/identify.js';
 import { principalKey, type Principal } from '../identity/principal.js';
 import type { FhirInteraction } from '../fhir/interaction.js';
-import { patientsOf } from '../fhir/patients.js';
 import { ProxyError } from '../http/errors.js';
 import { createLogger } from '../ops/logger.js';
-import type { RequestContext } from '../pipeline.js';
-import { createBreakGlassStore } from '../relate/breakglass.js';
-import { createCareSetResolver, type CareSetResolver } from '../relate/careset.js';
-import { mandatedPatients } from '../relate/mandate.js';
-import type { CareSet, Evidence } from '../relate/types.js';
-import { createPageLinks } from '../shape/paging.js';
-import { createRequestShaper } from '../shape/request.js';
-import { createBaseRewriter } from '../shape/rewrite.js';
-import { createStages } from '../stages.js';
-import { createFhirClient } from '../upstream/client.js';
+import type { Policy } from '../policy/config.js';
+import type { Decision } from '../policy/decision.js';
+import { loadPolicy, type LoadedPolicy } from '../policy/load.js';
+import { matchRoles, roleFactsOf } from '../policy/roles.js';
+import type { Evidence } from '../relate/types.js';
+import { buildStages, type BuiltStages } from '../stages.js';
+import type { ClassifiedState, Identified, Received } from '../state.js';
 import { PERSONAS, type PersonaName } from '../demo/personas.js';
-import type { Policy } from './config.js';
-import type { Decision } from './decision.js';
-import { loadPolicy, type LoadedPolicy } from './load.js';
-import { matchRoles, type RoleFacts } from './roles.js';
 
 /**
  * `caregate explain`: why would caregate permit or refuse this request for this user?
  *
- * The request goes through the real stages of `src/stages.ts` (identify, classify, authorize: role
- * matching, care-set resolution with its fresh re-resolution before a refusal, break-the-glass,
- * decide), built by `createExplainer` from the configuration the way `src/server.ts` builds them.
- * It stops after the decision: nothing is sent upstream except the lookups the decision needs
- * (principal, CareTeam, Encounter, Consent, and for writes the current version), and nothing is
- * audited. Running the whole proxy in-process instead would have executed writes and hidden the
- * care set and the evidence, which live inside the stages.
+ * The request goes through the very stages the server runs (src/stages.ts `buildStages`): identify,
+ * classify, authorize (role matching, care-set resolution with its fresh re-resolution before a
+ * refusal, break-the-glass, decide, each batch entry decided by the same code). It stops after the
+ * decision: nothing is sent upstream except the lookups the decision needs (principal, CareTeam,
+ * Encounter, Consent, and for writes the current version), and nothing is audited (the AuditEvents
+ * a break-the-glass grant would write are kept in memory and shown, not recorded).
  */
 
 /** One request to explain. `path` is relative to the FHIR base (`/Patient/x`); `query` without `?`. */
@@ -116,139 +102,81 @@ export interface Explainer {
   close(): void;
 }
 
-/** Builds identify + classify + authorize from the configuration, mirroring `startCaregate`. */
+/** Builds the server's own stages from the configuration, with an audit that records nothing. */
 export function createExplainer(opts: ExplainerOptions): Explainer {
   const { config } = opts.loaded;
-  const policy = opts.policy;
-  const serviceHeaders = serviceCredential(opts.loaded);
-  const dispatcher = upstreamDispatcher(opts.loaded);
-  const client = createFhirClient({ baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: config.upstream.lookupTimeoutMs, ...(dispatcher ? { dispatcher } : {}) });
-  const identifier = createIdentifier({
-    config: config.identity,
-    client,
-    logger: opts.logger,
-    mapRoles: (claims, ctx) =>
-      matchRoles(policy.policy, { kind: ctx.kind, claims, roleCodes: ctx.roleCodes, cardPresented: ctx.cardPresented }).map((r) => r.id),
-    readFile: (p) => readFileSync(configPath(opts.loaded, p)),
-  });
   const publicBaseUrl = config.server.publicBaseUrl ?? `http://${config.server.host}:${config.server.port}${config.server.basePath === '/' ? '' : config.server.basePath}`;
-  const realCareSets = createCareSetResolver({ client, config: () => policy.policy.careRelationships });
-
-  // Per explain call: what the stages resolved, so that it can be shown.
-  let seen: { careSet?: CareSet; mandates?: Map<string, Evidence[]>; breakGlass?: { patient: string } } = {};
-  const careSets: CareSetResolver = {
-    get: async (p) => (seen.careSet = await realCareSets.get(p)),
-    refresh: async (p) => (seen.careSet = await realCareSets.refresh(p)),
-    invalidate: (refs) => realCareSets.invalidate(refs),
-    clear: () => realCareSets.clear(),
-    get lookups() {
-      return realCareSets.lookups;
-    },
-  };
-  const breakGlass = createBreakGlassStore();
-  const localBases = [opts.upstreamUrl];
-
-  const stages = createStages({
+  const built: BuiltStages = buildStages({
+    loaded: opts.loaded,
+    upstreamUrl: opts.upstreamUrl,
+    publicBaseUrl,
     logger: opts.logger,
-    client,
-    policy: () => policy.policy,
-    identify: (_req, ctx) =>
-      identifier.identify({
-        method: ctx.method,
-        url: `${config.server.basePath === '/' ? '' : config.server.basePath}${ctx.rawPath}${ctx.rawQuery ? `?${ctx.rawQuery}` : ''}`,
-        headers: ctx.headers,
-        rawHeaders: ctx.rawHeaders,
-        ...(ctx.clientAddress ? { remoteAddress: ctx.clientAddress } : {}),
-      }),
-    careSets,
-    mandates: async (rp) => (seen.mandates = await mandatedPatients(client, rp)),
-    breakGlass,
-    linkOf: (r: Resource) => patientsOf(r, { localBases }),
-    rewriter: createBaseRewriter(opts.upstreamUrl, publicBaseUrl),
-    pages: createPageLinks({ publicBaseUrl, ttlSeconds: policy.policy.paging.linkTtlSeconds }),
-    shapeRequest: createRequestShaper({ serviceHeaders, publicBaseUrl }),
-    // explain answers nothing: the pipeline's audit stage is never reached.
-    audit: () => Promise.reject(new Error('explain does not answer requests')),
-    // A break-the-glass grant is noted, not recorded: explain gives access to nothing.
-    auditBreakGlass: async (_ctx, patient) => {
-      seen.breakGlass = { patient };
-    },
-    maxRequestBytes: config.server.maxRequestBytes,
-    invalidatePrincipal: (ref) => identifier.invalidatePrincipal(ref),
+    policy: () => opts.policy,
+    // explain gives access to nothing: what would be audited is dropped.
+    audit: async () => {},
   });
-
-  function context(req: ExplainRequest): RequestContext {
-    const rawHeaders = Object.entries(req.headers).flatMap(([k, v]) => [k, v]);
-    return {
-      id: `explain-${randomUUID()}`,
-      receivedAt: new Date(),
-      started: performance.now(),
-      clientAddress: '127.0.0.1',
-      method: req.method,
-      rawPath: req.path,
-      rawQuery: req.query,
-      headers: { ...req.headers },
-      rawHeaders,
-      body: req.body,
-      patients: new Set(),
-      resources: [],
-      answerHeaders: {},
-    };
-  }
+  const { stages } = built;
 
   async function explain(req: ExplainRequest): Promise<Explanation> {
-    seen = {};
     const out: Omit<Explanation, 'notes' | 'policyRevision'> = { request: { method: req.method, path: req.path, query: req.query } };
-    const ctx = context(req);
+    const base = config.server.basePath === '/' ? '' : config.server.basePath;
+    const received: Received = {
+      head: {
+        id: `explain-${randomUUID()}`,
+        receivedAt: new Date(),
+        started: performance.now(),
+        method: req.method,
+        url: `${base}${req.path}${req.query ? `?${req.query}` : ''}`,
+        rawPath: req.path,
+        rawQuery: req.query,
+        headers: { ...req.headers },
+        rawHeaders: Object.entries(req.headers).flatMap(([k, v]) => [k, v]),
+        clientAddress: '127.0.0.1',
+        tls: undefined,
+      },
+      body: req.body,
+    };
     let stage: ExplainRefusal['stage'] = 'identify';
+    let grant: { patient: string } | undefined;
     try {
-      // The stage only reads the context; the message object stands for the HTTP request it came from.
-      ctx.principal = await stages.identify(new IncomingMessage(new Socket()), ctx);
-      if (ctx.principal) {
-        out.principal = principalSummary(ctx.principal);
-        const matching = matchRoles(policy.policy, roleFacts(ctx.principal));
+      const identified: Identified = { ...received, identity: await stages.identify(received) };
+      const p = identified.identity.principal;
+      if (p) {
+        out.principal = principalSummary(p);
+        const matching = matchRoles(opts.policy.policy, roleFactsOf(p));
         out.role = { applied: matching[0]?.id, profile: matching[0]?.profile, matching: matching.map((r) => r.id) };
       }
       stage = 'classify';
-      const it = stages.classify(ctx);
-      ctx.interaction = it;
-      out.interaction = interactionSummary(it);
+      const classified: ClassifiedState = { ...identified, classified: stages.classify(identified) };
+      out.interaction = interactionSummary(classified.classified.interaction);
       stage = 'authorize';
-      const decision = await stages.authorize(ctx);
-      out.decision = decision;
-      if (it.entries?.length && ctx.principal) out.entries = await explainEntries(ctx, it);
+      const a = await stages.authorize(classified);
+      out.decision = a.decision;
+      if (a.grant) grant = { patient: a.grant.patient };
+      if (a.careSet) out.careSet = careSetSummary(a.careSet);
+      if (a.entries) {
+        out.entries = (a.interaction.entries ?? []).map((e, i) => {
+          const v = a.entries![i]!;
+          return {
+            index: e.index,
+            method: e.interaction.method,
+            path: e.interaction.path,
+            kind: e.interaction.kind,
+            resourceType: e.interaction.resourceType,
+            ...(v.error ? { refusal: { stage: 'authorize', status: v.error.status, code: v.error.code, message: v.error.message } } : { decision: v.decision }),
+          } satisfies ExplainedEntry;
+        });
+      }
     } catch (err) {
       if (!(err instanceof ProxyError)) throw err;
       out.refusal = { stage, status: err.status, code: err.code, message: err.message };
     }
-    out.careSet = careSetSummary(out.role?.profile, ctx.principal, seen, breakGlass);
     // Notes and revision last, so that the JSON reads in the order of the pipeline.
-    const notes = notesFor(out, seen.breakGlass, policy.policy);
-    return Object.assign(out, { notes, policyRevision: policy.revision });
+    const notes = notesFor(out, grant, opts.policy.policy);
+    return Object.assign(out, { notes, policyRevision: opts.policy.revision });
   }
 
-  /** Each entry decided the way authorize decides it (its own writePatients lookups included). */
-  async function explainEntries(parent: RequestContext, it: FhirInteraction): Promise<ExplainedEntry[]> {
-    const list: ExplainedEntry[] = [];
-    for (const e of it.entries ?? []) {
-      const ctx: RequestContext = { ...parent, patients: new Set(), resources: [], answerHeaders: {}, interaction: e.interaction };
-      const row: ExplainedEntry = { index: e.index, method: e.interaction.method, path: e.interaction.path, kind: e.interaction.kind, resourceType: e.interaction.resourceType };
-      try {
-        row.decision = await stages.authorize(ctx);
-      } catch (err) {
-        if (!(err instanceof ProxyError)) throw err;
-        row.refusal = { stage: 'authorize', status: err.status, code: err.code, message: err.message };
-      }
-      list.push(row);
-    }
-    return list;
-  }
-
-  return { explain, close: () => identifier.close() };
-}
-
-function roleFacts(p: Principal): RoleFacts {
-  return { kind: p.kind, claims: p.claims, roleCodes: p.kind === 'practitioner' ? p.roleCodes : [], cardPresented: p.certificate !== undefined };
+  return { explain, close: () => void built.close() };
 }
 
 function principalSummary(p: Principal): NonNullable<Explanation['principal']> {
@@ -275,35 +203,12 @@ function interactionSummary(it: FhirInteraction): NonNullable<Explanation['inter
   };
 }
 
-function careSetSummary(
-  profile: string | undefined,
-  p: Principal | undefined,
-  seen: { careSet?: CareSet; mandates?: Map<string, Evidence[]> },
-  breakGlass: ReturnType<typeof createBreakGlassStore>,
-): Explanation['careSet'] {
-  const count = (m: ReadonlyMap<string, readonly Evidence[]>) => {
-    const bySource: Record<string, number> = {};
-    for (const ev of m.values()) for (const s of new Set(ev.map((e) => e.source))) bySource[s] = (bySource[s] ?? 0) + 1;
-    return bySource;
-  };
-  switch (profile) {
-    case 'all-records':
-      return { scope: 'all', patients: 0, bySource: {} };
-    case 'own-record':
-      return { scope: 'listed', patients: p?.kind === 'patient' ? 1 : 0, bySource: p?.kind === 'patient' ? { 'own-record': 1 } : {} };
-    case 'mandate':
-      return seen.mandates ? { scope: 'listed', patients: seen.mandates.size, bySource: count(seen.mandates) } : undefined;
-    case 'care-team': {
-      if (!seen.careSet) return undefined;
-      const patients = new Map(seen.careSet.patients);
-      if (p?.kind === 'practitioner') {
-        for (const g of breakGlass.active(p.practitioner)) patients.set(g.patient, [...(patients.get(g.patient) ?? []), { source: 'break-glass', reference: undefined }]);
-      }
-      return { scope: 'listed', patients: patients.size, bySource: count(patients) };
-    }
-    default:
-      return undefined;
-  }
+/** The care set the decision was taken on: its size and where each patient comes from. */
+function careSetSummary(set: NonNullable<import('../relate/types.js').CareSet>): Explanation['careSet'] {
+  if (set.scope === 'all') return { scope: 'all', patients: 0, bySource: {} };
+  const bySource: Record<string, number> = {};
+  for (const ev of set.patients.values()) for (const src of new Set(ev.map((e) => e.source))) bySource[src] = (bySource[src] ?? 0) + 1;
+  return { scope: 'listed', patients: set.patients.size, bySource };
 }
 
 function notesFor(e: Pick<Explanation, 'decision' | 'interaction'>, btg: { patient: string } | undefined, policy: Policy): string[] {
@@ -328,8 +233,17 @@ function notesFor(e: Pick<Explanation, 'decision' | 'interaction'>, btg: { patie
     }
     if (o.kind === 'audit-severity' && o.severity === 'high') notes.push('The AuditEvent is flagged high severity for DIM review.');
     if (o.kind === 'mark-break-glass') notes.push('Answers carry X-Caregate-Break-Glass: active.');
+    if (o.kind === 'break-glass-patients') {
+      notes.push(`${o.patients.length} patient(s) are reachable only through a break-the-glass grant: an answer holding their data is marked and audited as break-the-glass.`);
+    }
   }
-  if (d.effect === 'deny') notes.push(`The client would receive ${d.hide ? '404 (existence hidden)' : '403'} with the message above.`);
+  if (d.effect === 'deny') {
+    notes.push(
+      d.refuseAs === 'empty-searchset'
+        ? 'The client would receive an empty searchset; the attempt is recorded as a refusal against the patients it named.'
+        : `The client would receive ${d.refuseAs === 'not-found' ? '404 (existence hidden)' : '403'} with the message above.`,
+    );
+  }
   if (e.interaction?.kind === 'transaction' && d.effect === 'deny') notes.push('A transaction is refused whole when one entry is refused.');
   if (e.interaction?.kind === 'batch') notes.push('Batch entries are decided one by one; refused entries are answered with their own refusal.');
   return notes;
@@ -355,7 +269,7 @@ function evidenceText(e: Evidence): string {
 
 function decisionLines(d: Decision, indent = ''): string[] {
   const lines = [
-    `${indent}${d.effect.toUpperCase()}  reason ${d.reason}  rule ${d.rule}${d.hide ? '  (answered 404)' : ''}`,
+    `${indent}${d.effect.toUpperCase()}  reason ${d.reason}  rule ${d.rule}${d.refuseAs === 'not-found' ? '  (answered 404)' : d.refuseAs === 'empty-searchset' ? '  (answered with an empty searchset)' : ''}`,
     `${indent}  message:     ${d.message}`,
   ];
   if (d.patients.length) lines.push(`${indent}  patients:    ${list(d.patients.map((p) => `Patient/${p}`))}`);
@@ -370,7 +284,9 @@ function decisionLines(d: Decision, indent = ''): string[] {
       case 'audit-severity':
         return `audit severity ${o.severity}`;
       case 'de-identify':
-        return `de-identify (${o.profile})`;
+        return `de-identify (engagement ${o.engagement})`;
+      case 'break-glass-patients':
+        return `break-the-glass marking for ${o.patients.length} patient(s)`;
       default:
         return o.kind;
     }

@@ -1,0 +1,74 @@
+import type { CareSet, Evidence } from '../relate/types.js';
+import type { RoleConfig } from './config.js';
+import type { DecideInput } from './decide.js';
+import type { Decision, DecisionReason, Obligation } from './decision.js';
+
+/** The constructors of decisions, shared by the deciders of each profile (decide.ts, administrative.ts, engagement.ts). */
+
+export interface Ctx {
+  in: DecideInput;
+  role: RoleConfig;
+  careSet: CareSet;
+}
+
+export function deny(reason: DecisionReason, message: string, rule: string, extra: Partial<Decision> = {}): Decision {
+  return { effect: 'deny', reason, message, rule, evidence: [], obligations: [], patients: [], ...extra };
+}
+
+/**
+ * A permit, with the obligations every later stage needs: the role's view of each resource
+ * (subject only, audit trail, masked, de-identified), and break-the-glass marking, computed once
+ * here from the care set's evidence.
+ */
+export function permit(ctx: Ctx, reason: DecisionReason, rule: string, message: string, patients: readonly string[], extra: Obligation[]): Decision {
+  const r = ctx.role;
+  const evidence: Evidence[] = [];
+  for (const p of patients) evidence.push(...(ctx.careSet.patients.get(p) ?? []));
+  // The patients the decision names are reachable only through break-the-glass: the decision itself is a BTG use.
+  const btg = evidence.length > 0 && evidence.every((e) => e.source === 'break-glass');
+  const obligations: Obligation[] = [{ kind: 'filter-response' }, ...roleView(ctx), ...extra];
+  if (btg) obligations.push({ kind: 'mark-break-glass' }, { kind: 'audit-severity', severity: 'high' });
+  else {
+    if (r.auditSeverity === 'high') obligations.push({ kind: 'audit-severity', severity: 'high' });
+    const only = ctx.careSet.breakGlassOnly;
+    if (only && only.size > 0) obligations.push({ kind: 'break-glass-patients', patients: [...only] });
+  }
+  return {
+    effect: 'permit',
+    reason: btg ? 'break-glass' : reason,
+    rule,
+    message,
+    evidence,
+    obligations,
+    patients,
+    purposeOfUse: btg ? 'BTG' : r.purposeOfUse,
+  };
+}
+
+/** How each resource of an answer is shown to this role. */
+function roleView(ctx: Ctx): Obligation[] {
+  const r = ctx.role;
+  const out: Obligation[] = [];
+  if (r.readAudit) out.push({ kind: 'show-audit-trail' });
+  switch (r.profile) {
+    case 'own-record':
+    case 'mandate':
+      out.push({ kind: 'subject-only' });
+      break;
+    case 'administrative':
+      out.push({ kind: 'mask-clinical' });
+      break;
+    case 'de-identified':
+      if (ctx.in.engagement !== undefined) out.push({ kind: 'stays-only' }, { kind: 'de-identify', engagement: ctx.in.engagement });
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
+/** DIM and the roles that see every record: everything readable, writes only where the policy says. */
+export function hasPatient(set: CareSet, id: string): boolean {
+  return set.scope === 'all' || set.patients.has(id);
+}
+

@@ -1,0 +1,120 @@
+import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
+import { notFound } from '../http/errors.js';
+import { outcomeFor } from '../http/outcome.js';
+import type { Authorization } from '../policy/authorize.js';
+import { refusalOf } from '../policy/decision.js';
+import { buildAnswer } from './answer.js';
+import { filterBundle, present, sanitizeOutcome, type FilterContext } from './filter.js';
+import type { Plan, PlannedRequest, PlannerDeps } from './plan.js';
+import { narrowedParams } from './plan.js';
+import { hidesInstance, resourceEntries } from './searchset.js';
+
+/**
+ * Batches and transactions. Each entry was decided on its own (policy/authorize.ts): the permitted
+ * entries go upstream in one Bundle, each rebuilt from its decision like a standalone request; the
+ * refused ones are answered with their own refusal, in their place. Each entry of the answer is
+ * judged like a standalone answer.
+ */
+
+/** The upstream batch of the permitted entries; when none is permitted, the answer of refusals. */
+export function planBatch(req: PlannedRequest, a: Authorization, deps: PlannerDeps): Plan {
+  const it = a.interaction;
+  const verdicts = a.entries ?? [];
+  const entries: BundleEntry[] = [];
+  (it.entries ?? []).forEach((e, i) => {
+    const d = verdicts[i]?.decision;
+    if (!d || d.effect === 'deny') return;
+    const params = narrowedParams(e.interaction.params, d);
+    const up = deps.shapeRequest(e.interaction, req, params ? { params } : undefined);
+    entries.push({
+      ...(e.fullUrl ? { fullUrl: e.fullUrl } : {}),
+      ...(e.interaction.body !== undefined ? { resource: e.interaction.body as Resource } : {}),
+      request: { method: e.interaction.method as never, url: up.path.replace(/^\//, ''), ...(up.headers['if-none-exist'] ? { ifNoneExist: up.headers['if-none-exist'] } : {}) },
+    });
+  });
+  if (entries.length === 0) {
+    const refused = (it.entries ?? []).map((_, i) => refusedEntry(a, i));
+    return { kind: 'local', answer: buildAnswer(it, 200, {}, { resourceType: 'Bundle', type: `${it.kind}-response`, entry: refused }, deps.rewriter) };
+  }
+  const body = { resourceType: 'Bundle', type: it.kind, entry: entries };
+  return { kind: 'upstream', request: deps.shapeRequest(it, req, { body }) };
+}
+
+/** What the caller receives of one batch answer, and what it held. */
+export interface MergedBatch {
+  bundle: Bundle;
+  patients: Set<string>;
+}
+
+/**
+ * The batch answer: the upstream's entries for the permitted requests, each judged; the refusals
+ * in the place of the others. `signLinks` seals the paging links of searches inside the batch.
+ */
+export async function mergeBatch(a: Authorization, upstream: Bundle, fctx: FilterContext, signLinks: (b: Bundle) => void): Promise<MergedBatch> {
+  const it = a.interaction;
+  const verdicts = a.entries ?? [];
+  const upEntries = upstream.entry ?? [];
+  const patients = new Set<string>();
+  let k = 0;
+  const out: BundleEntry[] = [];
+  for (let i = 0; i < (it.entries ?? []).length; i++) {
+    const d = verdicts[i]?.decision;
+    if (!d || d.effect === 'deny') {
+      out.push(refusedEntry(a, i));
+      continue;
+    }
+    // An entry the upstream left out, or a null one, is the upstream's fault: answered as its error.
+    const e: BundleEntry = upEntries[k++] ?? { response: { status: '502' } };
+    if (/^(404|410)\b/.test(e.response?.status ?? '')) {
+      // Like a top-level miss: the upstream's own wording could differ from caregate's refusal.
+      out.push(notFoundEntry());
+      continue;
+    }
+    const entry: BundleEntry = { ...e };
+    if (entry.response?.outcome) entry.response = { ...entry.response, outcome: sanitizeOutcome(entry.response.outcome) };
+    const r = e.resource;
+    if (r) {
+      if (r.resourceType === 'Bundle') {
+        const versions = resourceEntries(r as Bundle);
+        const filtered = await filterBundle(r as Bundle, fctx);
+        if (hidesInstance(it.entries![i]!.interaction, versions, r as Bundle)) {
+          out.push(notFoundEntry());
+          continue;
+        }
+        for (const pid of filtered.patients) patients.add(pid);
+        delete (r as Bundle).total;
+        signLinks(r as Bundle);
+        entry.resource = r;
+      } else if (r.resourceType === 'OperationOutcome') {
+        entry.resource = sanitizeOutcome(r as never);
+      } else {
+        const shown = await present(r, fctx);
+        if (!shown) {
+          out.push(notFoundEntry());
+          continue;
+        }
+        for (const pid of shown.patients) patients.add(pid);
+        entry.resource = shown.resource;
+      }
+    }
+    out.push(entry);
+  }
+  return { bundle: { resourceType: 'Bundle', type: upstream.type ?? (`${it.kind}-response` as never), entry: out }, patients };
+}
+
+/** The answer of an entry that was not sent upstream: its refusal, or its own error. */
+function refusedEntry(a: Authorization, i: number): BundleEntry {
+  const v = a.entries?.[i];
+  if (!v || v.decision.refuseAs === 'not-found') return notFoundEntry();
+  if (v.error) {
+    const o = outcomeFor(v.error);
+    return { response: { status: String(o.status), outcome: o.body } };
+  }
+  return { response: { status: '403 Forbidden', outcome: outcomeFor(refusalOf(v.decision)).body } };
+}
+
+/** The one answer of a batch entry that is missing, withheld or refused as if missing. */
+function notFoundEntry(): BundleEntry {
+  const o = outcomeFor(notFound());
+  return { response: { status: '404 Not Found', outcome: o.body } };
+}

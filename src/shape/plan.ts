@@ -1,0 +1,85 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { FhirInteraction, SearchParam } from '../fhir/interaction.js';
+import type { Answer } from '../http/send.js';
+import type { Authorization } from '../policy/authorize.js';
+import { obligation, refusalOf, type Decision } from '../policy/decision.js';
+import type { UpstreamRequest } from '../upstream/proxy.js';
+import { buildAnswer } from './answer.js';
+import { planBatch } from './batch.js';
+import type { BaseRewriter } from './rewrite.js';
+import { splitSubsetting, type Subsetting } from './subsetting.js';
+
+/**
+ * The shape-request stage: what is sent upstream, built from the decision (never from the raw
+ * client request), or the answer given without asking the upstream at all.
+ *
+ * - a denial is raised as its refusal (403, or the 404 of a miss), except a search that named only
+ *   patients outside the care set, answered with an empty searchset (and audited as a refusal);
+ * - a break-the-glass operation that opened its grant is answered locally;
+ * - a batch is sent with its permitted entries only;
+ * - `_elements`/`_summary` are taken out of the upstream query (applied after judging);
+ * - a `narrow` obligation restricts the search to the care set (none left: an empty searchset).
+ */
+export type Plan =
+  | { kind: 'upstream'; request: UpstreamRequest; subsetting?: Subsetting }
+  | { kind: 'local'; answer: Answer };
+
+/** The request as received, as far as building the upstream request needs it. */
+export interface PlannedRequest {
+  id: string;
+  clientAddress: string | undefined;
+  headers: IncomingHttpHeaders;
+  body: Buffer | undefined;
+}
+
+export type ShapeRequest = (
+  it: FhirInteraction,
+  req: PlannedRequest,
+  override?: { params?: readonly SearchParam[]; body?: unknown },
+) => UpstreamRequest;
+
+export interface PlannerDeps {
+  shapeRequest: ShapeRequest;
+  rewriter: BaseRewriter;
+}
+
+export function createPlanner(deps: PlannerDeps) {
+  return function plan(req: PlannedRequest, a: Authorization): Plan {
+    const it = a.interaction;
+    const d = a.decision;
+    if (d.effect === 'deny') {
+      if (d.refuseAs === 'empty-searchset') return { kind: 'local', answer: emptySearchset(it, deps.rewriter) };
+      throw refusalOf(d);
+    }
+    if (it.kind === 'operation' && it.operation === 'break-glass' && a.grant) {
+      const text = `Break-the-glass access to this patient is open until ${new Date(a.grant.until).toISOString()}. It is recorded for review by the DIM.`;
+      return {
+        kind: 'local',
+        answer: buildAnswer(it, 200, {}, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', details: { text } }] }, deps.rewriter),
+      };
+    }
+    if (it.kind === 'batch' || it.kind === 'transaction') return planBatch(req, a, deps);
+
+    const { params, subsetting } = splitSubsetting(it.params);
+    const narrow = obligation(d, 'narrow');
+    if (narrow?.patients.length === 0) return { kind: 'local', answer: emptySearchset(it, deps.rewriter) };
+    const request = deps.shapeRequest(it, req, { params: narrowedParams(params, d) ?? params });
+    return { kind: 'upstream', request, ...(subsetting ? { subsetting } : {}) };
+  };
+}
+
+/**
+ * The parameters restricted to the decision's `narrow` patients (`patient=Patient/a,Patient/b`,
+ * `_id=a,b` on Patient), or undefined when the decision does not narrow. The one place a query is
+ * narrowed, for requests and batch entries alike.
+ */
+export function narrowedParams(params: readonly SearchParam[], d: Decision): SearchParam[] | undefined {
+  const n = obligation(d, 'narrow');
+  if (!n || n.patients.length === 0) return undefined;
+  const value = n.patients.map((id) => (n.param === '_id' ? id : `Patient/${id}`)).join(',');
+  return [...params, { name: n.param, modifier: undefined, value }];
+}
+
+function emptySearchset(it: FhirInteraction, rewriter: BaseRewriter): Answer {
+  return buildAnswer(it, 200, {}, { resourceType: 'Bundle', type: 'searchset', total: 0 }, rewriter);
+}
