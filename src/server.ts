@@ -34,6 +34,8 @@ export interface CaregateOptions {
   /** The upstream base URL (the config's, or the embedded demo engine's). */
   upstreamUrl: string;
   logger?: Logger;
+  /** The clock of the stages (care-set and paging lifetimes, grants, periods); tests pass a fake one. */
+  now?: () => number;
   /** Listen on this port instead of the configured one (tests use 0). */
   port?: number;
   host?: string;
@@ -157,6 +159,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     logger,
     policy: () => active,
     audit: (events) => spool.append(events),
+    ...(opts.now ? { now: opts.now } : {}),
     onLookup: (kind, ok) => metrics.lookups.inc({ kind, result: ok ? 'ok' : 'error' }),
     ...(shadow ? { shadow } : {}),
     ...(pseudonymSecret ? { pseudonymSecret } : {}),

@@ -62,9 +62,14 @@ export interface EntryVerdict {
   decision: Decision;
   /**
    * The entry's own error, when it fails on its own once permitted (a PATCH whose target is missing
-   * or that does not apply): answered in its entry, as the FHIR server would.
+   * or that does not apply): it is not sent, and answered in its entry as the FHIR server would.
    */
   error?: ProxyError;
+}
+
+/** Whether a batch entry goes upstream: permitted, and not failed on its own. */
+export function entrySent(v: EntryVerdict | undefined): boolean {
+  return v !== undefined && v.decision.effect === 'permit' && v.error === undefined;
 }
 
 export interface AuthorizerDeps {
@@ -134,10 +139,7 @@ export function createAuthorizer(deps: AuthorizerDeps) {
           // A permitted entry that fails on its own: a batch answers it in its entry; a transaction fails whole.
           const err = facts.deferred;
           if (!(err instanceof ProxyError) || err.status >= 500 || it.kind === 'transaction') throw err;
-          entries.push({
-            decision: { ...decision, effect: 'deny', reason: 'interaction-forbidden', message: err.message, obligations: [], ...(err.status === 404 ? { refuseAs: 'not-found' as const } : {}) },
-            error: err,
-          });
+          entries.push({ decision, error: err });
         } else entries.push({ decision });
       }
     }

@@ -314,7 +314,9 @@ export function decideWrite(ctx: Ctx): Decision {
   const after = Array.isArray(wp.after) ? wp.after : [];
   for (const p of before) {
     // The current version is outside: answer as if it did not exist.
-    if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', 'Resource not found.', rule, { refuseAs: 'not-found', patients: [p] });
+    if (!hasPatient(ctx.careSet, p)) {
+      return deny('no-care-relationship', 'The resource belongs to a patient outside the care relationships (answered as a miss).', rule, { refuseAs: 'not-found', patients: [p] });
+    }
   }
   for (const p of after) {
     if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', outsideMessage(r.profile), rule, { patients: [p] });

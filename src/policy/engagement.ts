@@ -154,7 +154,7 @@ export function decideDeidentified(ctx: Ctx): Decision {
     }
   }
   for (const p of patientsInUrl(it)) {
-    if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', 'Resource not found.', rule, { refuseAs: 'not-found', patients: [p] });
+    if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', 'The patient is outside the engagement (answered as a miss).', rule, { refuseAs: 'not-found', patients: [p] });
   }
   const obligations: Obligation[] = [];
   if (it.kind === 'search-type' && !ctx.in.paging) {

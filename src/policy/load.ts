@@ -30,8 +30,21 @@ export function parsePolicy(text: string, file: string): LoadedPolicy {
   const parsed = policySchema.safeParse(doc.toJS() ?? {});
   if (!parsed.success) throw new ConfigError(file, formatIssues(parsed.error.issues));
   return {
-    policy: Object.freeze(parsed.data) as Policy,
+    policy: deepFreeze(parsed.data),
     file,
     revision: createHash('sha256').update(text).digest('hex').slice(0, 16),
   };
+}
+
+/**
+ * Freezes the policy and everything in it: the stages read it at every request and must never
+ * change it (a stray write into a role's lists would change the policy in force without a reload,
+ * an audit event, or a revision).
+ */
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
 }

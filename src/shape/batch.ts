@@ -1,7 +1,7 @@
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import { notFound } from '../http/errors.js';
 import { outcomeFor } from '../http/outcome.js';
-import type { Authorization } from '../policy/authorize.js';
+import { entrySent, type Authorization } from '../policy/authorize.js';
 import { refusalOf } from '../policy/decision.js';
 import { buildAnswer } from './answer.js';
 import { filterBundle, present, sanitizeOutcome, type FilterContext } from './filter.js';
@@ -22,9 +22,9 @@ export function planBatch(req: PlannedRequest, a: Authorization, deps: PlannerDe
   const verdicts = a.entries ?? [];
   const entries: BundleEntry[] = [];
   (it.entries ?? []).forEach((e, i) => {
-    const d = verdicts[i]?.decision;
-    if (!d || d.effect === 'deny') return;
-    const params = narrowedParams(e.interaction.params, d);
+    const v = verdicts[i];
+    if (!entrySent(v)) return;
+    const params = narrowedParams(e.interaction.params, v!.decision);
     const up = deps.shapeRequest(e.interaction, req, params ? { params } : undefined);
     entries.push({
       ...(e.fullUrl ? { fullUrl: e.fullUrl } : {}),
@@ -58,8 +58,7 @@ export async function mergeBatch(a: Authorization, upstream: Bundle, fctx: Filte
   let k = 0;
   const out: BundleEntry[] = [];
   for (let i = 0; i < (it.entries ?? []).length; i++) {
-    const d = verdicts[i]?.decision;
-    if (!d || d.effect === 'deny') {
+    if (!entrySent(verdicts[i])) {
       out.push(refusedEntry(a, i));
       continue;
     }
@@ -105,11 +104,12 @@ export async function mergeBatch(a: Authorization, upstream: Bundle, fctx: Filte
 /** The answer of an entry that was not sent upstream: its refusal, or its own error. */
 function refusedEntry(a: Authorization, i: number): BundleEntry {
   const v = a.entries?.[i];
-  if (!v || v.decision.refuseAs === 'not-found') return notFoundEntry();
-  if (v.error) {
+  if (v?.error) {
+    if (v.error.status === 404) return notFoundEntry();
     const o = outcomeFor(v.error);
     return { response: { status: String(o.status), outcome: o.body } };
   }
+  if (!v || v.decision.refuseAs === 'not-found') return notFoundEntry();
   return { response: { status: '403 Forbidden', outcome: outcomeFor(refusalOf(v.decision)).body } };
 }
 

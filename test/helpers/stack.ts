@@ -41,6 +41,8 @@ export interface StackOptions {
   watchPolicy?: boolean;
   /** Extra keys of the `server:` mapping, e.g. `maxResponseBytes: 1mb`. */
   server?: string;
+  /** caregate's clock (care-set and paging lifetimes, grants): a fake one lets a test move time. */
+  now?: () => number;
 }
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -65,7 +67,7 @@ ${demoIdentityYaml(keysDir)}audit: { mode: ${opts.auditMode ?? 'strict'}, spoolD
 policy: { file: policy.yaml, watch: ${opts.watchPolicy ? 'true' : 'false'} }
 ${opts.extraYaml ?? ''}`;
   const loaded = parseConfig(yaml, join(dir, 'caregate.yaml'), {}, dir);
-  const gate = await startCaregate({ loaded, upstreamUrl, logger: pino({ level: 'silent' }) });
+  const gate = await startCaregate({ loaded, upstreamUrl, logger: pino({ level: 'silent' }), ...(opts.now ? { now: opts.now } : {}) });
   const token = (persona: PersonaName, o: { scope?: string } = {}) => demoToken(persona, { dir: keysDir, ...(o.scope ? { scope: o.scope } : {}) });
   return {
     gate,
