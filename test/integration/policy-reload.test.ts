@@ -48,3 +48,44 @@ describe('policy.watch (hot reload)', () => {
     if (!r.ok) expect(r.problems.join('\n')).toMatch(/roles\[\d+\]\.profile/);
   });
 });
+
+describe('a reload applies everything the policy holds', () => {
+  let s: Stack;
+  let clock = Date.now();
+  beforeAll(async () => {
+    s = await startStack({ now: () => clock });
+  });
+  afterAll(async () => s?.close());
+  const p = (x: string) => new URL(s.url).pathname + x;
+
+  it('takes the new care-set cache lifetime and paging-link lifetime without a restart', async () => {
+    const policyFile = join(s.dir, 'policy.yaml');
+    const text = readFileSync(policyFile, 'utf8');
+    expect(text).toContain('ttlSeconds: 60');
+    writeFileSync(policyFile, text.replace('ttlSeconds: 60', 'ttlSeconds: 5').replace(/linkTtlSeconds: \d+/, 'linkTtlSeconds: 120'));
+    expect(s.gate.reloadPolicy().ok).toBe(true);
+
+    // Paging links issued now expire after the new lifetime.
+    const first = await request(s.gate.server).get(p('/Patient?_count=2')).set(s.auth('dim'));
+    const next = (first.body.link as { relation: string; url: string }[]).find((l) => l.relation === 'next')!.url;
+    clock += 119_000;
+    expect((await request(s.gate.server).get(new URL(next).pathname).set(s.auth('dim'))).status).toBe(200);
+    clock += 2_000;
+    expect((await request(s.gate.server).get(new URL(next).pathname).set(s.auth('dim'))).status).toBe(403);
+
+    // A member removed on the FHIR server (behind caregate) loses access after the new 5 s.
+    const res = await fetch(`${s.upstreamUrl}/CareTeam`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/fhir+json', prefer: 'return=representation' },
+      body: JSON.stringify({ resourceType: 'CareTeam', status: 'active', subject: { reference: 'Patient/pat-fx-direct' }, participant: [{ member: { reference: 'Practitioner/prat-girard' } }] }),
+    });
+    const team = (await res.json()) as Record<string, unknown>;
+    const surgeon = async () => (await request(s.gate.server).get(p('/Patient/pat-fx-direct')).set(s.auth('surgeon'))).status;
+    expect(await surgeon()).toBe(200);
+    await fetch(`${s.upstreamUrl}/CareTeam/${team.id as string}`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify({ ...team, status: 'inactive' }) });
+    clock += 4_000;
+    expect(await surgeon()).toBe(200);
+    clock += 2_000;
+    expect(await surgeon()).toBe(403);
+  });
+});
