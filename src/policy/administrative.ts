@@ -3,7 +3,7 @@ import { isWrite, patientsInUrl } from '../fhir/interaction.js';
 import { classifyReference, isReferenceLike } from '../fhir/references.js';
 import { isObject } from '../fhir/types.js';
 import type { Decision } from './decision.js';
-import { decideWrite } from './decide.js';
+import { decideWrite } from './decide-write.js';
 import { deny, permit, type Ctx } from './verdicts.js';
 
 /**

@@ -3,14 +3,13 @@ import { isWrite, patientsInUrl } from '../fhir/interaction.js';
 import { paramKind } from '../fhir/searchparams.js';
 import { scopeAllows } from '../identity/scopes.js';
 import type { Principal } from '../identity/principal.js';
-import type { CareSet } from '../relate/types.js';
 import { decideAdministrative } from './administrative.js';
-import type { Policy, RoleConfig } from './config.js';
+import type { RoleConfig } from './config.js';
 import type { Decision, DecisionReason, Obligation } from './decision.js';
-import { decideDeidentified } from './engagement.js';
-import { isRelationshipType } from './relationships.js';
+import { decideDeidentified } from './decide-deidentified.js';
 import { forbiddenParam, narrowing } from './search-scope.js';
-import { deny, hasPatient, permit, type Ctx } from './verdicts.js';
+import { decideWrite } from './decide-write.js';
+import { deny, hasPatient, outsideMessage, permit, type Ctx, type DecideInput } from './verdicts.js';
 
 /**
  * The policy: principal × interaction × care set → Decision. Pure, synchronous, default deny.
@@ -22,23 +21,7 @@ import { deny, hasPatient, permit, type Ctx } from './verdicts.js';
  * filter is the boundary.
  */
 
-export interface DecideInput {
-  principal: Principal | undefined;
-  /** The first policy role that matches the principal. */
-  role: RoleConfig | undefined;
-  interaction: FhirInteraction;
-  /** The patients this user may see (care team, own record, mandate, break-the-glass...). */
-  careSet: CareSet | undefined;
-  policy: Policy;
-  /** Patients the body of a write belongs to, before and after (resolved by the caller). */
-  writePatients?: { before: readonly string[] | 'undetermined' | 'none'; after: readonly string[] | 'undetermined' | 'none' };
-  /** For writes to Patient: whether `Patient.link` changes. */
-  patientLinkChanged?: boolean;
-  /** A request coming back through a signed paging link: the query was judged when the link was issued. */
-  paging?: boolean;
-  /** De-identified roles: the engagement in force for this caller (its id keys the pseudonyms). */
-  engagement?: string;
-}
+export type { DecideInput } from './verdicts.js';
 
 export function decide(input: DecideInput): Decision {
   const it = input.interaction;
@@ -270,61 +253,10 @@ function reasonFor(profile: RoleConfig['profile']): DecisionReason {
   return profile === 'own-record' ? 'own-record' : profile === 'mandate' ? 'mandate' : 'care-relationship';
 }
 
-function outsideMessage(profile: RoleConfig['profile']): string {
-  switch (profile) {
-    case 'own-record':
-      return 'Patients may only see their own record.';
-    case 'mandate':
-      return 'This record is not covered by a valid mandate.';
-    default:
-      return 'This patient is not in your care relationships (CareTeam or Encounter). In an emergency, if your role allows it, break the glass: POST Patient/<id>/$break-glass with a reason, or the page /caregate/break-glass.';
-  }
-}
 
 function operationAllowed(r: RoleConfig, it: FhirInteraction): boolean {
   const op = it.operation ?? '';
   return r.operations.some((o) => o.replace(/^\$/, '') === op);
 }
 
-/** Writes: the resource before and after must belong to patients this user may see; relationships only by trusted writers. */
-export function decideWrite(ctx: Ctx): Decision {
-  const it = ctx.in.interaction;
-  const r = ctx.role;
-  const type = it.resourceType ?? '';
-  const rule = `${r.id}.write`;
-  if (ctx.role.profile === 'own-record' || ctx.role.profile === 'mandate') {
-    return deny('interaction-forbidden', 'This role may read, not write.', rule);
-  }
-  if (isRelationshipType(type) && !r.relationshipWrites.includes(type)) {
-    return deny('relationship-write-forbidden', `Writes to ${type} change who may see records; role "${r.id}" may not make them.`, rule);
-  }
-  if (type === 'Patient' && ctx.in.patientLinkChanged && !r.relationshipWrites.includes('Patient.link')) {
-    return deny('relationship-write-forbidden', `Patient.link changes who may see records; role "${r.id}" may not make them.`, rule);
-  }
-  if (it.conditional?.length && ctx.careSet.scope !== 'all') {
-    return deny('interaction-forbidden', 'Conditional writes search the whole server; they are not allowed to this role. Write by id.', rule);
-  }
-  const wp = ctx.in.writePatients;
-  if (!wp) return deny('patient-undetermined', 'The patient of this write could not be determined.', rule);
-  const sides = [wp.before, wp.after];
-  if (sides.some((s) => s === 'undetermined')) {
-    return deny('patient-undetermined', 'The patient this resource belongs to could not be determined.', rule, { refuseAs: 'not-found' });
-  }
-  const before = Array.isArray(wp.before) ? wp.before : [];
-  const after = Array.isArray(wp.after) ? wp.after : [];
-  for (const p of before) {
-    // The current version is outside: answer as if it did not exist.
-    if (!hasPatient(ctx.careSet, p)) {
-      return deny('no-care-relationship', 'The resource belongs to a patient outside the care relationships (answered as a miss).', rule, { refuseAs: 'not-found', patients: [p] });
-    }
-  }
-  for (const p of after) {
-    if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', outsideMessage(r.profile), rule, { patients: [p] });
-  }
-  if (ctx.careSet.scope !== 'all' && before.length > 0 && (after.length !== before.length || after.some((p) => !before.includes(p)))) {
-    return deny('patient-move-forbidden', 'A resource cannot be moved to another patient.', rule);
-  }
-  const patients = [...new Set([...before, ...after])];
-  return permit(ctx, ctx.careSet.scope === 'all' ? 'role-all-records' : 'care-relationship', rule, 'Write within the care relationships', patients, []);
-}
 

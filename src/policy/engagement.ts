@@ -1,10 +1,5 @@
 import { z } from 'zod';
-import { isWrite, patientsInUrl } from '../fhir/interaction.js';
 import type { Principal } from '../identity/principal.js';
-import type { Policy } from './config.js';
-import type { Decision, Obligation } from './decision.js';
-import { narrowing } from './search-scope.js';
-import { deny, hasPatient, permit, type Ctx } from './verdicts.js';
 
 /** How dates are generalised for a contractor (shape/deid.ts applies it). */
 export const DATE_MODES = ['keep', 'month', 'year'] as const;
@@ -97,7 +92,7 @@ export function engagementActive(e: Pick<Engagement, 'validFrom' | 'validUntil'>
 }
 
 /** The engagement in force for this caller under this de-identified role, if any. */
-export function engagementFor(policy: Pick<Policy, 'engagements' | 'timeZone'>, p: Principal, roleId: string, now: Date): Engagement | undefined {
+export function engagementFor(policy: { engagements: readonly Engagement[]; timeZone: string }, p: Principal, roleId: string, now: Date): Engagement | undefined {
   return policy.engagements.find((e) => {
     const c = contractorOf(e);
     const who = c.kind === 'role' ? c.role === roleId : p.kind === 'practitioner' && p.practitioner === c.practitioner;
@@ -117,51 +112,4 @@ function localDate(now: Date, timeZone: string): string {
   const parts = f.formatToParts(now);
   const part = (type: Intl.DateTimeFormatPartTypes): string => parts.find((p) => p.type === type)?.value ?? '';
   return `${part('year')}-${part('month')}-${part('day')}`;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The decision for de-identified roles
-
-const DEID_PARAMS: ReadonlySet<string> = new Set(['_id', 'patient', 'subject', 'encounter', 'code', 'category', 'status', 'clinical-status', '_count']);
-const DEID_TYPES: ReadonlySet<string> = new Set([
-  'Patient', 'Encounter', 'Condition', 'Procedure', 'Observation', 'MedicationRequest', 'MedicationAdministration',
-  'DiagnosticReport', 'ServiceRequest', 'AllergyIntolerance', 'Claim', 'ChargeItem',
-]);
-
-/**
- * Coding-optimisation contractor: only the stays of a valid engagement, read-only, and every answer
- * de-identified (the response stage replaces ids by keyed pseudonyms and removes what identifies).
- */
-export function decideDeidentified(ctx: Ctx): Decision {
-  const it = ctx.in.interaction;
-  const r = ctx.role;
-  const rule = `${r.id}.de-identified`;
-  if (!ctx.careSet.encounters || ctx.in.engagement === undefined) {
-    return deny('role-forbidden', `No engagement is in force for role "${r.id}" (check engagements in the policy).`, rule, {
-      obligations: [{ kind: 'audit-severity', severity: 'high' }],
-    });
-  }
-  if (isWrite(it)) return deny('interaction-forbidden', `Role "${r.id}" reads only.`, rule);
-  if (it.kind !== 'read' && it.kind !== 'vread' && it.kind !== 'search-type') {
-    return deny('interaction-forbidden', `Role "${r.id}" may read and search, not ${it.kind}.`, rule);
-  }
-  const type = it.resourceType ?? '';
-  if (!DEID_TYPES.has(type)) return deny('role-forbidden', `Role "${r.id}" does not see ${type}.`, rule);
-  // A signed paging link continues a search judged when it was issued (its `_offset`... are the FHIR server's).
-  for (const p of ctx.in.paging ? [] : it.params) {
-    if (!DEID_PARAMS.has(p.name) || p.modifier !== undefined) {
-      return deny('parameter-forbidden', `The search parameter ${p.name}${p.modifier ? `:${p.modifier}` : ''} is not available to role "${r.id}" (it could identify a person).`, rule);
-    }
-  }
-  for (const p of patientsInUrl(it)) {
-    if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', 'The patient is outside the engagement (answered as a miss).', rule, { refuseAs: 'not-found', patients: [p] });
-  }
-  const obligations: Obligation[] = [];
-  if (it.kind === 'search-type' && !ctx.in.paging) {
-    const narrow = narrowing(ctx, it);
-    // A contractor's miss looks like any other: an empty searchset, never a refusal that confirms a stay exists.
-    if (narrow?.kind === 'none' || narrow?.kind === 'outside') return permit(ctx, 'de-identified', rule, 'No listed stay matches', [], [{ kind: 'narrow', param: '', patients: [] }]);
-    if (narrow) obligations.push(narrow);
-  }
-  return permit(ctx, 'de-identified', rule, 'Listed stays, de-identified', patientsInUrl(it), obligations);
 }

@@ -1,9 +1,31 @@
 import type { CareSet, Evidence } from '../relate/types.js';
-import type { RoleConfig } from './config.js';
-import type { DecideInput } from './decide.js';
+import type { Policy, RoleConfig } from './config.js';
+import type { FhirInteraction } from '../fhir/interaction.js';
+import type { Principal } from '../identity/principal.js';
 import type { Decision, DecisionReason, Obligation } from './decision.js';
 
-/** The constructors of decisions, shared by the deciders of each profile (decide.ts, administrative.ts, engagement.ts). */
+/**
+ * What decide() decides on, and the constructors of decisions, shared by the deciders of each
+ * profile (decide.ts, decide-write.ts, administrative.ts, engagement.ts).
+ */
+
+export interface DecideInput {
+  principal: Principal | undefined;
+  /** The first policy role that matches the principal. */
+  role: RoleConfig | undefined;
+  interaction: FhirInteraction;
+  /** The patients this user may see (care team, own record, mandate, break-the-glass...). */
+  careSet: CareSet | undefined;
+  policy: Policy;
+  /** Patients the body of a write belongs to, before and after (resolved by the caller). */
+  writePatients?: { before: readonly string[] | 'undetermined' | 'none'; after: readonly string[] | 'undetermined' | 'none' };
+  /** For writes to Patient: whether `Patient.link` changes. */
+  patientLinkChanged?: boolean;
+  /** A request coming back through a signed paging link: the query was judged when the link was issued. */
+  paging?: boolean;
+  /** De-identified roles: the engagement in force for this caller (its id keys the pseudonyms). */
+  engagement?: string;
+}
 
 export interface Ctx {
   in: DecideInput;
@@ -72,3 +94,13 @@ export function hasPatient(set: CareSet, id: string): boolean {
   return set.scope === 'all' || set.patients.has(id);
 }
 
+export function outsideMessage(profile: RoleConfig['profile']): string {
+  switch (profile) {
+    case 'own-record':
+      return 'Patients may only see their own record.';
+    case 'mandate':
+      return 'This record is not covered by a valid mandate.';
+    default:
+      return 'This patient is not in your care relationships (CareTeam or Encounter). In an emergency, if your role allows it, break the glass: POST Patient/<id>/$break-glass with a reason, or the page /caregate/break-glass.';
+  }
+}

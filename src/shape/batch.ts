@@ -1,44 +1,17 @@
-import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
+import type { Bundle, BundleEntry } from '@medplum/fhirtypes';
 import { notFound } from '../http/errors.js';
 import { outcomeFor } from '../http/outcome.js';
 import { entrySent, type Authorization } from '../policy/authorize.js';
 import { refusalOf } from '../policy/decision.js';
-import { buildAnswer } from './answer.js';
 import { filterBundle, present, sanitizeOutcome, type FilterContext } from './filter.js';
-import type { Plan, PlannedRequest, PlannerDeps } from './plan.js';
-import { narrowedParams } from './plan.js';
 import { hidesInstance, resourceEntries } from './searchset.js';
 
 /**
- * Batches and transactions. Each entry was decided on its own (policy/authorize.ts): the permitted
- * entries go upstream in one Bundle, each rebuilt from its decision like a standalone request; the
- * refused ones are answered with their own refusal, in their place. Each entry of the answer is
- * judged like a standalone answer.
+ * The answers of batches and transactions. Each entry was decided on its own (policy/authorize.ts)
+ * and the permitted ones were sent upstream in one Bundle (shape/plan.ts); here the upstream's
+ * answer to each is judged like a standalone answer, and the refused ones are answered with their
+ * own refusal, in their place.
  */
-
-/** The upstream batch of the permitted entries; when none is permitted, the answer of refusals. */
-export function planBatch(req: PlannedRequest, a: Authorization, deps: PlannerDeps): Plan {
-  const it = a.interaction;
-  const verdicts = a.entries ?? [];
-  const entries: BundleEntry[] = [];
-  (it.entries ?? []).forEach((e, i) => {
-    const v = verdicts[i];
-    if (!entrySent(v)) return;
-    const params = narrowedParams(e.interaction.params, v!.decision);
-    const up = deps.shapeRequest(e.interaction, req, params ? { params } : undefined);
-    entries.push({
-      ...(e.fullUrl ? { fullUrl: e.fullUrl } : {}),
-      ...(e.interaction.body !== undefined ? { resource: e.interaction.body as Resource } : {}),
-      request: { method: e.interaction.method as never, url: up.path.replace(/^\//, ''), ...(up.headers['if-none-exist'] ? { ifNoneExist: up.headers['if-none-exist'] } : {}) },
-    });
-  });
-  if (entries.length === 0) {
-    const refused = (it.entries ?? []).map((_, i) => refusedEntry(a, i));
-    return { kind: 'local', answer: buildAnswer(it, 200, {}, { resourceType: 'Bundle', type: `${it.kind}-response`, entry: refused }, deps.rewriter) };
-  }
-  const body = { resourceType: 'Bundle', type: it.kind, entry: entries };
-  return { kind: 'upstream', request: deps.shapeRequest(it, req, { body }) };
-}
 
 /** What the caller receives of one batch answer, and what it held. */
 export interface MergedBatch {
@@ -102,7 +75,7 @@ export async function mergeBatch(a: Authorization, upstream: Bundle, fctx: Filte
 }
 
 /** The answer of an entry that was not sent upstream: its refusal, or its own error. */
-function refusedEntry(a: Authorization, i: number): BundleEntry {
+export function refusedEntry(a: Authorization, i: number): BundleEntry {
   const v = a.entries?.[i];
   if (v?.error) {
     if (v.error.status === 404) return notFoundEntry();

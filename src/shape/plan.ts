@@ -1,11 +1,12 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import type { BundleEntry, Resource } from '@medplum/fhirtypes';
 import type { FhirInteraction, SearchParam } from '../fhir/interaction.js';
 import type { Answer } from '../http/send.js';
-import type { Authorization } from '../policy/authorize.js';
+import { entrySent, type Authorization } from '../policy/authorize.js';
 import { obligation, refusalOf, type Decision } from '../policy/decision.js';
 import type { UpstreamRequest } from '../upstream/proxy.js';
 import { buildAnswer } from './answer.js';
-import { planBatch } from './batch.js';
+import { refusedEntry } from './batch.js';
 import type { BaseRewriter } from './rewrite.js';
 import { splitSubsetting, type Subsetting } from './subsetting.js';
 
@@ -82,4 +83,31 @@ export function narrowedParams(params: readonly SearchParam[], d: Decision): Sea
 
 function emptySearchset(it: FhirInteraction, rewriter: BaseRewriter): Answer {
   return buildAnswer(it, 200, {}, { resourceType: 'Bundle', type: 'searchset', total: 0 }, rewriter);
+}
+
+/**
+ * A batch or transaction: the permitted entries go upstream in one Bundle, each rebuilt from its
+ * own decision like a standalone request; when none is permitted, the answer of refusals.
+ */
+function planBatch(req: PlannedRequest, a: Authorization, deps: PlannerDeps): Plan {
+  const it = a.interaction;
+  const verdicts = a.entries ?? [];
+  const entries: BundleEntry[] = [];
+  (it.entries ?? []).forEach((e, i) => {
+    const v = verdicts[i];
+    if (!entrySent(v)) return;
+    const params = narrowedParams(e.interaction.params, v!.decision);
+    const up = deps.shapeRequest(e.interaction, req, params ? { params } : undefined);
+    entries.push({
+      ...(e.fullUrl ? { fullUrl: e.fullUrl } : {}),
+      ...(e.interaction.body !== undefined ? { resource: e.interaction.body as Resource } : {}),
+      request: { method: e.interaction.method as never, url: up.path.replace(/^\//, ''), ...(up.headers['if-none-exist'] ? { ifNoneExist: up.headers['if-none-exist'] } : {}) },
+    });
+  });
+  if (entries.length === 0) {
+    const refused = (it.entries ?? []).map((_, i) => refusedEntry(a, i));
+    return { kind: 'local', answer: buildAnswer(it, 200, {}, { resourceType: 'Bundle', type: `${it.kind}-response`, entry: refused }, deps.rewriter) };
+  }
+  const body = { resourceType: 'Bundle', type: it.kind, entry: entries };
+  return { kind: 'upstream', request: deps.shapeRequest(it, req, { body }) };
 }
