@@ -110,7 +110,7 @@ async function serve(rest: string[]): Promise<number> {
     // configuration that uses it (config/examples/demo-mtls.yaml) builds its TLS listener.
     const { ensureDemoPki } = await import('./demo/pki.js');
     await ensureDemoPki(configPath(loaded, config.demo.pkiDir));
-    const demo = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: config.demo.seed, patients: config.demo.patients }, logger });
+    const demo = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: config.demo.seed, patients: config.demo.patients }, linksFromForwardedHeaders: config.demo.linksFromForwardedHeaders, logger });
     upstreamUrl = demo.url;
     stopDemo = demo.close;
   }

@@ -89,7 +89,10 @@ export function buildStages(env: StageEnv): BuiltStages {
     now,
   });
 
-  const rewriter = createBaseRewriter(env.upstreamUrl, env.publicBaseUrl);
+  // The bases the upstream may answer with: its own, caregate's public base (a proxy-aware server
+  // builds links from the forwarded headers), and the configured aliases. All are recognised as
+  // the upstream's, and rewritten to the public base.
+  const rewriter = createBaseRewriter(env.upstreamUrl, env.publicBaseUrl, [env.publicBaseUrl, ...config.upstream.publicBaseAliases]);
   const localBases = rewriter.upstreamBases;
   const linkOf = (r: Resource) => patientsOf(r, { localBases });
   const read = (type: string, id: string) => client.read(type, id);
@@ -137,7 +140,10 @@ export function buildStages(env: StageEnv): BuiltStages {
     now,
     ...(env.shadow ? { shadow: env.shadow } : {}),
   });
-  const plan = createPlanner({ shapeRequest: createRequestShaper({ serviceHeaders, publicBaseUrl: env.publicBaseUrl }), rewriter });
+  const plan = createPlanner({
+    shapeRequest: createRequestShaper({ serviceHeaders, publicBaseUrl: env.publicBaseUrl, forwardedHeaders: config.upstream.forwardedHeaders }),
+    rewriter,
+  });
   const shape = createResponseShaper({ linkOf, read, rewriter, pages, pseudonyms, logger: env.logger });
 
   const stages: Stages = {

@@ -20,6 +20,10 @@ const demoSchema = z
     seed: z.number().int().default(42),
     patients: z.number().int().min(10).max(100_000).default(2000),
     keysDir: z.string().default('../var/demo-keys').describe('Where the demo token issuer keeps its keys, relative to this file.'),
+    linksFromForwardedHeaders: z
+      .boolean()
+      .default(false)
+      .describe('The demo engine builds links, fullUrl and Location from the forwarded headers caregate sends, as HAPI FHIR does behind a proxy.'),
     pkiDir: z
       .string()
       .default('../var/demo-pki')

@@ -61,6 +61,18 @@ export const upstreamSchema = z
     timeoutMs: z.number().int().positive().default(30_000).describe('Time allowed for one proxied interaction.'),
     lookupTimeoutMs: z.number().int().positive().default(5_000).describe('Time allowed for one care-set or principal lookup.'),
     maxSockets: z.number().int().positive().default(128).describe('Pooled keep-alive connections to the upstream.'),
+    forwardedHeaders: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Send Forwarded / X-Forwarded-Host / X-Forwarded-Proto / X-Forwarded-For with caregate’s public address. A proxy-aware server (HAPI with its proxy address strategy) then builds links, fullUrl and Location on caregate’s public base; caregate recognises both.',
+      ),
+    publicBaseAliases: z
+      .array(httpUrl)
+      .default([])
+      .describe(
+        'Other base URLs the FHIR server may answer with (its own public name, the base it builds from forwarded headers when its path differs from caregate’s): links, fullUrl, Location and references on them are recognised as the server’s own.',
+      ),
     auth: z
       .discriminatedUnion('type', [
         z.object({ type: z.literal('none') }).strict(),

@@ -29,6 +29,12 @@ export interface DemoFhirOptions {
   maxBodyBytes?: number;
   /** Request log (method, resource type, status, duration; never ids, queries or bodies). */
   logger?: Logger;
+  /**
+   * Build links, `fullUrl` and `Location` on the address a proxy forwards (`X-Forwarded-Proto` and
+   * `X-Forwarded-Host`, or `Forwarded`) instead of the engine's own, keeping the engine's path: what
+   * HAPI FHIR does with its proxy address strategy behind a reverse proxy.
+   */
+  linksFromForwardedHeaders?: boolean;
 }
 
 export interface DemoFhirServer {
@@ -143,7 +149,7 @@ const httpDate = (iso: string | undefined): string | undefined => (iso ? new Dat
 export function createDemoHandler(
   repo: DemoRepository,
   router: FhirRouter,
-  opts: { basePath: string; maxBodyBytes: number; logger?: Logger },
+  opts: { basePath: string; maxBodyBytes: number; logger?: Logger; linksFromForwardedHeaders?: boolean },
 ): (req: IncomingMessage, res: ServerResponse) => void {
   const basePath = `/${opts.basePath.replace(/^\/+|\/+$/g, '')}`.replace(/^\/$/, '');
 
@@ -279,7 +285,8 @@ export function createDemoHandler(
         return { reply: outcome(500, 'exception', 'Internal error'), type: '-' };
       })
       .then(({ reply, type }) => {
-        send(req, res, reply);
+        const forwarded = opts.linksFromForwardedHeaders ? forwardedBase(req, basePath) : undefined;
+        send(req, res, reply, forwarded && forwarded !== repo.baseUrl ? { from: repo.baseUrl, to: forwarded } : undefined);
         opts.logger?.debug(
           { method: req.method, type, status: reply.status, ms: Math.round(performance.now() - started) },
           'demo-fhir request',
@@ -289,16 +296,38 @@ export function createDemoHandler(
   };
 }
 
-function send(req: IncomingMessage, res: ServerResponse, reply: Reply): void {
+/**
+ * The base a proxy in front of the engine forwards (scheme and host from `X-Forwarded-Proto` and
+ * `X-Forwarded-Host`, else from `Forwarded`), with the engine's own path; undefined when none is sent.
+ */
+function forwardedBase(req: IncomingMessage, basePath: string): string | undefined {
+  const first = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)?.split(',')[0]?.trim();
+  let proto = first(req.headers['x-forwarded-proto']);
+  let host = first(req.headers['x-forwarded-host']);
+  if (!host) {
+    const fwd = first(req.headers['forwarded']) ?? '';
+    host = /(?:^|;)\s*host="?([^";]+)"?/i.exec(fwd)?.[1];
+    proto = /(?:^|;)\s*proto="?([^";]+)"?/i.exec(fwd)?.[1] ?? proto;
+  }
+  if (!host || !/^[A-Za-z0-9.\-:[\]]+$/.test(host) || (proto !== undefined && !/^https?$/.test(proto))) return undefined;
+  return `${proto ?? 'http'}://${host}${basePath}`;
+}
+
+function send(req: IncomingMessage, res: ServerResponse, reply: Reply, rebase?: { from: string; to: string }): void {
   let payload: Buffer | undefined;
   const headers: Record<string, string> = { ...reply.headers };
   if (reply.body instanceof Buffer) {
     payload = reply.body;
   } else if (reply.body !== undefined) {
     const pretty = /[?&]_pretty=true(&|$)/.test(req.url ?? '');
-    payload = Buffer.from(JSON.stringify(reply.body, undefined, pretty ? 2 : undefined), 'utf8');
+    let text = JSON.stringify(reply.body, undefined, pretty ? 2 : undefined);
+    // Stored resources hold relative references: the engine's base appears only in what it builds
+    // (links, fullUrl, locations), which a proxy-aware server builds on the forwarded base.
+    if (rebase) text = text.split(rebase.from).join(rebase.to);
+    payload = Buffer.from(text, 'utf8');
     headers['content-type'] = FHIR_JSON;
   }
+  if (rebase && headers['location']?.startsWith(rebase.from)) headers['location'] = rebase.to + headers['location'].slice(rebase.from.length);
   if (reply.status === 413) {
     // The rest of the body was not read: do not reuse the connection.
     headers['connection'] = 'close';
@@ -365,6 +394,7 @@ export async function startDemoFhir(opts: DemoFhirOptions = {}): Promise<DemoFhi
     basePath,
     maxBodyBytes: opts.maxBodyBytes ?? 16 * 1024 * 1024,
     ...(opts.logger ? { logger: opts.logger } : {}),
+    ...(opts.linksFromForwardedHeaders ? { linksFromForwardedHeaders: true } : {}),
   });
   const server: Server = createServer({ keepAlive: true }, handler);
   // Longer than common client idle timeouts, so that the client closes idle sockets first.

@@ -23,7 +23,14 @@ export interface MergedBatch {
  * The batch answer: the upstream's entries for the permitted requests, each judged; the refusals
  * in the place of the others. `signLinks` seals the paging links of searches inside the batch.
  */
-export async function mergeBatch(a: Authorization, upstream: Bundle, fctx: FilterContext, signLinks: (b: Bundle) => void): Promise<MergedBatch> {
+export async function mergeBatch(
+  a: Authorization,
+  upstream: Bundle,
+  fctx: FilterContext,
+  signLinks: (b: Bundle) => void,
+  /** An upstream URL on caregate's public base, or undefined when it points elsewhere. */
+  publicUrl: (url: string) => string | undefined,
+): Promise<MergedBatch> {
   const it = a.interaction;
   const verdicts = a.entries ?? [];
   const upEntries = upstream.entry ?? [];
@@ -43,7 +50,12 @@ export async function mergeBatch(a: Authorization, upstream: Bundle, fctx: Filte
       continue;
     }
     const entry: BundleEntry = { ...e };
-    if (entry.response?.outcome) entry.response = { ...entry.response, outcome: sanitizeOutcome(entry.response.outcome) };
+    if (entry.response) {
+      const { outcome, location, ...rest } = entry.response;
+      const where = typeof location === 'string' ? publicUrl(location) : undefined;
+      entry.response = { ...rest, ...(where ? { location: where } : {}), ...(outcome ? { outcome: sanitizeOutcome(outcome) } : {}) };
+    }
+    delete entry.fullUrl;
     const r = e.resource;
     if (r) {
       if (r.resourceType === 'Bundle') {
@@ -68,6 +80,7 @@ export async function mergeBatch(a: Authorization, upstream: Bundle, fctx: Filte
         for (const pid of shown.patients) patients.add(pid);
         entry.resource = shown.resource;
       }
+      if (entry.resource.id && entry.resource.resourceType !== 'OperationOutcome' && entry.resource.resourceType !== 'Bundle') entry.fullUrl = `${fctx.publicBase}/${entry.resource.resourceType}/${entry.resource.id}`;
     }
     out.push(entry);
   }

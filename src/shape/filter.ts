@@ -17,6 +17,8 @@ export interface FilterContext {
   /** Reads an indirect link target (`DocumentReference/x`) with the service credential; undefined when it cannot be read. */
   read(ref: string): Promise<Resource | undefined>;
   localBases: readonly string[];
+  /** caregate's public base URL: the `fullUrl` of every entry answered. */
+  publicBase: string;
   /** The role reads the audit trail (`readAudit`): AuditEvents are shown to it, and to no one else. */
   readAudit?: boolean;
   /** A further condition of the role (a coding contractor: only the engagement's stays). */
@@ -149,13 +151,11 @@ export async function filterBundle(bundle: Bundle, ctx: FilterContext): Promise<
     }
     for (const p of shown.patients) patients.add(p);
     if (r.id) resources.push(`${r.resourceType}/${r.id}`);
-    if (shown.resource === r) kept.push(entry);
-    else {
-      // A transformed resource may have a new id (a pseudonym): its fullUrl follows it.
-      const out = shown.resource;
-      const fullUrl = out.id && ctx.localBases[0] ? `${ctx.localBases[0]}/${out.resourceType}/${out.id}` : undefined;
-      kept.push({ ...(fullUrl ? { fullUrl } : {}), resource: out, ...(entry.search ? { search: entry.search } : {}) });
-    }
+    // The fullUrl is the resource's identity on caregate's public base, whatever the upstream wrote
+    // there (its own address, a base caregate does not know, a real id behind a pseudonym).
+    const out = shown.resource;
+    const fullUrl = out.id ? `${ctx.publicBase}/${out.resourceType}/${out.id}` : undefined;
+    kept.push({ ...(fullUrl ? { fullUrl } : {}), resource: out, ...(entry.search ? { search: entry.search } : {}) });
   }
   bundle.entry = kept;
   if (kept.length === 0) delete bundle.entry;

@@ -10,6 +10,8 @@ export interface RequestShaperOptions {
   serviceHeaders: Record<string, string>;
   /** The public base URL, for `Forwarded`/`X-Forwarded-*`. */
   publicBaseUrl: string;
+  /** Send the forwarded headers (`upstream.forwardedHeaders`). */
+  forwardedHeaders?: boolean;
 }
 
 /** Serializes search parameters the way FHIR servers read them: `name:modifier=value`, OR commas kept. */
@@ -31,6 +33,7 @@ function encodeValue(v: string): string {
 export function createRequestShaper(opts: RequestShaperOptions) {
   const pub = new URL(opts.publicBaseUrl);
   const proto = pub.protocol.replace(':', '');
+  const forwarded = opts.forwardedHeaders ?? true;
 
   return function shapeRequest(
     interaction: FhirInteraction,
@@ -42,10 +45,14 @@ export function createRequestShaper(opts: RequestShaperOptions) {
       accept: 'application/fhir+json',
       'accept-encoding': 'identity',
       'x-request-id': ctx.id,
-      forwarded: `for=${quoteForwarded(ctx.clientAddress ?? 'unknown')};proto=${proto};host=${quoteForwarded(pub.host)}`,
-      'x-forwarded-for': ctx.clientAddress ?? 'unknown',
-      'x-forwarded-proto': proto,
-      'x-forwarded-host': pub.host,
+      ...(forwarded
+        ? {
+            forwarded: `for=${quoteForwarded(ctx.clientAddress ?? 'unknown')};proto=${proto};host=${quoteForwarded(pub.host)}`,
+            'x-forwarded-for': ctx.clientAddress ?? 'unknown',
+            'x-forwarded-proto': proto,
+            'x-forwarded-host': pub.host,
+          }
+        : {}),
       ...opts.serviceHeaders,
     };
     const prefer: string[] = [];

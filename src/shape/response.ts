@@ -80,6 +80,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
       readAudit: obliges(d, 'show-audit-trail'),
       linkOf: deps.linkOf,
       localBases,
+      publicBase: deps.rewriter.publicBase,
       ...(transform ? { transform } : {}),
       // A contractor with a de-identify obligation but no stays sees nothing.
       ...(obliges(d, 'stays-only') ? { admit: (r: Resource) => stays !== undefined && inStays(r, stays, careSet) } : {}),
@@ -128,7 +129,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
 
     const fctx = filterContext(a, input.subsetting);
     if (it.kind === 'batch' || it.kind === 'transaction') {
-      const merged = await mergeBatch(a, body as Bundle, fctx, (b) => signLinks(b, input.userKey));
+      const merged = await mergeBatch(a, body as Bundle, fctx, (b) => signLinks(b, input.userKey), (url) => deps.rewriter.url(url));
       for (const pid of merged.patients) patients.add(pid);
       return answer(status, upstream.headers, merged.bundle);
     }

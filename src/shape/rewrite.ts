@@ -14,10 +14,13 @@ export interface BaseRewriter {
   /** Rewrites one header value (Location, Content-Location); `undefined` if it points elsewhere than the upstream. */
   url(value: string): string | undefined;
   readonly upstreamBases: readonly string[];
+  /** The base URL clients use. */
+  readonly publicBase: string;
 }
 
 export function createBaseRewriter(upstreamBase: string, publicBase: string, aliases: readonly string[] = []): BaseRewriter {
-  const bases = [upstreamBase, ...aliases].map((b) => b.replace(/\/+$/, ''));
+  // Longest first: a base that extends another (`…/fhir/r4` beside `…/fhir`) must match before it.
+  const bases = [...new Set([upstreamBase, ...aliases].map((b) => b.replace(/\/+$/, '')))].sort((a, b) => b.length - a.length);
   const pub = publicBase.replace(/\/+$/, '');
 
   function rewriteString(s: string): string | undefined {
@@ -63,6 +66,7 @@ export function createBaseRewriter(upstreamBase: string, publicBase: string, ali
 
   return {
     upstreamBases: bases,
+    publicBase: pub,
     body: walk,
     url(value) {
       const r = rewriteString(value.trim());

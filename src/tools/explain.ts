@@ -359,7 +359,7 @@ export async function toolingUpstream(loaded: LoadedConfig, logger?: Logger): Pr
   const { config } = loaded;
   if (config.upstream.url !== null) return { url: config.upstream.url, close: async () => {} };
   const { startDemoFhir } = await import('../demo/server.js');
-  const demo = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: config.demo.seed, patients: config.demo.patients }, ...(logger ? { logger } : {}) });
+  const demo = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: config.demo.seed, patients: config.demo.patients }, linksFromForwardedHeaders: config.demo.linksFromForwardedHeaders, ...(logger ? { logger } : {}) });
   return { url: demo.url, close: demo.close };
 }
 

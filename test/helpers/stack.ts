@@ -43,6 +43,8 @@ export interface StackOptions {
   server?: string;
   /** caregate's clock (care-set and paging lifetimes, grants): a fake one lets a test move time. */
   now?: () => number;
+  /** Options of the embedded demo engine: links built from forwarded headers (as HAPI behind a proxy), its base path. */
+  demo?: { linksFromForwardedHeaders?: boolean; basePath?: string };
 }
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -57,7 +59,9 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const keysDir = join(dir, 'keys');
   ensureDemoSigningKey(keysDir);
   copyFileSync(opts.policyFile ?? join(ROOT, 'config/policy.yaml'), join(dir, 'policy.yaml'));
-  const demo = opts.upstreamUrl ? undefined : await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: opts.patients ?? 300 } });
+  const demo = opts.upstreamUrl
+    ? undefined
+    : await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: opts.patients ?? 300 }, ...(opts.demo ?? {}) });
   const upstreamUrl = opts.upstreamUrl ?? demo!.url;
   const yaml = `
 server: { host: 127.0.0.1, port: 0${opts.server ? `, ${opts.server}` : ''} }

@@ -13,6 +13,7 @@ function context(careSet: CareSet): FilterContext {
     linkOf: (r: Resource) => patientsOf(r, { localBases: [BASE] }),
     read: async () => undefined,
     localBases: [BASE],
+    publicBase: 'https://caregate.example/fhir',
   };
 }
 const careTeam = context({ scope: 'listed', patients: new Map([['pat-dupont', []]]), resolvedAt: Date.now() });
