@@ -1,4 +1,4 @@
-import type { AuditEvent, Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
+import type { AuditEvent, Binary, Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { removeDisplays, parseReference } from '../fhir/references.js';
 import { REFERENCE_DATA_TYPES, resolvePatientLink, type PatientLink } from '../fhir/patients.js';
 import type { CareSet } from '../relate/types.js';
@@ -17,6 +17,11 @@ export interface FilterContext {
   /** Reads an indirect link target (`DocumentReference/x`) with the service credential; undefined when it cannot be read. */
   read(ref: string): Promise<Resource | undefined>;
   localBases: readonly string[];
+  /**
+   * The resources pointing at a Binary stored without `securityContext` (relate/binary-owners.ts).
+   * Without it, such a Binary cannot be judged and is withheld.
+   */
+  ownersOf?: (binaryId: string) => Promise<string[]>;
   /** caregate's public base URL: the `fullUrl` of every entry answered. */
   publicBase: string;
   /** The role reads the audit trail (`readAudit`): AuditEvents are shown to it, and to no one else. */
@@ -59,6 +64,12 @@ export async function judge(resource: Resource, ctx: FilterContext): Promise<Jud
     return { visible: true, patients: auditedPatients(resource as AuditEvent, ctx.localBases) };
   }
   let link: PatientLink = ctx.linkOf(resource);
+  if (resource.resourceType === 'Binary' && (resource as Binary).securityContext === undefined && ctx.ownersOf && resource.id) {
+    // Most servers store attachments without securityContext: the Binary belongs to the patients of
+    // every resource that points at it, and to none when none is known (withheld).
+    const owners = await ctx.ownersOf(resource.id);
+    if (owners.length > 0) link = { kind: 'indirect', via: owners, ids: [], subjectIds: [], participantIds: [] };
+  }
   if (link.kind === 'indirect') link = await resolvePatientLink(link, ctx.read, { localBases: ctx.localBases });
   switch (link.kind) {
     case 'none':
