@@ -1,7 +1,8 @@
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { buildAuditEvents, type AuditInput } from '../src/audit/build.js';
+import type { AuditInput } from '../src/audit/audit-input.js';
+import { buildAuditEvents } from '../src/audit/build.js';
 import { openSpool, type AuditSpool } from '../src/audit/spool.js';
 
 /**

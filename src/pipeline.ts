@@ -6,7 +6,7 @@ import { ProxyError } from './http/errors.js';
 import { outcomeFor } from './http/outcome.js';
 import { readBody } from './http/body.js';
 import { sendAnswer, type Answer } from './http/send.js';
-import { tlsInfoFromSocket } from './identity/certificate.js';
+import { tlsInfoFromSocket } from './identity/mtls.js';
 import type { Metrics } from './ops/metrics.js';
 import type { Authorization } from './policy/authorize.js';
 import { obliges } from './policy/decision.js';

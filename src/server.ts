@@ -14,7 +14,7 @@ import { createApp } from './app.js';
 import { createPipeline } from './pipeline.js';
 import { buildStages } from './stages.js';
 import { identifyInputFrom } from './identity/identify.js';
-import { tlsServerOptions } from './identity/certificate.js';
+import { tlsServerOptions } from './identity/mtls.js';
 import { roleOf } from './policy/roles.js';
 import { createLogger } from './ops/logger.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';

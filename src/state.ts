@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FhirInteraction } from './fhir/interaction.js';
 import type { ProxyError } from './http/errors.js';
-import type { TlsInfo } from './identity/certificate.js';
+import type { TlsInfo } from './identity/mtls.js';
 import type { Principal } from './identity/principal.js';
 import type { Authorization } from './policy/authorize.js';
 import type { Plan } from './shape/plan.js';

@@ -1,17 +1,25 @@
 import { randomUUID } from 'node:crypto';
-import type {
-  AuditEvent,
-  AuditEventAgent,
-  AuditEventEntity,
-  AuditEventEntityDetail,
-  CodeableConcept,
-  Coding,
-} from '@medplum/fhirtypes';
+import type { AuditEvent, AuditEventAgent, AuditEventEntity, AuditEventEntityDetail } from '@medplum/fhirtypes';
 import { ErrorCodes } from '../http/errors.js';
-import type { FhirInteraction, InteractionKind } from '../fhir/interaction.js';
-import type { Principal } from '../identity/principal.js';
-import type { Decision } from '../policy/decision.js';
-import type { Evidence } from '../relate/types.js';
+import type { InteractionKind } from '../fhir/interaction.js';
+import type { AuditInput } from './audit-input.js';
+import {
+  breakGlassEntities,
+  clientAgent,
+  dataEntities,
+  detail,
+  evidenceEntities,
+  evidenceFor,
+  outcomeDescription,
+  outcomeEntity,
+  patientEntity,
+  purposeOfEvent,
+  queryEntity,
+  requestIdEntity,
+  restAgents,
+  unique,
+  userAgent,
+} from './build-parts.js';
 import {
   AgentType,
   AuditAction,
@@ -21,75 +29,19 @@ import {
   EntityName,
   EntityType,
   EventType,
-  NetworkType,
   ObjectRole,
-  PurposeOfUse,
   SourceType,
   Systems,
   type AuditActionCode,
   type AuditOutcomeCode,
-  type PurposeOfUseCode,
   type RestfulInteractionCode,
 } from './codes.js';
 
-/** What happened, from the audit's point of view. */
-export type AuditKind = 'access' | 'break-glass-start' | 'policy-reload' | 'login-failure';
-
 /**
- * Everything the pipeline knows about one interaction when it is about to answer. Plain data:
- * the builder is pure apart from id generation (inject `newId` or `ids` to make it deterministic).
+ * The AuditEvent builder: one interaction (or a break-the-glass start, a failed identification, a
+ * policy reload) in, its BALP-shaped AuditEvents out. The input type is audit-input.ts; the agents
+ * and entities the events are made of are build-parts.ts.
  */
-export interface AuditInput {
-  /** Default `access`: one FHIR interaction, granted or refused. */
-  kind?: AuditKind;
-  /** Ids to use, in order, for the events built. Must hold at least as many ids as events. */
-  ids?: readonly string[];
-  /** Id generator when `ids` is absent. Defaults to `crypto.randomUUID` (UUID v4). */
-  newId?: () => string;
-  /** The X-Request-Id of the HTTP exchange (or a generated id for events without one). */
-  requestId: string;
-  /** When the event happened (ISO 8601 instant). */
-  recorded: string;
-  /** The verified caller. Absent when identification failed: the event then says only what is known. */
-  principal?: Principal;
-  interaction?: FhirInteraction;
-  decision?: Decision;
-  /** HTTP status answered to the client. */
-  httpStatus?: number;
-  /** Status the upstream answered, when the request reached it (a 5xx there is a serious failure). */
-  upstreamStatus?: number;
-  /** Network address of the client (IP). */
-  clientAddress?: string;
-  /** OAuth `client_id` of the calling application, when known. */
-  clientId?: string;
-  /** The FHIR base URL clients use: caregate's network address in the event. */
-  publicBaseUrl: string;
-  /** `source.site`. */
-  site: string;
-  /** The query string as received (without `?`), stored base64 in the query entity of searches. */
-  rawQuery?: string;
-  /**
-   * Patients concerned (`123` or `Patient/123`). Searches, histories, operations, batches and
-   * break-glass starts get one event per patient; other interactions one event naming them all;
-   * none gives one event without a patient entity.
-   */
-  patients: readonly string[];
-  /** Evidence per patient id (e.g. `CareSet.patients`), so per-patient events carry their own. */
-  evidenceByPatient?: ReadonlyMap<string, readonly Evidence[]>;
-  /** Resources concerned (`Observation/1`). Defaults to the interaction target. Not used on per-patient search events. */
-  resourceRefs?: readonly string[];
-  /** The error that ended the request (no PHI in `message`). */
-  failure?: { code: string; message: string };
-  /**
-   * Patients whose data the answer holds only through a break-the-glass grant (a search, an
-   * include): their per-patient events are break-the-glass uses, whatever the decision's reason.
-   */
-  breakGlassPatients?: ReadonlySet<string>;
-  /** Break-the-glass details: the justification the user typed and the grant's expiry. */
-  breakGlass?: { reason: string; until?: string };
-  /** Policy reload: the new revision (hash) and the one it replaced. */
-  policy?: { revision: string; previousRevision?: string };
-}
 
 /**
  * Builds the IHE BALP AuditEvents of one interaction (one per patient for multi-patient searches),
@@ -289,181 +241,6 @@ function policyReloadEvent(input: AuditInput, id: string): AuditEvent {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Agents
-
-function restAgents(input: AuditInput, kind: InteractionKind | undefined): AuditEventAgent[] {
-  // BALP: reads name the client "destination" and the server "source"; queries and writes the
-  // reverse; deletes name the client "application" and the server "custodian".
-  let clientType: Coding = AgentType.sourceRoleId;
-  let serverType: Coding = AgentType.destinationRoleId;
-  if (kind === 'read' || kind === 'vread' || kind === 'history-instance') {
-    clientType = AgentType.destinationRoleId;
-    serverType = AgentType.sourceRoleId;
-  } else if (kind === 'delete') {
-    clientType = AgentType.application;
-    serverType = AgentType.custodian;
-  }
-  return [
-    clientAgent(input, clientType),
-    {
-      type: { coding: [serverType] },
-      who: { display: 'caregate', identifier: { value: input.site } },
-      requestor: false,
-      network: { address: input.publicBaseUrl, type: NetworkType.uri },
-    },
-  ];
-}
-
-function clientAgent(input: AuditInput, type: Coding): AuditEventAgent {
-  const clientId = input.clientId ?? input.principal?.claims.clientId;
-  return {
-    type: { coding: [type] },
-    who: clientId ? { identifier: { value: clientId } } : { display: 'unidentified client application' },
-    requestor: false,
-    network: { address: input.clientAddress ?? 'unknown', type: NetworkType.ipAddress },
-  };
-}
-
-function userAgent(input: AuditInput, btg: boolean): AuditEventAgent[] {
-  const p = input.principal;
-  if (!p) return [];
-  const c = p.claims;
-  const roles: CodeableConcept[] = [];
-  const professions = unique([...c.professionCodes, ...(p.certificate?.professionCode ? [p.certificate.professionCode] : [])]);
-  for (const code of professions) roles.push({ coding: [{ system: Systems.professionSante, code }] });
-  for (const role of p.policyRoles) roles.push({ coding: [{ system: Systems.policyRole, code: role }] });
-
-  const idNatPs = c.idNatPs ?? p.certificate?.idNatPs;
-  const reference = p.kind === 'practitioner' ? p.practitioner : p.kind === 'patient' ? p.patient : p.relatedPerson;
-  const identifier = idNatPs ? { system: Systems.idNatPs, value: idNatPs } : { system: c.issuer, value: c.subject };
-  const certName = [p.certificate?.surname, p.certificate?.givenName].filter(Boolean).join(' ');
-  const name = c.displayName ?? (certName || undefined);
-  return [
-    {
-      type: { coding: [AgentType.informationRecipient] },
-      who: { reference, identifier },
-      ...(c.subject !== identifier.value ? { altId: c.subject } : {}),
-      ...(name ? { name } : {}),
-      requestor: true,
-      ...(roles.length ? { role: roles } : {}),
-      ...(c.jti ? { policy: [`urn:ietf:params:oauth:jti:${c.jti}`] } : {}),
-      purposeOfUse: [{ coding: purposeCodes(input, btg) }],
-    },
-  ];
-}
-
-function purposeCodes(input: AuditInput, btg: boolean): Coding[] {
-  if (btg) return [PurposeOfUse.BTG, PurposeOfUse.ETREAT];
-  return [PurposeOfUse[defaultPurpose(input)]];
-}
-
-function defaultPurpose(input: AuditInput): PurposeOfUseCode {
-  if (input.decision?.purposeOfUse) return input.decision.purposeOfUse;
-  switch (input.principal?.kind) {
-    case 'patient':
-      return 'PATRQT';
-    case 'related-person':
-      return 'PWATRNY';
-    default:
-      return 'TREAT';
-  }
-}
-
-function purposeOfEvent(input: AuditInput, btg: boolean): Pick<AuditEvent, 'purposeOfEvent'> {
-  if (!input.principal && !btg) return {};
-  return { purposeOfEvent: [{ coding: btg ? [PurposeOfUse.BTG] : [PurposeOfUse[defaultPurpose(input)]] }] };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Entities
-
-function patientEntity(ref: string): AuditEventEntity {
-  return { type: EntityType.person, role: ObjectRole.patient, what: { reference: ref } };
-}
-
-function dataEntities(input: AuditInput): AuditEventEntity[] {
-  const it = input.interaction;
-  const target = it?.resourceType && it.id ? `${it.resourceType}/${it.id}` : undefined;
-  const refs = input.resourceRefs ?? (target ? [target] : []);
-  return unique(refs).map((reference) => ({
-    type: EntityType.systemObject,
-    role: ObjectRole.domainResource,
-    what: { reference },
-  }));
-}
-
-function queryEntity(input: AuditInput, it: FhirInteraction): AuditEventEntity {
-  const cleaned = it.params.map((p) => `${p.name}${p.modifier ? `:${p.modifier}` : ''}=${p.value}`).join('&');
-  const raw = input.rawQuery ?? new URLSearchParams(it.params.map((p): [string, string] => [p.modifier ? `${p.name}:${p.modifier}` : p.name, p.value])).toString();
-  return {
-    type: EntityType.systemObject,
-    role: ObjectRole.query,
-    query: Buffer.from(raw, 'utf8').toString('base64'),
-    description: cleaned ? `${it.path}?${cleaned}` : it.path,
-  };
-}
-
-function requestIdEntity(requestId: string): AuditEventEntity {
-  return { type: EntityType.requestId, what: { identifier: { value: requestId } } };
-}
-
-/** caregate's verdict in words and in machine-readable details, for the DIM and `caregate review`. */
-function outcomeEntity(input: AuditInput): AuditEventEntity {
-  const d = input.decision;
-  const details: AuditEventEntityDetail[] = [];
-  if (d) {
-    details.push(detail(DetailType.decisionEffect, d.effect), detail(DetailType.decisionReason, d.reason), detail(DetailType.decisionRule, d.rule));
-    if (d.obligations.some((o) => o.kind === 'audit-severity' && o.severity === 'high') || (input.breakGlassPatients?.size ?? 0) > 0) {
-      details.push(detail(DetailType.severity, 'high'));
-    }
-  }
-  if (input.failure) details.push(detail(DetailType.failureCode, input.failure.code));
-  if (input.httpStatus !== undefined) details.push(detail(DetailType.httpStatus, String(input.httpStatus)));
-  return {
-    type: EntityType.systemObject,
-    role: ObjectRole.securityResource,
-    name: EntityName.decision,
-    description: outcomeDescription(input),
-    ...(details.length ? { detail: details } : {}),
-  };
-}
-
-function evidenceEntities(evidence: readonly Evidence[]): AuditEventEntity[] {
-  return evidence.map((e) => {
-    const details = [detail(DetailType.evidenceSource, e.source)];
-    if (e.until) details.push(detail(DetailType.breakGlassUntil, e.until));
-    return {
-      type: EntityType.systemObject,
-      role: ObjectRole.securityResource,
-      name: EntityName.evidence,
-      ...(e.reference ? { what: { reference: e.reference } } : {}),
-      description: `Evidence: ${e.source}${e.reference ? ` ${e.reference}` : ''}`,
-      detail: details,
-    };
-  });
-}
-
-function breakGlassEntities(input: AuditInput, patients: readonly string[]): AuditEventEntity[] {
-  const fromEvidence = evidenceFor(input, patients).find((e) => e.source === 'break-glass');
-  const reason = input.breakGlass?.reason ?? fromEvidence?.reason;
-  const until = input.breakGlass?.until ?? fromEvidence?.until;
-  const details = [detail(DetailType.breakGlassReason, reason ?? '(none given)')];
-  if (until) details.push(detail(DetailType.breakGlassUntil, until));
-  return [
-    {
-      type: EntityType.systemObject,
-      name: EntityName.breakGlass,
-      description: `BTG justification: ${reason ?? '(none given)'}`,
-      detail: details,
-    },
-  ];
-}
-
-function detail(type: string, valueString: string): AuditEventEntityDetail {
-  return { type, valueString };
-}
-
-// ---------------------------------------------------------------------------------------------
 // Helpers
 
 /** Interactions whose events are split per patient (BALP: one AuditEvent per patient of a query). */
@@ -526,34 +303,12 @@ function isBreakGlass(input: AuditInput): boolean {
   );
 }
 
-function outcomeDescription(input: AuditInput): string {
-  const parts: string[] = [];
-  const d = input.decision;
-  if (input.kind === 'login-failure') parts.push('Identification failed');
-  if (d) parts.push(`${d.effect === 'permit' ? 'Permitted' : 'Denied'}: ${d.reason} (rule ${d.rule}): ${d.message}`);
-  if (input.failure) parts.push(`${input.failure.code}: ${input.failure.message}`);
-  if (input.httpStatus !== undefined) parts.push(`HTTP ${input.httpStatus}`);
-  if (input.upstreamStatus !== undefined && input.upstreamStatus >= 500) parts.push(`upstream HTTP ${input.upstreamStatus}`);
-  return parts.join('; ') || 'No decision recorded';
-}
-
-function evidenceFor(input: AuditInput, patients: readonly string[]): readonly Evidence[] {
-  if (input.evidenceByPatient && patients.length) {
-    return patients.flatMap((p) => input.evidenceByPatient!.get(p.slice('Patient/'.length)) ?? []);
-  }
-  return input.decision?.evidence ?? [];
-}
-
 function source(site: string): AuditEvent['source'] {
   return { site, observer: { display: 'caregate' }, type: [SourceType.applicationServer] };
 }
 
 function patientRef(p: string): string {
   return p.startsWith('Patient/') ? p : `Patient/${p}`;
-}
-
-function unique<T>(xs: readonly T[]): T[] {
-  return [...new Set(xs)];
 }
 
 function idSource(input: AuditInput): () => string {

@@ -1,7 +1,7 @@
 import type { ErrorCode } from '../http/errors.js';
 import type { Answer } from '../http/send.js';
 import type { RequestState } from '../state.js';
-import type { AuditInput } from './build.js';
+import type { AuditInput } from './audit-input.js';
 
 /**
  * The audit record of one request, read off the request state (state.ts) whatever stage it reached:

@@ -1,4 +1,4 @@
-import type { AccessRow, ReviewModel } from './review.js';
+import type { AccessRow, ReviewModel } from './review-model.js';
 
 /**
  * The review as one self-contained HTML page: inline CSS, inline SVG charts and a few lines of

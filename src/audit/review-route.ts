@@ -13,7 +13,10 @@ import type { Decision } from '../policy/decision.js';
 import { serializeParams } from '../shape/request.js';
 import { buildAuditEvents } from './build.js';
 import { isLoginFailure } from './record.js';
-import { resolveBound, reviewReport, ReviewTooLargeError, type ReviewHours, type ReviewSource, type ReviewUnusual } from './review.js';
+import { reviewReport } from './review.js';
+import { ReviewTooLargeError, type ReviewSource } from './review-load.js';
+import type { ReviewHours, ReviewUnusual } from './review-model.js';
+import { resolveBound } from './review-time.js';
 
 /**
  * The DIM review served by caregate: `GET <prefix>` (the HTML report) and `GET <prefix>/<name>.csv`,

@@ -2,7 +2,8 @@ import { randomBytes, webcrypto, X509Certificate as NodeX509 } from 'node:crypto
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CertificatesConfigInput } from '../identity/config.js';
-import { crlToPem, thumbprintS256 } from '../identity/certificate.js';
+import { thumbprintS256 } from '../identity/certificate.js';
+import { crlToPem } from '../identity/trust-store.js';
 import { x509 } from '../identity/x509.js';
 import { PERSONAS } from './personas.js';
 

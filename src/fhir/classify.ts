@@ -1,8 +1,37 @@
 import { ProxyError } from '../http/errors.js';
 import type { BatchEntry, FhirInteraction, InteractionKind, SearchParam } from './interaction.js';
-import { decodeUtf8Strict, parseJsonStrict } from './json.js';
 import { parseQuery } from './query.js';
+import {
+  entryBody,
+  noBody,
+  noParams,
+  patchBody,
+  readBody,
+  rejectNestedBatch,
+  resourceBody,
+  searchBody,
+  type Method,
+  type Request,
+} from './request-body.js';
+import { bad, methodNotAllowed, notFhirPath, unsupportedMedia } from './request-errors.js';
+import {
+  checkFraming,
+  checkRawHeaders,
+  consumeFormatParams,
+  formatFromAccept,
+  header,
+  lowerHeaders,
+  parseCriteria,
+  parsePrefer,
+} from './request-headers.js';
+import { checkTypeParam, logicalId, opName, parsePath, resourceType, type Ctx } from './request-path.js';
 import { FHIR_ID, RESOURCE_TYPES, isObject } from './types.js';
+
+/**
+ * Request classification: the route table from a raw HTTP request (or a batch entry) to a
+ * {@link FhirInteraction}. Paths, headers and bodies are read by request-path.ts,
+ * request-headers.ts and request-body.ts.
+ */
 
 /** A request as it reached the proxy, still raw. */
 export interface ClassifyInput {
@@ -33,8 +62,6 @@ export interface ClassifyOptions {
   allowDotInId?: boolean;
 }
 
-type Method = FhirInteraction['method'];
-
 /** Compartments that may be searched as `Compartment/id/Type`. */
 export const COMPARTMENT_TYPES: ReadonlySet<string> = new Set([
   'Patient',
@@ -46,45 +73,6 @@ export const COMPARTMENT_TYPES: ReadonlySet<string> = new Set([
 
 const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
 const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'];
-/** Headers that must appear at most once: two copies are read differently by different components. */
-const SINGLE_HEADERS = new Set([
-  'content-type',
-  'content-length',
-  'content-encoding',
-  'transfer-encoding',
-  'if-none-exist',
-  'host',
-  'authorization',
-]);
-const OPERATION = /^\$[A-Za-z][A-Za-z0-9\-_]{0,63}$/;
-/** Characters allowed in a raw path: unreserved, `%` escapes, `$` (operations), `*` (compartment) and `/`. */
-const RAW_PATH = /^[A-Za-z0-9\-._~%$*/]*$/;
-/** Characters allowed in a decoded path segment. */
-const SEGMENT = /^[A-Za-z0-9\-._$*]+$/;
-
-/** Body as read, before routing decides whether it fits the interaction. */
-type Body =
-  | { kind: 'none' }
-  | { kind: 'json'; media: 'fhir' | 'json-patch'; value: unknown }
-  | { kind: 'form'; params: SearchParam[] };
-
-/** Everything routing needs, from a top-level request or from a batch entry. */
-interface Request {
-  method: Method;
-  head: boolean;
-  segments: string[];
-  params: SearchParam[];
-  body: Body;
-  ifNoneExist: SearchParam[] | undefined;
-  format: 'json' | 'xml';
-  prefer: FhirInteraction['prefer'];
-  inEntry: boolean;
-}
-
-interface Ctx {
-  types: ReadonlySet<string>;
-  id: RegExp;
-}
 
 /**
  * Turns a raw HTTP request into the canonical {@link FhirInteraction} the policy decides on, or
@@ -370,368 +358,6 @@ function classifyEntry(entry: unknown, index: number, parent: Request, ctx: Ctx)
   }
 }
 
-/** An entry's `resource` as a body: JSON, except JSON Patch carried in a Binary for PATCH entries. */
-function entryBody(method: Method, resource: unknown): Body {
-  if (resource === undefined) return { kind: 'none' };
-  if (method === 'PATCH' && isObject(resource) && resource.resourceType === 'Binary') {
-    if (resource.contentType !== 'application/json-patch+json' || typeof resource.data !== 'string') {
-      throw unsupportedMedia('A PATCH entry carries JSON Patch in a Binary, or a Parameters resource.');
-    }
-    const data = resource.data;
-    if (data.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(data)) throw bad('Binary.data is not base64.');
-    return { kind: 'json', media: 'json-patch', value: parseJsonStrict(decodeUtf8Strict(Buffer.from(data, 'base64'))) };
-  }
-  return { kind: 'json', media: 'fhir', value: resource };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Bodies
-
-function noBody(req: Request): undefined {
-  if (req.body.kind !== 'none') throw bad(`This interaction takes no body.`);
-  return undefined;
-}
-
-function noParams(req: Request): void {
-  if (req.params.length > 0) throw bad('This interaction takes no query parameters.');
-}
-
-/** POST `_search`: query parameters and form-body parameters, merged (query first). */
-function searchBody(req: Request): SearchParam[] {
-  if (req.body.kind === 'json') {
-    throw unsupportedMedia('Search parameters in a body must be application/x-www-form-urlencoded.');
-  }
-  if (req.body.kind === 'none') return req.params;
-  const body = consumeFormatParams(req.body.params);
-  if (body.format !== undefined && body.format !== req.format) throw bad('Conflicting _format parameters.');
-  return [...req.params, ...body.params];
-}
-
-/** A resource body for create/update: a JSON object whose type (and id, for update) match the URL. */
-function resourceBody(req: Request, type: string, id: string | undefined, ctx: Ctx): Record<string, unknown> {
-  if (req.body.kind === 'none') throw bad('This interaction needs a resource in the body.');
-  if (req.body.kind !== 'json' || req.body.media !== 'fhir') {
-    throw unsupportedMedia('A resource body must be application/fhir+json.');
-  }
-  const value = req.body.value;
-  if (!isObject(value)) throw bad('The body is not a resource.');
-  if (value.resourceType !== type || !ctx.types.has(type)) {
-    throw bad('The resourceType of the body does not match the URL.');
-  }
-  if (id !== undefined && value.id !== id) throw bad('The id of the body does not match the URL.');
-  if (id === undefined && value.id !== undefined && (typeof value.id !== 'string' || !ctx.id.test(value.id))) {
-    throw bad('The id of the body is not a valid id.');
-  }
-  rejectNestedBatch(value);
-  return value;
-}
-
-const JSON_PATCH_OPS = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
-
-/** A PATCH body: JSON Patch (an array of operations) or FHIRPath Patch (a Parameters resource). */
-function patchBody(req: Request): unknown {
-  if (req.body.kind !== 'json') throw unsupportedMedia('PATCH takes application/json-patch+json or a Parameters resource.');
-  const value = req.body.value;
-  if (req.body.media === 'json-patch') {
-    if (!Array.isArray(value) || value.length === 0) throw bad('A JSON Patch is a non-empty array of operations.');
-    for (const op of value) {
-      if (!isObject(op) || typeof op.op !== 'string' || !JSON_PATCH_OPS.has(op.op) || typeof op.path !== 'string') {
-        throw bad('A JSON Patch operation is malformed.');
-      }
-    }
-    return value;
-  }
-  if (!isObject(value) || value.resourceType !== 'Parameters') {
-    throw bad('A FHIRPath Patch is a Parameters resource.');
-  }
-  return value;
-}
-
-/** A batch or transaction hidden as the body of another interaction is refused wherever it sits at the root. */
-function rejectNestedBatch(value: Record<string, unknown>): void {
-  if (value.resourceType === 'Bundle' && (value.type === 'batch' || value.type === 'transaction')) {
-    throw bad('A batch or transaction Bundle is only accepted as a POST to the base.');
-  }
-}
-
-/** Reads the top-level body according to its headers (routing later checks it fits the interaction). */
-function readBody(raw: Buffer | string | undefined, bytes: number, headers: Headers, method: Method): Body {
-  if (raw === undefined || bytes === 0) return { kind: 'none' };
-  if (method === 'GET' || method === 'DELETE') throw bad(`A ${method} request takes no body.`);
-  const ct = header(headers, 'content-type');
-  if (ct === undefined) throw unsupportedMedia('A request body needs a Content-Type.');
-  const media = parseMediaType(ct);
-  if (media === undefined) throw unsupportedMedia('The Content-Type is malformed.');
-  const charset = media.params.get('charset');
-  if (charset !== undefined && charset.toLowerCase() !== 'utf-8') throw unsupportedMedia('Only UTF-8 bodies are accepted.');
-  const text = typeof raw === 'string' ? raw : decodeUtf8Strict(raw);
-  switch (media.type) {
-    case 'application/fhir+json':
-    case 'application/json':
-      return { kind: 'json', media: 'fhir', value: parseJsonStrict(text) };
-    case 'application/json-patch+json':
-      if (method !== 'PATCH') throw unsupportedMedia('application/json-patch+json is for PATCH only.');
-      return { kind: 'json', media: 'json-patch', value: parseJsonStrict(text) };
-    case 'application/x-www-form-urlencoded':
-      if (method !== 'POST') throw unsupportedMedia('Form bodies are for POST _search only.');
-      return { kind: 'form', params: parseQuery(text) };
-    default:
-      // XML, multipart, text...: the proxy only reads JSON on the way in.
-      throw unsupportedMedia('The request body must be JSON (application/fhir+json).');
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Headers and framing
-
-type Headers = Map<string, string[]>;
-
-function lowerHeaders(h: ClassifyInput['headers']): Headers {
-  const out: Headers = new Map();
-  for (const [k, v] of Object.entries(h)) {
-    if (v === undefined) continue;
-    const key = k.toLowerCase();
-    const list = out.get(key) ?? [];
-    if (Array.isArray(v)) list.push(...v);
-    else list.push(v);
-    out.set(key, list);
-  }
-  return out;
-}
-
-/** A single-valued header; two different values (or two copies of a framing header) are refused. */
-function header(headers: Headers, name: string): string | undefined {
-  const values = headers.get(name);
-  if (values === undefined || values.length === 0) return undefined;
-  if (values.length > 1) throw bad(`The ${name} header is repeated.`);
-  return values[0];
-}
-
-function checkRawHeaders(raw: readonly string[] | undefined): void {
-  if (raw === undefined) return;
-  const seen = new Set<string>();
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = (raw[i] ?? '').toLowerCase();
-    if (SINGLE_HEADERS.has(name)) {
-      if (seen.has(name)) throw bad(`The ${name} header is repeated.`);
-      seen.add(name);
-    }
-  }
-}
-
-/** Checks framing headers against the body actually received; returns the body size in bytes. */
-function checkFraming(body: Buffer | string | undefined, headers: Headers, max: number): number {
-  const bytes = body === undefined ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.length;
-  if (bytes > max) {
-    throw new ProxyError('ERR_REQUEST_TOO_LARGE', `The request body is larger than the ${max} bytes caregate accepts.`, {
-      issue: 'too-costly',
-    });
-  }
-  const cl = header(headers, 'content-length');
-  const te = header(headers, 'transfer-encoding');
-  if (cl !== undefined && te !== undefined) throw bad('Content-Length and Transfer-Encoding together are ambiguous.');
-  if (te !== undefined && te.trim().toLowerCase() !== 'chunked') throw bad('Only chunked transfer encoding is accepted.');
-  if (cl !== undefined && (!/^\d{1,15}$/.test(cl) || Number(cl) !== bytes)) {
-    throw bad('Content-Length does not match the body.');
-  }
-  const ce = header(headers, 'content-encoding');
-  if (ce !== undefined && ce.trim().toLowerCase() !== 'identity') {
-    throw unsupportedMedia('Compressed request bodies are not accepted.');
-  }
-  return bytes;
-}
-
-interface MediaType {
-  type: string;
-  params: Map<string, string>;
-}
-
-function parseMediaType(value: string): MediaType | undefined {
-  const parts = value.split(';');
-  const type = (parts[0] ?? '').trim().toLowerCase();
-  if (!/^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+*-]+$/.test(type) && type !== '*/*') return undefined;
-  const params = new Map<string, string>();
-  for (const p of parts.slice(1)) {
-    const eq = p.indexOf('=');
-    if (eq === -1) {
-      if (p.trim() === '') continue;
-      return undefined;
-    }
-    const k = p.slice(0, eq).trim().toLowerCase();
-    let v = p.slice(eq + 1).trim();
-    if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1);
-    if (params.has(k)) return undefined;
-    params.set(k, v);
-  }
-  return { type, params };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Format and Prefer
-
-const JSON_FORMATS = new Set(['json', 'application/json', 'application/fhir+json', 'application/json+fhir']);
-const XML_FORMATS = new Set(['xml', 'text/xml', 'application/xml', 'application/fhir+xml', 'application/xml+fhir']);
-
-/** Removes `_format` and `_pretty` from the parameters; returns the format `_format` asked for. */
-function consumeFormatParams(params: SearchParam[]): { params: SearchParam[]; format: 'json' | 'xml' | undefined } {
-  let format: 'json' | 'xml' | undefined;
-  const rest: SearchParam[] = [];
-  for (const p of params) {
-    if (p.name === '_pretty' && p.modifier === undefined) continue;
-    if (p.name !== '_format') {
-      rest.push(p);
-      continue;
-    }
-    if (p.modifier !== undefined) throw bad('_format takes no modifier.');
-    const f = formatOf(p.value);
-    if (f === undefined) throw notAcceptable();
-    if (format !== undefined && format !== f) throw bad('Conflicting _format parameters.');
-    format = f;
-  }
-  return { params: rest, format };
-}
-
-function formatOf(value: string): 'json' | 'xml' | undefined {
-  // `+` in `application/fhir+json` arrives as a space when the client did not encode it.
-  const v = (value.split(';')[0] ?? '').trim().toLowerCase().replace(' ', '+');
-  if (JSON_FORMATS.has(v)) return 'json';
-  if (XML_FORMATS.has(v)) return 'xml';
-  return undefined;
-}
-
-/** Picks the response format from Accept: the supported range with the highest q, JSON on ties. */
-function formatFromAccept(accept: string | undefined): 'json' | 'xml' {
-  if (accept === undefined || accept.trim() === '') return 'json';
-  let best: { format: 'json' | 'xml'; q: number } | undefined;
-  for (const range of accept.split(',')) {
-    if (range.trim() === '') continue;
-    const media = parseMediaType(range);
-    if (media === undefined) continue;
-    const qs = media.params.get('q');
-    const q = qs === undefined ? 1 : /^(0(\.\d{0,3})?|1(\.0{0,3})?)$/.test(qs) ? Number(qs) : 0;
-    if (q === 0) continue;
-    const f =
-      media.type === '*/*' || media.type === 'application/*' ? 'json' : formatOf(media.type);
-    if (f === undefined) continue;
-    if (best === undefined || q > best.q) best = { format: f, q };
-  }
-  if (best === undefined) throw notAcceptable();
-  return best.format;
-}
-
-const PREFER_RETURN = new Set(['minimal', 'representation', 'OperationOutcome']);
-const PREFER_HANDLING = new Set(['strict', 'lenient']);
-
-function parsePrefer(values: string[] | undefined): FhirInteraction['prefer'] {
-  const prefer: FhirInteraction['prefer'] = {};
-  for (const token of (values ?? []).flatMap((v) => v.split(','))) {
-    const t = token.trim();
-    if (t === '') continue;
-    const eq = t.indexOf('=');
-    const key = (eq === -1 ? t : t.slice(0, eq)).trim().toLowerCase();
-    let value = eq === -1 ? '' : t.slice(eq + 1).trim();
-    if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
-    if (key === 'return') {
-      if (!PREFER_RETURN.has(value)) throw bad('Prefer: return takes minimal, representation or OperationOutcome.');
-      if (prefer.return !== undefined && prefer.return !== value) throw bad('Conflicting Prefer: return values.');
-      prefer.return = value;
-    } else if (key === 'handling') {
-      if (!PREFER_HANDLING.has(value)) throw bad('Prefer: handling takes strict or lenient.');
-      if (prefer.handling !== undefined && prefer.handling !== value) throw bad('Conflicting Prefer: handling values.');
-      prefer.handling = value;
-    } else if (key === 'respond-async') {
-      prefer.respondAsync = true;
-    }
-    // Other preferences are not forwarded (the upstream request is rebuilt), so they are ignored.
-  }
-  return prefer;
-}
-
-function parseCriteria(raw: string): SearchParam[] {
-  const q = raw.startsWith('?') ? raw.slice(1) : raw;
-  const params = parseQuery(q);
-  if (params.length === 0) throw bad('Conditional criteria are empty.');
-  return params;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Path
-
-/**
- * Splits and decodes the raw path. Refused: characters outside a strict set (so `;` matrix
- * parameters, backslashes, control and non-ASCII characters), encoded slashes and backslashes,
- * empty segments (`//`, trailing `/`), dot segments raw or encoded, and segments that decode to
- * anything but `[A-Za-z0-9\-._$*]`.
- */
-function parsePath(raw: string): string[] {
-  const path = raw.startsWith('/') ? raw.slice(1) : raw;
-  if (path === '') return [];
-  if (!RAW_PATH.test(path)) throw bad('The path contains characters that are not accepted.');
-  if (/%(2f|5c)/i.test(path)) throw bad('The path contains an encoded slash.');
-  return path.split('/').map((seg) => {
-    if (seg === '') throw bad('The path contains an empty segment.');
-    let d: string;
-    try {
-      d = decodeURIComponent(seg);
-    } catch {
-      throw bad('The path has a malformed percent escape.');
-    }
-    if (d === '.' || d === '..') throw bad('The path contains a dot segment.');
-    if (!SEGMENT.test(d)) throw bad('The path contains characters that are not accepted.');
-    return d;
-  });
-}
-
-function resourceType(seg: string, ctx: Ctx): string {
-  if (!ctx.types.has(seg)) throw notFhirPath();
-  return seg;
-}
-
-function logicalId(seg: string | undefined, ctx: Ctx): string {
-  // An id made only of dots is a dot segment somewhere (`...` on some servers).
-  if (seg === undefined || !ctx.id.test(seg) || /^\.+$/.test(seg)) throw bad('The path contains an invalid id.');
-  return seg;
-}
-
-function opName(seg: string): string {
-  if (!OPERATION.test(seg)) throw bad('The operation name is not valid.');
-  return seg.slice(1);
-}
-
-function checkTypeParam(params: readonly SearchParam[], ctx: Ctx): void {
-  for (const p of params) {
-    if (p.name !== '_type') continue;
-    if (p.modifier !== undefined) throw bad('_type takes no modifier.');
-    for (const t of p.value.split(',')) {
-      if (!ctx.types.has(t)) throw bad('_type names an unknown resource type.');
-    }
-  }
-}
-
 function allow(method: Method, allowed: readonly Method[]): void {
   if (!allowed.includes(method)) throw methodNotAllowed(method);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Errors
-
-function bad(message: string): ProxyError {
-  return new ProxyError('ERR_BAD_REQUEST', message, { issue: 'invalid' });
-}
-
-function notFhirPath(): ProxyError {
-  return new ProxyError('ERR_BAD_REQUEST', 'The path is not a FHIR interaction caregate accepts.', { issue: 'not-supported' });
-}
-
-function methodNotAllowed(method: string): ProxyError {
-  const safe = /^[A-Z]{1,16}$/.test(method) ? method : 'This method';
-  return new ProxyError('ERR_METHOD_NOT_ALLOWED', `${safe} is not allowed here.`, { issue: 'not-supported' });
-}
-
-function unsupportedMedia(message: string): ProxyError {
-  return new ProxyError('ERR_UNSUPPORTED_MEDIA', message, { issue: 'not-supported' });
-}
-
-function notAcceptable(): ProxyError {
-  return new ProxyError('ERR_NOT_ACCEPTABLE', 'caregate answers in FHIR JSON or XML only.', { issue: 'not-supported' });
 }

@@ -4,23 +4,20 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { ProxyError } from '../http/errors.js';
 import type { FhirClient } from '../upstream/client.js';
-import {
-  createAddressMatcher,
-  certificateFromHeader,
-  certificateFromTls,
-  identityHeaderNames,
-  loadTrustStore,
-  createForwardedCertificateVerifier,
-  tlsInfoFromSocket,
-  type TlsInfo,
-  type TrustStore,
-} from './certificate.js';
 import { bearerChallenge, invalidCertificate, invalidToken, noCredential } from './challenge.js';
 import { mapClaims, type MappedToken } from './claims.js';
 import { forwardedHeaderName, type IdentityConfig } from './config.js';
+import {
+  createAddressMatcher,
+  certificateFromHeader,
+  createForwardedCertificateVerifier,
+  identityHeaderNames,
+} from './forwarded.js';
 import { createTokenVerifier } from './jwt.js';
+import { certificateFromTls, tlsInfoFromSocket, type TlsInfo } from './mtls.js';
 import type { AuthMethod, CertificateIdentity, Claims, Principal } from './principal.js';
 import { createPrincipalResolver } from './resolve.js';
+import { loadTrustStore, type TrustStore } from './trust-store.js';
 
 /**
  * The identify stage: one request → one verified `Principal`, or a refusal.

@@ -11,7 +11,7 @@ import { startFakeAuditServer, type FakeAuditServer } from './fake-fhir.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 /** The modules the child needs, transpiled (no type check) into a throwaway ESM tree. */
-const MODULES = ['src/audit/spool.ts', 'src/audit/shipper.ts', 'src/audit/build.ts', 'src/audit/codes.ts', 'src/http/errors.ts'];
+const MODULES = ['src/audit/spool.ts', 'src/audit/shipper.ts', 'src/audit/build.ts', 'src/audit/build-parts.ts', 'src/audit/codes.ts', 'src/http/errors.ts'];
 
 let work: string;
 let server: FakeAuditServer;

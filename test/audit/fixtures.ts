@@ -1,7 +1,7 @@
 import type { FhirInteraction, InteractionKind, SearchParam } from '../../src/fhir/interaction.js';
 import type { PatientPrincipal, PractitionerPrincipal } from '../../src/identity/principal.js';
 import type { Decision } from '../../src/policy/decision.js';
-import type { AuditInput } from '../../src/audit/build.js';
+import type { AuditInput } from '../../src/audit/audit-input.js';
 
 /** Dr Claire Martin (demo persona `clinician`), signed in with a JWT. */
 export function practitioner(overrides: Partial<PractitionerPrincipal> = {}): PractitionerPrincipal {

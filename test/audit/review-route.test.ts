@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseQuery } from '../../src/audit/review-route.js';
-import { buildReviewModel } from '../../src/audit/review.js';
+import { buildReviewModel } from '../../src/audit/review-model.js';
 import { renderReviewHtml } from '../../src/audit/report-html.js';
 
 const opts = { hours: { timeZone: 'Europe/Paris', offHoursStart: 20, offHoursEnd: 7, weekends: true }, maxDays: 92 };

@@ -7,7 +7,7 @@ import { startDemoFhir, type DemoFhirServer } from '../../src/demo/server.js';
 import { buildAuditEvents } from '../../src/audit/build.js';
 import { openSpool, type AuditSpool } from '../../src/audit/spool.js';
 import { createShipper, type AuditShipper } from '../../src/audit/shipper.js';
-import { loadAuditEvents } from '../../src/audit/review.js';
+import { loadAuditEvents } from '../../src/audit/review-load.js';
 import { startFakeAuditServer, type FakeAuditServer } from './fake-fhir.js';
 import { baseInput, interaction, permit } from './fixtures.js';
 

@@ -10,7 +10,8 @@ import {
   privateKeyPem,
   type Issued,
 } from '../../src/demo/pki.js';
-import { crlToPem, thumbprintS256 } from '../../src/identity/certificate.js';
+import { thumbprintS256 } from '../../src/identity/certificate.js';
+import { crlToPem } from '../../src/identity/trust-store.js';
 
 export { createCa, createCrl, issueCardCertificate, issueServerCertificate, privateKeyPem, type Issued };
 

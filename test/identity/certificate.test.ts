@@ -2,17 +2,15 @@ import { webcrypto } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ProxyError } from '../../src/http/errors.js';
+import { parseCardCertificate, professionCodeForLabel } from '../../src/identity/certificate.js';
+import { certificatesSchema, identityConfigSchema } from '../../src/identity/config.js';
 import {
   certificateFromHeader,
   createAddressMatcher,
   identityHeaderNames,
-  loadTrustStore,
-  parseCardCertificate,
-  professionCodeForLabel,
   verifiedForwardedCertificate,
-  type TrustStore,
-} from '../../src/identity/certificate.js';
-import { certificatesSchema, identityConfigSchema } from '../../src/identity/config.js';
+} from '../../src/identity/forwarded.js';
+import { loadTrustStore, type TrustStore } from '../../src/identity/trust-store.js';
 import { createCa, createCrl, createTestPki, issueCardCertificate, nginxEscaped, xfccElement, type TestPki } from '../helpers/pki.js';
 
 async function refusal(p: Promise<unknown> | (() => unknown)): Promise<ProxyError> {
@@ -140,7 +138,7 @@ describe('CPS card certificates', () => {
   });
 
   it('caches a verified forwarded card, never past its notAfter', async () => {
-    const { createForwardedCertificateVerifier } = await import('../../src/identity/certificate.js');
+    const { createForwardedCertificateVerifier } = await import('../../src/identity/forwarded.js');
     const s = loadTrustStore(certificatesSchema.parse({ trustedCaFiles: [pki.caFile] }));
     const notAfter = pki.cards.nurse.issued.cert.notAfter.getTime();
     let now = notAfter - 100; // 100 ms of validity left: the cache entry may live 100 ms at most

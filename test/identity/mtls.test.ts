@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { outcomeFor } from '../../src/http/outcome.js';
-import { tlsServerOptions } from '../../src/identity/certificate.js';
+import { tlsServerOptions } from '../../src/identity/mtls.js';
 import { identityConfigSchema } from '../../src/identity/config.js';
 import { createIdentifier, identifyInputFrom, type Identifier } from '../../src/identity/identify.js';
 import { createTestPki, type CardFiles, type TestPki } from '../helpers/pki.js';
@@ -127,8 +127,8 @@ describe('CPS card over native mTLS', () => {
 describe('native mTLS CRL checking covers the whole chain (OpenSSL CRL_CHECK_ALL)', () => {
   it('needs the root CRL for the intermediate as well as the intermediate CRL for the card', async () => {
     const { createCa, createCrl, issueCardCertificate, issueServerCertificate, privateKeyPem } = await import('../helpers/pki.js');
-    const { crlToPem } = await import('../../src/identity/certificate.js');
-    const { tlsInfoFromSocket, certificateFromTls } = await import('../../src/identity/certificate.js');
+    const { crlToPem } = await import('../../src/identity/trust-store.js');
+    const { tlsInfoFromSocket, certificateFromTls } = await import('../../src/identity/mtls.js');
     const root = await createCa({ name: 'CN=AC RACINE TEST, C=FR' });
     const inter = await createCa({ name: 'CN=AC TEST PERSONNES, C=FR', parent: root });
     const card = await issueCardCertificate(inter, { surname: 'A', idNatPs: '899700000013', givenName: 'B' });
