@@ -20,6 +20,8 @@ Usage:
                                             why a request would be permitted or refused (nothing is forwarded)
   caregate test-policy CASES [--policy FILE] [--config FILE]
                                             run policy test cases through the proxy in front of the demo hospital
+  caregate backfill-binaries [--config FILE] [--dry-run]
+                                            give Binaries without securityContext the resource that points at them
   caregate review --from DATE --to DATE [--out DIR] [--patient ID] [--config FILE]
                                             write the DIM review report (HTML + CSV)
 `;
@@ -48,6 +50,10 @@ async function main(argv: string[]): Promise<number> {
     case 'test-policy': {
       const { runTestPolicyCli } = await import('./tools/test-policy.js');
       return runTestPolicyCli(rest);
+    }
+    case 'backfill-binaries': {
+      const { runBackfillBinariesCli } = await import('./tools/backfill-binaries.js');
+      return runBackfillBinariesCli(rest);
     }
     case 'review': {
       const { runReviewCli } = await import('./audit/review-cli.js');

@@ -15,6 +15,7 @@ import type { LoadedPolicy } from './policy/load.js';
 import { isRelationshipType } from './policy/relationships.js';
 import { matchRoles } from './policy/roles.js';
 import type { ShadowPolicy } from './policy/shadow.js';
+import { createBinaryOwners } from './relate/binary-owners.js';
 import { createBreakGlassStore } from './relate/breakglass.js';
 import { createCareSetResolver, type CareSetResolver } from './relate/careset.js';
 import { invalidateAfterWrite } from './relate/invalidate.js';
@@ -78,6 +79,7 @@ export function buildStages(env: StageEnv): BuiltStages {
     baseUrl: env.upstreamUrl,
     headers: serviceHeaders,
     timeoutMs: config.upstream.lookupTimeoutMs,
+    aliases: [env.publicBaseUrl, ...config.upstream.publicBaseAliases],
     ...(dispatcher ? { dispatcher } : {}),
   });
   const identifier = createIdentifier({
@@ -100,6 +102,13 @@ export function buildStages(env: StageEnv): BuiltStages {
   const pseudonyms = createPseudonyms({ secret: env.pseudonymSecret, localBases });
   const site = { publicBaseUrl: env.publicBaseUrl, site: config.audit.site };
 
+  const binaryOwners = createBinaryOwners({
+    client,
+    localBases,
+    searches: config.upstream.binaryOwnerSearches,
+    ttlMs: () => policy().careRelationships.cache.ttlSeconds * 1000,
+    now,
+  });
   const relationships = createCareSetResolver({ client, config: () => policy().careRelationships, now, ...(env.onLookup ? { onLookup: env.onLookup } : {}) });
   const stays = createStaySets(client, now);
   const breakGlass = createBreakGlassStore(now);
@@ -118,6 +127,7 @@ export function buildStages(env: StageEnv): BuiltStages {
     read,
     linkOf,
     localBases,
+    binaryOwners,
     reveal: (e, it, paging) => pseudonyms.reveal(e, it, paging),
     openGrant: async (requestId, p, req) => {
       const g = breakGlass.grant(p.practitioner, req.patient, req.reason, policy().breakGlass.durationMinutes);
@@ -144,7 +154,7 @@ export function buildStages(env: StageEnv): BuiltStages {
     shapeRequest: createRequestShaper({ serviceHeaders, publicBaseUrl: env.publicBaseUrl, forwardedHeaders: config.upstream.forwardedHeaders }),
     rewriter,
   });
-  const shape = createResponseShaper({ linkOf, read, rewriter, pages, pseudonyms, logger: env.logger });
+  const shape = createResponseShaper({ linkOf, read, binaryOwners, rewriter, pages, pseudonyms, logger: env.logger });
 
   const stages: Stages = {
     async identify(s) {
@@ -198,6 +208,8 @@ export function buildStages(env: StageEnv): BuiltStages {
 
     settle(s) {
       const a = s.authorization;
+      const writes = a.interaction.kind === 'batch' || a.interaction.kind === 'transaction' ? (a.interaction.entries ?? []).map((e) => e.interaction) : [a.interaction];
+      for (const w of writes) if (w.method !== 'GET' && w.body && typeof w.body === 'object') binaryOwners.forget(w.body as Resource);
       invalidateAfterWrite(a.interaction, a.replaced, isRelationshipType, {
         careSets: (members) => relationships.invalidate(members),
         principal: (ref) => identifier.invalidatePrincipal(ref),
@@ -216,6 +228,7 @@ export function buildStages(env: StageEnv): BuiltStages {
     onPolicyReload() {
       relationships.clear();
       stays.clear();
+      binaryOwners.clear();
     },
     async close() {
       identifier.close();

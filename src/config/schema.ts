@@ -73,6 +73,19 @@ export const upstreamSchema = z
       .describe(
         'Other base URLs the FHIR server may answer with (its own public name, the base it builds from forwarded headers when its path differs from caregate’s): links, fullUrl, Location and references on them are recognised as the server’s own.',
       ),
+    binaryOwnerSearches: z
+      .array(
+        z
+          .object({
+            type: z.enum(['DiagnosticReport', 'Media', 'DocumentReference']),
+            param: z.string().regex(/^[a-z][a-z0-9-]*$/, 'a search parameter name'),
+          })
+          .strict(),
+      )
+      .default([])
+      .describe(
+        'Searches that find the resources pointing at a Binary stored without securityContext, besides DocumentReference?location= (standard). E.g. a custom SearchParameter on DiagnosticReport.presentedForm.url.',
+      ),
     auth: z
       .discriminatedUnion('type', [
         z.object({ type: z.literal('none') }).strict(),

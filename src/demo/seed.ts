@@ -13,6 +13,7 @@ import type {
   CareTeamParticipant,
   Condition,
   Consent,
+  DiagnosticReport,
   DocumentReference,
   Encounter,
   EncounterParticipant,
@@ -1150,6 +1151,48 @@ class HospitalBuilder {
       activity: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-DataOperation', code: 'UPDATE' }] },
       agent: [{ who: ref('Practitioner', 'prat-petit') }],
     });
+
+    // Attachments stored as most servers store them: a Binary without securityContext, attributed
+    // to its patient only through the resource that points at it (DocumentReference, DiagnosticReport).
+    this.attachmentWithoutContext('pat-dupont', 'doc', 'fx-dupont-letter', 'application/pdf', '%PDF-1.4 Lettre de liaison cardiologie (synthetique)', 'prat-martin');
+    this.attachmentWithoutContext('pat-dupont', 'report', 'fx-dupont-echo', 'text/plain', 'Echocardiographie: FEVG 55 %. Compte rendu synthetique.', 'prat-martin');
+    this.attachmentWithoutContext('pat-fx-ortho', 'doc', 'fx-ortho-letter', 'application/pdf', '%PDF-1.4 Compte rendu operatoire (synthetique)', 'prat-girard');
+  }
+
+  /**
+   * A Binary without securityContext and the resource that points at it: a DocumentReference
+   * (`doc-<key>`, attachment `Binary/bin-<key>`) or a DiagnosticReport (`dr-<key>`, presentedForm).
+   */
+  private attachmentWithoutContext(patientId: string, kind: 'doc' | 'report', key: string, contentType: string, text: string, author: string): void {
+    const when = dt(this.now - 2 * DAY);
+    const data = Buffer.from(text, 'utf8');
+    const attachment = { contentType, url: `Binary/bin-${key}`, size: data.length, title: text.slice(0, 40), creation: when };
+    this.push<Binary>({ resourceType: 'Binary', id: `bin-${key}`, contentType, data: data.toString('base64') });
+    if (kind === 'doc') {
+      this.push<DocumentReference>({
+        resourceType: 'DocumentReference',
+        id: `doc-${key}`,
+        status: 'current',
+        docStatus: 'final',
+        type: { coding: [{ system: LOINC, code: '34133-9', display: 'Summary of episode note' }] },
+        subject: ref('Patient', patientId),
+        date: when,
+        author: [ref('Practitioner', author)],
+        content: [{ attachment }],
+      });
+    } else {
+      this.push<DiagnosticReport>({
+        resourceType: 'DiagnosticReport',
+        id: `dr-${key}`,
+        status: 'final',
+        code: { coding: [{ system: LOINC, code: '34552-0', display: 'Cardiac 2D echo panel' }] },
+        subject: ref('Patient', patientId),
+        effectiveDateTime: when,
+        issued: when,
+        performer: [ref('Practitioner', author)],
+        presentedForm: [attachment],
+      });
+    }
   }
 
   private mandate(id: string, patientId: string, start: number, end: number): void {

@@ -18,6 +18,7 @@ import {
   checkFraming,
   checkRawHeaders,
   consumeFormatParams,
+  acceptNamesFhirFormat,
   formatFromAccept,
   header,
   lowerHeaders,
@@ -99,7 +100,11 @@ export function classify(input: ClassifyInput, opts: ClassifyOptions): FhirInter
   let params = parseQuery(input.query);
   const consumed = consumeFormatParams(params);
   params = consumed.params;
-  const format = consumed.format ?? formatFromAccept(header(headers, 'accept'));
+  const accept = header(headers, 'accept');
+  // A Binary read without a FHIR format in Accept is answered in its own content type (raw bytes);
+  // everything else in JSON or XML, and any other Accept is refused (406).
+  const rawBinary = consumed.format === undefined && !acceptNamesFhirFormat(accept) && isBinaryRead(method, segments);
+  const format = rawBinary ? 'binary' : (consumed.format ?? formatFromAccept(accept));
   const prefer = parsePrefer(headers.get('prefer'));
 
   const ifNoneExistRaw = header(headers, 'if-none-exist');
@@ -112,6 +117,11 @@ export function classify(input: ClassifyInput, opts: ClassifyOptions): FhirInter
 }
 
 const ID_WITHOUT_DOT = /^[A-Za-z0-9-]{1,64}$/;
+
+/** `GET Binary/<id>` or `GET Binary/<id>/_history/<vid>`. */
+function isBinaryRead(method: string, segments: readonly string[]): boolean {
+  return method === 'GET' && segments[0] === 'Binary' && (segments.length === 2 || (segments.length === 4 && segments[2] === '_history'));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Routing

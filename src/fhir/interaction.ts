@@ -60,8 +60,11 @@ export interface FhirInteraction {
   path: string;
   /** Preferences the proxy honours: `return` (minimal|representation|OperationOutcome), `handling`. */
   prefer: { return?: string; handling?: string; respondAsync?: boolean };
-  /** Response format asked for: JSON (default) or XML. */
-  format: 'json' | 'xml';
+  /**
+   * Response format asked for: JSON (default) or XML; `binary` for a Binary read whose Accept names
+   * no FHIR format (the content itself, in its own content type, once judged).
+   */
+  format: 'json' | 'xml' | 'binary';
 }
 
 export interface BatchEntry {

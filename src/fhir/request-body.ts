@@ -29,7 +29,7 @@ export interface Request {
   params: SearchParam[];
   body: Body;
   ifNoneExist: SearchParam[] | undefined;
-  format: 'json' | 'xml';
+  format: FhirInteraction['format'];
   prefer: FhirInteraction['prefer'];
   inEntry: boolean;
 }

@@ -137,6 +137,18 @@ function formatOf(value: string): 'json' | 'xml' | undefined {
   return undefined;
 }
 
+/**
+ * Whether Accept names a FHIR format (JSON or XML) itself, rather than only other types or
+ * wildcards: a Binary asked for without one is answered in its own content type.
+ */
+export function acceptNamesFhirFormat(accept: string | undefined): boolean {
+  if (accept === undefined || accept.trim() === '') return true;
+  return accept.split(',').some((range) => {
+    const media = parseMediaType(range);
+    return media !== undefined && media.params.get('q') !== '0' && formatOf(media.type) !== undefined;
+  });
+}
+
 /** Picks the response format from Accept: the supported range with the highest q, JSON on ties. */
 export function formatFromAccept(accept: string | undefined): 'json' | 'xml' {
   if (accept === undefined || accept.trim() === '') return 'json';

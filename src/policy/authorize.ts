@@ -79,6 +79,8 @@ export interface AuthorizerDeps {
   read(type: string, id: string): Promise<Resource | undefined>;
   linkOf(resource: Resource): PatientLink;
   localBases: readonly string[];
+  /** Who points at a Binary stored without securityContext (a write may attach only Binaries its writer may see). */
+  binaryOwners?: { of(binaryId: string): Promise<string[]> };
   /** The interaction with a contractor's pseudonyms mapped back to real ids (shape/pseudonyms.ts). */
   reveal(engagement: Engagement, it: FhirInteraction, paging: boolean): FhirInteraction;
   /** Opens a break-the-glass grant; resolves once its alert is durable (rejects when it cannot be). */

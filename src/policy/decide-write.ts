@@ -27,7 +27,9 @@ export function decideWrite(ctx: Ctx): Decision {
   const wp = ctx.in.writePatients;
   if (!wp) return deny('patient-undetermined', 'The patient of this write could not be determined.', rule);
   const sides = [wp.before, wp.after];
-  if (sides.some((s) => s === 'undetermined')) {
+  // A resource whose patient cannot be told is written only by a role that sees every record (the
+  // DIM giving an orphan attachment its securityContext): a listed care set cannot be checked against it.
+  if (sides.some((s) => s === 'undetermined') && ctx.careSet.scope !== 'all') {
     return deny('patient-undetermined', 'The patient this resource belongs to could not be determined.', rule, { refuseAs: 'not-found' });
   }
   const before = Array.isArray(wp.before) ? wp.before : [];

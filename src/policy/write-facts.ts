@@ -27,6 +27,8 @@ export interface WriteFactsDeps {
   read(type: string, id: string): Promise<Resource | undefined>;
   linkOf(resource: Resource): PatientLink;
   localBases: readonly string[];
+  /** Who points at a Binary stored without securityContext (relate/binary-owners.ts). */
+  binaryOwners?: { of(binaryId: string): Promise<string[]> };
 }
 
 /** The facts of a write by id (conditional writes are refused to listed care sets, and need none for the others). */
@@ -67,11 +69,80 @@ export async function writeFacts(it: FhirInteraction, deps: WriteFactsDeps): Pro
     it.resourceType === 'Patient' &&
     it.kind !== 'delete' &&
     JSON.stringify((before as Patient | undefined)?.link ?? []) !== JSON.stringify((after as Patient | undefined)?.link ?? []);
+  let afterPatients = await side(after);
+  if (after && afterPatients !== 'undetermined') {
+    // A Binary attached by this write joins the record it is attached to: the writer must be able
+    // to see it already, or anyone could read another patient's document by attaching it to one
+    // of their own patients (threats.md, "Resource types that carry patient data indirectly").
+    const attached = await attachedPatients(after, before, it, deps, side);
+    if (attached === 'undetermined') afterPatients = 'undetermined';
+    else if (attached.length > 0) afterPatients = [...new Set([...(afterPatients === 'none' ? [] : afterPatients), ...attached])];
+  }
   return {
     before,
     after,
-    patients: { before: await side(before), after: await side(after) },
+    patients: { before: await side(before), after: afterPatients },
     linkChanged,
     ...(deferred === undefined ? {} : { deferred }),
   };
+}
+
+const BINARY = /^(?:(.*)\/)?Binary\/([A-Za-z0-9\-.]{1,64})$/;
+
+/** The Binary ids of the attachments of a resource (objects with a `url` and a `contentType`), local ones only. */
+function attachedBinaries(resource: Resource, localBases: readonly string[]): Set<string> {
+  const out = new Set<string>();
+  const walk = (node: unknown, depth: number): void => {
+    if (depth > 64 || node === null || typeof node !== 'object') return;
+    if (Array.isArray(node)) {
+      for (const v of node) walk(v, depth + 1);
+      return;
+    }
+    const o = node as Record<string, unknown>;
+    if (typeof o.url === 'string' && 'contentType' in o) {
+      const m = BINARY.exec(o.url);
+      if (m && (m[1] === undefined || localBases.includes(m[1]))) out.add(m[2]!);
+    }
+    for (const k in o) walk(o[k], depth + 1);
+  };
+  walk(resource, 0);
+  return out;
+}
+
+/**
+ * The patients of the Binaries this write attaches that its current version did not: from their
+ * securityContext, or from the other resources pointing at them; undetermined when a Binary has
+ * neither (nobody can tell whose it is).
+ */
+async function attachedPatients(
+  after: Resource,
+  before: Resource | undefined,
+  it: FhirInteraction,
+  deps: WriteFactsDeps,
+  side: (r: Resource | undefined) => Promise<readonly string[] | 'undetermined' | 'none'>,
+): Promise<readonly string[] | 'undetermined'> {
+  const already = before ? attachedBinaries(before, deps.localBases) : new Set<string>();
+  const self = it.resourceType && it.id ? `${it.resourceType}/${it.id}` : undefined;
+  const out: string[] = [];
+  for (const id of attachedBinaries(after, deps.localBases)) {
+    if (already.has(id)) continue;
+    const binary = await deps.read('Binary', id);
+    if (!binary) continue;
+    let patients: readonly string[] | 'undetermined' | 'none';
+    if ((binary as { securityContext?: unknown }).securityContext !== undefined) patients = await side(binary);
+    else {
+      const owners = (await deps.binaryOwners?.of(id))?.filter((o) => o !== self) ?? [];
+      if (owners.length === 0) return 'undetermined';
+      patients = [];
+      for (const owner of owners) {
+        const [type, oid] = owner.split('/');
+        const p = await side(await deps.read(type!, oid!));
+        if (p === 'undetermined') return 'undetermined';
+        if (p !== 'none') patients = [...patients, ...p];
+      }
+    }
+    if (patients === 'undetermined') return 'undetermined';
+    if (patients !== 'none') out.push(...patients);
+  }
+  return out;
 }

@@ -26,6 +26,8 @@ export interface BinaryOwners {
   of(binaryId: string): Promise<string[]>;
   /** Notes the Binaries an upstream resource points at (called on what passes through). */
   learn(resource: Resource): void;
+  /** Drops the cached owners of the Binaries a resource written through caregate points at (they may have one more). */
+  forget(resource: Resource): void;
   clear(): void;
 }
 
@@ -93,6 +95,13 @@ export function createBinaryOwners(opts: BinaryOwnersOptions): BinaryOwners {
         let set = seen.get(id);
         if (!set) seen.set(id, (set = new Set()));
         set.add(owner);
+      }
+    },
+    forget(resource) {
+      if (!OWNER_TYPES.has(resource.resourceType)) return;
+      for (const url of attachmentUrls(resource)) {
+        const id = binaryOf(url);
+        if (id !== undefined) found.delete(id);
       }
     },
     clear() {

@@ -1,4 +1,4 @@
-import type { Bundle, Resource } from '@medplum/fhirtypes';
+import type { Binary, Bundle, Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { isSearchOrHistory } from '../fhir/interaction.js';
 import type { PatientLink } from '../fhir/patients.js';
@@ -45,6 +45,8 @@ export interface Shaped {
 
 export interface ResponseShaperDeps {
   linkOf(resource: Resource): PatientLink;
+  /** Who points at a Binary stored without securityContext, and what passes through that tells it. */
+  binaryOwners?: { of(binaryId: string): Promise<string[]>; learn(resource: Resource): void };
   /** Reads a resource with the proxy's credential (an indirect link: the DocumentReference of a Binary). */
   read(type: string, id: string): Promise<Resource | undefined>;
   rewriter: BaseRewriter;
@@ -81,6 +83,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
       linkOf: deps.linkOf,
       localBases,
       publicBase: deps.rewriter.publicBase,
+      ...(deps.binaryOwners ? { ownersOf: (id: string) => deps.binaryOwners!.of(id) } : {}),
       ...(transform ? { transform } : {}),
       // A contractor with a de-identify obligation but no stays sees nothing.
       ...(obliges(d, 'stays-only') ? { admit: (r: Resource) => stays !== undefined && inStays(r, stays, careSet) } : {}),
@@ -94,6 +97,17 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
         return p;
       },
     };
+  }
+
+  /** Every DocumentReference, DiagnosticReport and Media of an answer tells which Binaries it points at. */
+  function learnOwners(body: Resource): void {
+    const owners = deps.binaryOwners;
+    if (!owners) return;
+    if (body.resourceType !== 'Bundle') return owners.learn(body);
+    for (const e of (body as Bundle).entry ?? []) {
+      const r = e?.resource;
+      if (r && typeof r === 'object') learnOwners(r);
+    }
   }
 
   /** Seals the Bundle's links (upstream-relative) into paging links bound to the user; drops the others. */
@@ -126,6 +140,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
       return answer(status, {}, oo ?? { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing' }] });
     }
     if (body === undefined) return answer(status, upstream.headers, undefined);
+    learnOwners(body);
 
     const fctx = filterContext(a, input.subsetting);
     if (it.kind === 'batch' || it.kind === 'transaction') {
@@ -167,8 +182,26 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
     if (body.id) resources.push(`${body.resourceType}/${body.id}`);
     // A de-identified answer must not carry real ids in its headers either.
     const headers = a.engagement ? { etag: upstream.headers.etag } : upstream.headers;
+    if (it.format === 'binary' && shown.resource.resourceType === 'Binary') return done(rawBinary(shown.resource as Binary, status, upstream.headers));
     return answer(status, headers, shown.resource);
   };
+}
+
+const MEDIA_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$/i;
+
+/**
+ * A judged Binary as its own content: the decoded bytes in the stored content type. The answer
+ * must not run in caregate's origin (an HTML or SVG attachment could carry script): it is
+ * sandboxed, and the content type is taken only when it is a plain media type.
+ */
+function rawBinary(b: Binary, status: number, upstreamHeaders: UpstreamResponse['headers']): Answer {
+  const type = typeof b.contentType === 'string' && MEDIA_TYPE.test(b.contentType.trim()) ? b.contentType.trim() : 'application/octet-stream';
+  const headers: Record<string, string> = { 'content-security-policy': "sandbox; default-src 'none'" };
+  for (const h of ['etag', 'last-modified'] as const) {
+    const v = upstreamHeaders[h];
+    if (typeof v === 'string') headers[h] = v;
+  }
+  return { status, headers, body: Buffer.from(typeof b.data === 'string' ? b.data : '', 'base64'), contentType: type };
 }
 
 /** The patients of the answer reachable only through break-the-glass (unless the decision itself is a break-the-glass use). */

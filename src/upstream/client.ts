@@ -23,6 +23,8 @@ export interface FhirClient {
   batch(bundle: Bundle): Promise<Bundle>;
   /** GETs `/metadata`, for readiness. */
   capabilities(): Promise<Resource>;
+  /** PUTs a resource (by its id); the stored version. */
+  update<T extends Resource>(resource: T & { id: string }): Promise<T>;
   readonly baseUrl: string;
 }
 
@@ -33,6 +35,11 @@ export interface FhirClientOptions {
   timeoutMs: number;
   /** Custom fetch dispatcher (undici Agent) for mTLS to the upstream. */
   dispatcher?: unknown;
+  /**
+   * Other bases the server may write its paging links on (caregate's public base, configured
+   * aliases: a server that knows its public name). Links on them are followed on `baseUrl`.
+   */
+  aliases?: readonly string[];
 }
 
 export function createFhirClient(opts: FhirClientOptions): FhirClient {
@@ -42,6 +49,13 @@ export function createFhirClient(opts: FhirClientOptions): FhirClient {
     'accept-encoding': 'identity',
     ...opts.headers,
   };
+
+  const aliases = (opts.aliases ?? []).map((a) => a.replace(/\/+$/, '')).filter((a) => a !== base);
+  /** A link on an alias of the server, re-anchored on the base caregate talks to. */
+  function onBase(link: string): string {
+    for (const a of aliases) if (link.startsWith(`${a}/`) || link.startsWith(`${a}?`)) return base + link.slice(a.length);
+    return link;
+  }
 
   async function request(method: string, url: string, body?: unknown): Promise<{ status: number; json: unknown }> {
     let res: Response;
@@ -120,7 +134,7 @@ export function createFhirClient(opts: FhirClientOptions): FhirClient {
           });
         }
         // Follow the server's own next link, but only to the configured upstream.
-        const url = new URL(next, `${base}/`);
+        const url = new URL(onBase(next), `${base}/`);
         if (!url.href.startsWith(`${base}/`) && url.origin !== new URL(base).origin) {
           fail(0, 'next link to another origin');
         }
@@ -144,6 +158,11 @@ export function createFhirClient(opts: FhirClientOptions): FhirClient {
       const { status, json } = await request('GET', `${base}/metadata`);
       if (status !== 200) fail(status, 'metadata');
       return json as Resource;
+    },
+    async update<T extends Resource>(resource: T & { id: string }): Promise<T> {
+      const { status, json } = await request('PUT', `${base}/${resource.resourceType}/${encodeURIComponent(resource.id)}`, resource);
+      if (status !== 200 && status !== 201) fail(status, `update ${resource.resourceType}`);
+      return (json as T | undefined) ?? resource;
     },
   };
   return client;

@@ -104,6 +104,9 @@ export function fakeFhir(resources: Resource[] = []): FakeFhir {
     async capabilities() {
       return { resourceType: 'CapabilityStatement' } as Resource;
     },
+    async update() {
+      throw new Error('not used by identity');
+    },
   };
   return self;
 }
