@@ -99,7 +99,7 @@ export const auditConfigSchema = z
       .int()
       .min(64 * 1024)
       .default(64 * 1024 * 1024)
-      .describe('Size after which a new segment file is started; fully shipped segments are deleted.'),
+      .describe('Size after which a new segment file is started; a segment no longer written is deleted once fully shipped.'),
     groupCommitMaxDelayMs: z
       .number()
       .min(0)

@@ -26,9 +26,17 @@ import { ProxyError } from '../http/errors.js';
  * and a probe retries periodically. Writing resumes in a fresh segment: a file descriptor whose
  * sync failed is never trusted again.
  *
+ * Every change of the spool's shape (opening a segment, sealing one after a failure, recovering,
+ * moving the shipping cursor, deleting shipped segments, reading for the shipper, closing) runs
+ * through one queue, one change at a time; appends into the active segment never wait for it, and
+ * only the write that has to open the next segment does. A segment, once no longer active, is
+ * sealed: nothing is ever written to it again, segment numbers only grow, and the readers never go
+ * past the end of what was made durable in it.
+ *
  * The shipper reads from a cursor (two slot files overwritten in place, so that progress can be
- * recorded even on a full disk) and commits it after the server accepted a batch; fully shipped
- * segments are deleted, which is also how a disk filled by a long outage frees itself.
+ * recorded even on a full disk) and commits it after the server accepted a batch; every sealed
+ * segment behind the cursor is deleted, the last one included once it is fully shipped, which is
+ * how a disk filled by a long outage frees itself, whatever the segment size.
  */
 export interface AuditSpool {
   /**
@@ -43,7 +51,7 @@ export interface AuditSpool {
   health(): SpoolHealth;
   /** The next unshipped events from the committed cursor, at most `max`; `undefined` when none. */
   readBatch(max: number): Promise<SpoolBatch | undefined>;
-  /** Records that `batch` was accepted upstream; deletes segments that are fully shipped. */
+  /** Records that `batch` was accepted upstream; deletes the sealed segments it fully shipped. */
   commit(batch: SpoolBatch): Promise<void>;
   /** Events on disk not yet shipped. */
   backlog(): number;
@@ -175,6 +183,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await acquireLock(dir);
 
+  /** The segment files on disk, oldest first (the active one included). */
   let segments: number[];
   let cursorStore: CursorStore | undefined;
   let cursor: SpoolPosition;
@@ -203,6 +212,18 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   const cursors = cursorStore;
   if (stats.tornLines) log?.warn({ tornLines: stats.tornLines }, 'audit spool: torn lines skipped on recovery');
 
+  /**
+   * The highest segment number ever used here (or pointed at by the cursor): a new segment takes
+   * the next one. It never goes down, so a number is never reused, even once every segment was
+   * shipped and deleted.
+   */
+  let lastSegment = Math.max(segments.at(-1) ?? 0, cursor.segment);
+  /**
+   * Where the durable data of each segment sealed since open ends: readers never go past it, even
+   * before a failed segment's unsynced tail is cut. Segments of an earlier run are read up to their
+   * first NUL (recovery).
+   */
+  const sealedEnds = new Map<number, number>();
   let active: ActiveSegment | undefined;
   /** End of the last write known durable in the active segment: readers never go past it. */
   let durableOffset = 0;
@@ -215,11 +236,32 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   let scheduled = false;
   let writing = false;
   let syncsInFlight = 0;
-  /** Every write-and-sync under way, so that `close()` can wait for them. */
+  /** The last write (data or zero-fill) issued on the active segment's descriptor. */
+  let lastFileWrite: Promise<unknown> = Promise.resolve();
+  /** Every write-and-sync and every seal under way, so that `close()` can wait for them. */
   const running = new Set<Promise<void>>();
   let failure: { reason: string; since: string } | undefined;
   let probeTimer: NodeJS.Timeout | undefined;
   let closed = false;
+
+  /**
+   * The queue every change of the spool's shape goes through, one at a time: opening a segment,
+   * sealing a failed one, recovering, reading for the shipper, moving the cursor, deleting shipped
+   * segments, closing. None of these waits for another queued change, so the queue cannot deadlock;
+   * the appends into the active segment do not use it.
+   */
+  let queue: Promise<unknown> = Promise.resolve();
+  function serially<T>(change: () => Promise<T>): Promise<T> {
+    const run = queue.then(change);
+    queue = run.catch(noop);
+    return run;
+  }
+
+  /** Registers background work for `close()` to wait for. */
+  function track(job: Promise<void>): void {
+    running.add(job);
+    void job.finally(() => running.delete(job));
+  }
 
   /**
    * Lines are kept as text until their group is written, then encoded into one buffer of this spool,
@@ -264,9 +306,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     if (writing || failure || syncsInFlight >= maxSyncs || !pending.length) return;
     const batch = pending;
     pending = [];
-    const job = writeAndSync(batch);
-    running.add(job);
-    void job.finally(() => running.delete(job));
+    track(writeAndSync(batch));
   }
 
   async function writeAndSync(batch: Pending[]): Promise<void> {
@@ -284,8 +324,15 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     let written: Written;
     try {
       const buf = encodeInto(text);
-      file = await activeSegment(buf.length);
-      await io.write(file.fh, buf, file.size);
+      // The common case takes no turn of the event loop: only a write that needs a new segment
+      // waits, for the queue of shape changes.
+      file = active && !(active.size > 0 && active.size + buf.length > segmentMaxBytes) ? active : await serially(openNextSegment);
+      const write = io.write(file.fh, buf, file.size);
+      lastFileWrite = write;
+      await write;
+      // The spool failed while this write was under way: its segment is being sealed, and the
+      // bytes just written are cut with the rest of what was not durable.
+      if (failure || file !== active) throw Object.assign(new Error('audit spool failed during a write'), { code: 'EIO' });
       stats.writes++;
       file.size += buf.length;
       written = { seq: ++writeSeq, end: file.size, count: batch.reduce((n, p) => n + p.count, 0), entries: batch };
@@ -293,14 +340,18 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     } catch (err) {
       writing = false;
       syncsInFlight--;
-      await fail(err, batch);
+      fail(err, batch);
       return;
     }
     // Registered before the next write may start: a rotation waits for the syncs on the old file.
     const sync = io.datasync(file.fh);
     file.syncs.add(sync);
     // Zero-filling is a write too: done while `writing` holds, so it never meets a data write.
-    if (file.allocated - file.size < EXTEND_LOW_WATER) await extend(file);
+    if (file.allocated - file.size < EXTEND_LOW_WATER) {
+      const zeroFill = extend(file);
+      lastFileWrite = zeroFill;
+      await zeroFill;
+    }
     writing = false;
     kick();
     try {
@@ -312,7 +363,7 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
       stats.syncs++;
       confirm(written, file);
     } catch (err) {
-      await fail(err);
+      fail(err);
     } finally {
       syncsInFlight--;
       kick();
@@ -332,8 +383,9 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   }
 
   /**
-   * Zero-fills the next stretch of the segment, past its data. Best effort: when it fails (a full
-   * disk), appends simply grow the file; the write that cannot be made reports the failure.
+   * Zero-fills the next stretch of the segment, past its data. Best effort: when it fails or falls
+   * short (a full disk), appends simply grow the file; the write that cannot be made reports the
+   * failure.
    */
   async function extend(file: ActiveSegment): Promise<void> {
     const from = Math.max(file.allocated, file.size);
@@ -342,42 +394,54 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     zeros ??= Buffer.alloc(EXTEND_BYTES);
     try {
       // Megabytes of zeros: written from the thread pool, not on the event loop.
-      await file.fh.write(zeros, 0, length, from);
-      file.allocated = from + length;
+      const { bytesWritten } = await file.fh.write(zeros, 0, length, from);
+      file.allocated = from + bytesWritten;
     } catch (err) {
       log?.debug({ code: (err as NodeJS.ErrnoException).code }, 'audit spool: segment not zero-filled ahead');
     }
   }
 
-  async function activeSegment(incoming: number): Promise<ActiveSegment> {
-    if (active && active.size > 0 && active.size + incoming > segmentMaxBytes) {
-      const old = active;
-      // Syncs still running on the old descriptor must finish before it is closed (a closed fd
-      // number can be reused by another file).
+  /**
+   * Seals the active segment (after the syncs still running on it, since a closed descriptor's
+   * number can be reused by another file) and opens the next one. Runs in the queue, called by
+   * the one write under way, so no other write and no other change of shape meets it.
+   */
+  async function openNextSegment(): Promise<ActiveSegment> {
+    if (failure || closed) throw Object.assign(new Error('audit spool not writable'), { code: 'EIO' });
+    const old = active;
+    if (old) {
       await Promise.allSettled([...old.syncs]);
+      // A sync of the old segment failed meanwhile: `fail()` took it over and seals it.
       if (failure) throw Object.assign(new Error('spool failed during rotation'), { code: 'EIO' });
+      // Every write on it was synced: its durable data ends where its data ends.
+      sealedEnds.set(old.seg, old.size);
       active = undefined;
       await old.fh.close();
     }
-    if (!active) {
-      const seg = (segments.at(-1) ?? 0) + 1;
-      // Written at explicit positions (not O_APPEND): the file holds zeros past the data.
-      const fh = await open(segmentPath(dir, seg), 'wx', 0o600);
-      try {
-        // The new file's directory entry must be durable too, or a crash could lose the whole segment.
-        await fsyncDir(dir);
-      } catch (err) {
-        await fh.close().catch(() => undefined);
-        throw err;
-      }
-      segments = [...segments, seg];
-      active = { seg, fh, size: 0, allocated: 0, syncs: new Set() };
-      durableOffset = 0;
+    const seg = ++lastSegment;
+    const path = segmentPath(dir, seg);
+    // Written at explicit positions (not O_APPEND): the file holds zeros past the data.
+    const fh = await open(path, 'wx', 0o600);
+    try {
+      // The new file's directory entry must be durable too, or a crash could lose the whole segment.
+      await fsyncDir(dir);
+    } catch (err) {
+      await fh.close().catch(noop);
+      await unlink(path).catch(noop);
+      throw err;
     }
+    segments = [...segments, seg];
+    active = { seg, fh, size: 0, allocated: 0, syncs: new Set() };
+    durableOffset = 0;
     return active;
   }
 
-  async function fail(err: unknown, batch: Pending[] = []): Promise<void> {
+  /**
+   * A write or sync failed. Synchronously: the spool refuses appends, strict callers waiting for
+   * their sync are refused, and the active segment is sealed at its durable end (readers never see
+   * the rest). Then, in the queue: the unsynced tail is cut and the descriptor let go of.
+   */
+  function fail(err: unknown, batch: Pending[] = []): void {
     const first = !failure;
     if (first) {
       const code = (err as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
@@ -397,11 +461,20 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     const broken = active;
     active = undefined;
     if (broken) {
-      // Cut whatever part of the failed writes reached the file, so that only acknowledged events
-      // remain; then let go of the descriptor (after a failed sync its state is unknown).
-      await broken.fh.truncate(durableOffset).catch(() => undefined);
-      await Promise.allSettled([...broken.syncs]);
-      await broken.fh.close().catch(() => undefined);
+      const end = durableOffset;
+      sealedEnds.set(broken.seg, end);
+      track(
+        serially(async () => {
+          // A data or zero-fill write still under way on it lands before the cut.
+          await lastFileWrite.catch(noop);
+          // Cut whatever part of the failed writes reached the file, so that only acknowledged
+          // events remain (and a full disk gets that room back); then let go of the descriptor
+          // (after a failed sync its state is unknown).
+          await broken.fh.truncate(end).catch(noop);
+          await Promise.allSettled([...broken.syncs]);
+          await broken.fh.close().catch(noop);
+        }),
+      );
     }
     armProbe();
   }
@@ -410,42 +483,98 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
     if (probeTimer || closed) return;
     probeTimer = setTimeout(() => {
       probeTimer = undefined;
-      void probe();
+      track(probe());
     }, retryMs);
     probeTimer.unref();
   }
 
   async function probe(): Promise<void> {
-    if (!failure || closed) return;
-    const path = join(dir, PROBE_FILE);
-    try {
-      const fh = await open(path, 'w', 0o600);
+    const recovered = await serially(async () => {
+      if (!failure || closed) return false;
+      const path = join(dir, PROBE_FILE);
       try {
-        await io.write(fh, Buffer.alloc(4096), 0);
-        await io.datasync(fh);
-      } finally {
-        await fh.close();
+        const fh = await open(path, 'w', 0o600);
+        try {
+          await io.write(fh, Buffer.alloc(4096), 0);
+          await io.datasync(fh);
+        } finally {
+          await fh.close();
+        }
+        await unlink(path);
+      } catch {
+        await unlink(path).catch(noop);
+        return false;
       }
-      await unlink(path);
-    } catch {
-      await unlink(path).catch(() => undefined);
+      failure = undefined;
+      pending = [...retained, ...pending];
+      retained = [];
+      return true;
+    });
+    if (recovered) {
+      log?.info('audit spool writable again');
+      kick();
+    } else if (failure) {
       armProbe();
-      return;
     }
-    log?.info('audit spool writable again');
-    failure = undefined;
-    pending = [...retained, ...pending];
-    retained = [];
-    kick();
   }
 
-  async function deleteShipped(): Promise<void> {
-    const keep: number[] = [];
+  /** The next unshipped events; in the queue, so the segments and the cursor hold still. */
+  async function readLocked(max: number): Promise<SpoolBatch | undefined> {
+    if (closed) return undefined;
+    const start = { ...cursor };
+    const events: AuditEvent[] = [];
+    let pos = { ...cursor };
     for (const seg of segments) {
-      if (seg < cursor.segment && seg !== active?.seg) await unlink(segmentPath(dir, seg)).catch(() => undefined);
-      else keep.push(seg);
+      if (seg < pos.segment) continue;
+      if (seg > pos.segment) pos = { segment: seg, offset: 0 };
+      const isActive = seg === active?.seg;
+      // Taken now: the active segment's durable end moves on with each sync.
+      const limit = isActive ? durableOffset : sealedEnds.get(seg);
+      const r = await scanSegment(segmentPath(dir, seg), pos.offset, limit, (line) => {
+        const ev = decodeSpoolLine(line);
+        if (ev) events.push(ev);
+        else stats.tornLines++;
+        return events.length < max;
+      });
+      pos = { segment: seg, offset: r.offset };
+      // Active when its limit was taken: what follows is not durable yet (or was cut by a failure
+      // meanwhile, whose seal then sets where the next batch stops).
+      if (events.length >= max || isActive) break;
+      // A sealed segment read to its end (nothing is ever added to it again): the next batch starts
+      // after it, so that it can be deleted, the last one included.
+      pos = { segment: seg + 1, offset: 0 };
     }
-    segments = keep;
+    if (events.length === 0) {
+      // Nothing to ship, but stepping over exhausted segments still lets them be deleted.
+      if (pos.segment !== start.segment || pos.offset !== start.offset) await commitLocked({ events, start, end: pos });
+      return undefined;
+    }
+    return { events, start, end: pos };
+  }
+
+  async function commitLocked(batch: SpoolBatch): Promise<void> {
+    if (closed) throw new Error('audit spool closed');
+    if (batch.start.segment !== cursor.segment || batch.start.offset !== cursor.offset) {
+      throw new TypeError('audit spool: commit of a batch that does not start at the cursor');
+    }
+    await cursors.save(batch.end);
+    cursor = { ...batch.end };
+    backlog = Math.max(0, backlog - batch.events.length);
+    // Every segment behind the cursor is fully shipped and sealed (the active one is never behind it).
+    for (const seg of segments) {
+      if (seg >= cursor.segment || seg === active?.seg) continue;
+      try {
+        await unlink(segmentPath(dir, seg));
+      } catch (err) {
+        // Kept in the list: the next commit tries again.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+          log?.warn({ code: (err as NodeJS.ErrnoException).code }, 'audit spool: a shipped segment could not be deleted');
+          continue;
+        }
+      }
+      segments = segments.filter((s) => s !== seg);
+      sealedEnds.delete(seg);
+    }
   }
 
   const spool: AuditSpool = {
@@ -478,42 +607,9 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
       return failure ? { ok: false, reason: `${failure.reason} since ${failure.since}` } : { ok: true };
     },
 
-    async readBatch(max) {
-      const start = { ...cursor };
-      const events: AuditEvent[] = [];
-      let pos = { ...cursor };
-      for (const seg of segments) {
-        if (seg < pos.segment) continue;
-        if (seg > pos.segment) pos = { segment: seg, offset: 0 };
-        const isActive = seg === active?.seg;
-        const r = await scanSegment(segmentPath(dir, seg), pos.offset, isActive ? durableOffset : undefined, (line) => {
-          const ev = decodeSpoolLine(line);
-          if (ev) events.push(ev);
-          else stats.tornLines++;
-          return events.length < max;
-        });
-        pos = { segment: seg, offset: r.offset };
-        if (events.length >= max || isActive || seg === segments.at(-1)) break;
-        // A finished, inactive segment: the next batch starts in the following one.
-        pos = { segment: seg + 1, offset: 0 };
-      }
-      if (events.length === 0) {
-        // Nothing to ship, but skipping exhausted segments still lets them be deleted.
-        if (pos.segment !== start.segment) await spool.commit({ events, start, end: pos });
-        return undefined;
-      }
-      return { events, start, end: pos };
-    },
+    readBatch: (max) => serially(() => readLocked(max)),
 
-    async commit(batch) {
-      if (batch.start.segment !== cursor.segment || batch.start.offset !== cursor.offset) {
-        throw new TypeError('audit spool: commit of a batch that does not start at the cursor');
-      }
-      await cursors.save(batch.end);
-      cursor = { ...batch.end };
-      backlog = Math.max(0, backlog - batch.events.length);
-      await deleteShipped();
-    },
+    commit: (batch) => serially(() => commitLocked(batch)),
 
     backlog: () => backlog,
 
@@ -521,14 +617,17 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
 
     async close() {
       if (closed) return;
-      if (!failure) await spool.flush().catch(() => undefined);
+      if (!failure) await spool.flush().catch(noop);
       closed = true;
       if (probeTimer) clearTimeout(probeTimer);
-      await Promise.allSettled([...running]);
-      if (active) await active.fh.close().catch(() => undefined);
-      active = undefined;
-      await cursors.close();
-      await releaseLock(dir);
+      // Writes (and the segment they may be opening), seals and probes first, then the files.
+      while (running.size) await Promise.allSettled([...running]);
+      await serially(async () => {
+        if (active) await active.fh.close().catch(noop);
+        active = undefined;
+        await cursors.close();
+        await releaseLock(dir);
+      });
     },
   };
   return spool;

@@ -91,3 +91,33 @@ describe('audit: kill -9 under load', () => {
     expect(server.store.size).toBe(spooled.size);
   });
 });
+
+/** Runs ack-kill-child.mjs: one append in `mode`, acknowledged, then SIGKILL. Resolves with what was acknowledged. */
+function ackThenKill(spoolDir: string, mode: 'strict' | 'async'): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(root, 'test/audit/ack-kill-child.mjs'), join(work, 'src'), spoolDir, mode], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => (out += chunk));
+    child.on('error', reject);
+    child.on('close', (_code, signal) => {
+      if (signal !== 'SIGKILL') reject(new Error(`child ended without being killed (${signal ?? _code})`));
+      else resolve(out.split('\n').filter((l) => l.startsWith('acked ')).map((l) => l.slice(6)));
+    });
+  });
+}
+
+describe('audit: kill -9 tells strict from async', () => {
+  it('keeps a strict event acknowledged just before kill -9, and loses an async one', async () => {
+    const strictDir = join(work, 'ack-strict');
+    const asyncDir = join(work, 'ack-async');
+    expect(await ackThenKill(strictDir, 'strict')).toEqual(['ack-kill-strict']);
+    expect(await ackThenKill(asyncDir, 'async')).toEqual(['ack-kill-async']);
+    // Strict: acknowledged after fdatasync, so it is on disk. Async: acknowledged before it was
+    // even written, so the answer it let go of has no event once the process is killed.
+    expect((await readSpoolDir(strictDir)).events.map((e) => e.id)).toEqual(['ack-kill-strict']);
+    expect((await readSpoolDir(asyncDir)).events).toEqual([]);
+  });
+});
