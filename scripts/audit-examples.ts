@@ -2,7 +2,8 @@ import { mkdir, readdir, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { AuditEvent } from '@medplum/fhirtypes';
-import { buildAuditEvents, type AuditInput } from '../src/audit/build.js';
+import { buildAuditEvents } from '../src/audit/build.js';
+import type { AuditInput } from '../src/audit/audit-input.js';
 import { baseInput, deny, interaction, params, permit } from '../test/audit/fixtures.js';
 
 /**
