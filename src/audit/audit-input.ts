@@ -58,6 +58,8 @@ export interface AuditInput {
    * include): their per-patient events are break-the-glass uses, whatever the decision's reason.
    */
   breakGlassPatients?: ReadonlySet<string>;
+  /** What was removed from an answer the caller received (e.g. Patient links to records outside the care set). */
+  redactions?: readonly string[];
   /** Break-the-glass details: the justification the user typed and the grant's expiry. */
   breakGlass?: { reason: string; until?: string };
   /** Policy reload: the new revision (hash) and the one it replaced. */

@@ -130,6 +130,8 @@ export const DetailType = {
   policyPreviousRevision: 'policy-previous-revision',
   /** `high` when the policy flags the access for DIM review (break-the-glass, roles with no access, `auditSeverity: high`). */
   severity: 'audit-severity',
+  /** What was removed from the answer (`Patient.link: 1 link…`). */
+  redaction: 'redaction',
 } as const;
 
 /** `entity.name` markers of caregate's own entities (R4 entity.name is a string). */

@@ -69,6 +69,7 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
     ...(s.shaped?.resources.length ? { resourceRefs: s.shaped.resources } : {}),
     ...(evidence ? { evidenceByPatient: evidence } : {}),
     ...(breakGlassUse.length ? { breakGlassPatients: new Set(breakGlassUse) } : {}),
+    ...(s.shaped?.linksRemoved ? { redactions: [`Patient.link: ${s.shaped.linksRemoved} link(s) to records outside the caller's rights removed`] } : {}),
     ...(s.failure ? { failure: { code: s.failure.code, message: s.failure.message } } : {}),
   };
 }

@@ -505,6 +505,7 @@ class HospitalBuilder {
     for (let i = 1; i <= this.opts.patients; i++) {
       this.generatedPatient(`pat-${pad(i, 5)}`);
     }
+    this.lateFixtures();
     return this.out;
   }
 
@@ -1157,6 +1158,51 @@ class HospitalBuilder {
     this.attachmentWithoutContext('pat-dupont', 'doc', 'fx-dupont-letter', 'application/pdf', '%PDF-1.4 Lettre de liaison cardiologie (synthetique)', 'prat-martin');
     this.attachmentWithoutContext('pat-dupont', 'report', 'fx-dupont-echo', 'text/plain', 'Echocardiographie: FEVG 55 %. Compte rendu synthetique.', 'prat-martin');
     this.attachmentWithoutContext('pat-fx-ortho', 'doc', 'fx-ortho-letter', 'application/pdf', '%PDF-1.4 Compte rendu operatoire (synthetique)', 'prat-girard');
+  }
+
+  /**
+   * Fixtures added after the generated patients, so that the hospital generated before them stays
+   * byte-identical for a given seed: linked records and stored documents.
+   */
+  private lateFixtures(): void {
+    const now = this.now;
+    // A patient of Dr Martin whose record links to a relative treated in orthopaedics (not hers),
+    // and to her own duplicate record that was merged (replaced-by): the first link is hidden from her.
+    const linked = this.patient('pat-fx-linked', { given: 'Gabrielle', family: 'BOYER', gender: 'female', birthDate: '1974-02-09' });
+    this.careTeam(linked, 'cardiology', 'active', { start: now - 10 * DAY }, [{ member: ref('Practitioner', 'prat-martin') }], {}, 'ct-fx-linked');
+    const record = this.out.find((r) => r.resourceType === 'Patient' && r.id === 'pat-fx-linked') as Patient;
+    record.link = [
+      { other: ref('Patient', 'pat-fx-ortho'), type: 'seealso' },
+      { other: ref('Patient', 'pat-dupont'), type: 'seealso' },
+    ];
+
+    // Stored documents: one about Louise Dupont alone, one that also holds another patient's result.
+    const obs = (id: string, patient: string): Observation => ({
+      resourceType: 'Observation',
+      id,
+      status: 'final',
+      code: { coding: [{ system: LOINC, code: '8867-4', display: 'Heart rate' }] },
+      subject: ref('Patient', patient),
+      effectiveDateTime: dt(now - DAY),
+      valueQuantity: { value: 72, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+    });
+    this.push<Resource>({
+      resourceType: 'Bundle',
+      id: 'bundle-fx-dupont-document',
+      type: 'collection',
+      timestamp: dt(now - DAY),
+      entry: [{ fullUrl: 'urn:uuid:6d2a1a2e-0001-4a4b-9a51-000000000001', resource: obs('obs-in-bundle-1', 'pat-dupont') }],
+    } as Resource);
+    this.push<Resource>({
+      resourceType: 'Bundle',
+      id: 'bundle-fx-mixed-collection',
+      type: 'collection',
+      timestamp: dt(now - DAY),
+      entry: [
+        { fullUrl: 'urn:uuid:6d2a1a2e-0002-4a4b-9a51-000000000002', resource: obs('obs-in-bundle-2', 'pat-dupont') },
+        { fullUrl: 'urn:uuid:6d2a1a2e-0003-4a4b-9a51-000000000003', resource: obs('obs-in-bundle-3', 'pat-fx-ortho') },
+      ],
+    } as Resource);
   }
 
   /**

@@ -3,7 +3,8 @@ import { notFound } from '../http/errors.js';
 import { outcomeFor } from '../http/outcome.js';
 import { entrySent, type Authorization } from '../policy/authorize.js';
 import { refusalOf } from '../policy/decision.js';
-import { filterBundle, present, sanitizeOutcome, type FilterContext } from './filter.js';
+import { filterBundle, present, presentContainer, sanitizeOutcome, type FilterContext } from './filter.js';
+import { isSearchOrHistory } from '../fhir/interaction.js';
 import { hidesInstance, resourceEntries } from './searchset.js';
 
 /**
@@ -17,6 +18,7 @@ import { hidesInstance, resourceEntries } from './searchset.js';
 export interface MergedBatch {
   bundle: Bundle;
   patients: Set<string>;
+  linksRemoved: number;
 }
 
 /**
@@ -35,6 +37,7 @@ export async function mergeBatch(
   const verdicts = a.entries ?? [];
   const upEntries = upstream.entry ?? [];
   const patients = new Set<string>();
+  let linksRemoved = 0;
   let k = 0;
   const out: BundleEntry[] = [];
   for (let i = 0; i < (it.entries ?? []).length; i++) {
@@ -58,17 +61,28 @@ export async function mergeBatch(
     delete entry.fullUrl;
     const r = e.resource;
     if (r) {
-      if (r.resourceType === 'Bundle') {
+      const entryIt = it.entries![i]!.interaction;
+      if (r.resourceType === 'Bundle' && (isSearchOrHistory(entryIt) || entryIt.kind === 'operation')) {
         const versions = resourceEntries(r as Bundle);
         const filtered = await filterBundle(r as Bundle, fctx);
-        if (hidesInstance(it.entries![i]!.interaction, versions, r as Bundle)) {
+        if (hidesInstance(entryIt, versions, r as Bundle)) {
           out.push(notFoundEntry());
           continue;
         }
         for (const pid of filtered.patients) patients.add(pid);
+        linksRemoved += filtered.linksRemoved;
         delete (r as Bundle).total;
         signLinks(r as Bundle);
         entry.resource = r;
+      } else if (r.resourceType === 'Bundle' || r.resourceType === 'Parameters') {
+        const shown = await presentContainer(r, fctx);
+        if (!shown) {
+          out.push(notFoundEntry());
+          continue;
+        }
+        for (const pid of shown.patients) patients.add(pid);
+        linksRemoved += shown.linksRemoved;
+        entry.resource = shown.resource;
       } else if (r.resourceType === 'OperationOutcome') {
         entry.resource = sanitizeOutcome(r as never);
       } else {
@@ -78,13 +92,14 @@ export async function mergeBatch(
           continue;
         }
         for (const pid of shown.patients) patients.add(pid);
+        linksRemoved += shown.linksRemoved;
         entry.resource = shown.resource;
       }
       if (entry.resource.id && entry.resource.resourceType !== 'OperationOutcome' && entry.resource.resourceType !== 'Bundle') entry.fullUrl = `${fctx.publicBase}/${entry.resource.resourceType}/${entry.resource.id}`;
     }
     out.push(entry);
   }
-  return { bundle: { resourceType: 'Bundle', type: upstream.type ?? (`${it.kind}-response` as never), entry: out }, patients };
+  return { bundle: { resourceType: 'Bundle', type: upstream.type ?? (`${it.kind}-response` as never), entry: out }, patients, linksRemoved };
 }
 
 /** The answer of an entry that was not sent upstream: its refusal, or its own error. */

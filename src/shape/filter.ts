@@ -1,5 +1,5 @@
-import type { AuditEvent, Binary, Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
-import { removeDisplays, parseReference } from '../fhir/references.js';
+import type { AuditEvent, Binary, Bundle, BundleEntry, OperationOutcome, Patient, Resource } from '@medplum/fhirtypes';
+import { removeDisplays, parseReference, walkReferences } from '../fhir/references.js';
 import { REFERENCE_DATA_TYPES, resolvePatientLink, type PatientLink } from '../fhir/patients.js';
 import type { CareSet } from '../relate/types.js';
 
@@ -32,17 +32,96 @@ export interface FilterContext {
   transform?: (resource: Resource) => Resource | undefined;
 }
 
+/** What the caller receives of one resource, and what it told. */
+export interface Presented {
+  resource: Resource;
+  patients: string[];
+  /** Links of a Patient to records the caller may not see, removed (audited). */
+  linksRemoved: number;
+}
+
 /**
  * Judges one resource and returns what the caller receives: undefined when it must be withheld,
  * otherwise the resource with displays of hidden patients scrubbed, then masked or de-identified.
+ * A Patient is shown without its links to records the caller may not see (a merged duplicate, a
+ * relative): the link is hidden, not the patient.
  */
-export async function present(resource: Resource, ctx: FilterContext): Promise<{ resource: Resource; patients: string[] } | undefined> {
-  const j = await judge(resource, ctx);
+export async function present(resource: Resource, ctx: FilterContext): Promise<Presented | undefined> {
+  const { resource: own, removed } = withoutHiddenLinks(resource, ctx);
+  const j = await judge(own, ctx);
   if (!j.visible) return undefined;
-  if (ctx.admit && !ctx.admit(resource)) return undefined;
-  scrubDisplays(resource, ctx);
-  const out = ctx.transform ? ctx.transform(resource) : resource;
-  return out ? { resource: out, patients: j.patients } : undefined;
+  if (ctx.admit && !ctx.admit(own)) return undefined;
+  scrubDisplays(own, ctx);
+  const out = ctx.transform ? ctx.transform(own) : own;
+  return out ? { resource: out, patients: j.patients, linksRemoved: removed } : undefined;
+}
+
+/**
+ * A Patient's links that the caller could not follow: to a Patient outside the care set, or to a
+ * record that cannot be told (identifier only, another server). Links to a RelatedPerson are kept.
+ */
+function withoutHiddenLinks(resource: Resource, ctx: FilterContext): { resource: Resource; removed: number } {
+  const links = (resource as Patient).link;
+  if (resource.resourceType !== 'Patient' || ctx.careSet.scope === 'all' || !Array.isArray(links)) return { resource, removed: 0 };
+  const kept = links.filter((l) => {
+    const ref = (l as { other?: { reference?: unknown } } | null)?.other?.reference;
+    const p = typeof ref === 'string' ? parseReference(ref, ctx.localBases) : undefined;
+    if (p === undefined) return false;
+    return p.type === 'RelatedPerson' || (p.type === 'Patient' && allowed(ctx.careSet, p.id));
+  });
+  if (kept.length === links.length) return { resource, removed: 0 };
+  const copy = { ...(resource as Patient) };
+  if (kept.length > 0) copy.link = kept;
+  else delete copy.link;
+  return { resource: copy, removed: links.length - kept.length };
+}
+
+/**
+ * A stored container (a document or collection Bundle, a Parameters) is answered whole or not at
+ * all: every resource it holds is judged, and one the caller may not see makes the whole a miss.
+ * A document with holes would still say who it is about and what was removed. Patient references
+ * outside the held resources (a parameter's value) must be visible too.
+ */
+export async function presentContainer(container: Resource, ctx: FilterContext): Promise<Presented | undefined> {
+  const held: { resource: Resource; put(r: Resource): void }[] = [];
+  if (container.resourceType === 'Bundle') {
+    for (const e of (container as Bundle).entry ?? []) {
+      if (e.resource) held.push({ resource: e.resource, put: (r) => (e.resource = r) });
+    }
+  } else {
+    const walk = (parts: unknown): void => {
+      if (!Array.isArray(parts)) return;
+      for (const p of parts as { resource?: Resource; part?: unknown }[]) {
+        if (p?.resource) held.push({ resource: p.resource, put: (r) => (p.resource = r) });
+        walk(p?.part);
+      }
+    };
+    walk((container as { parameter?: unknown }).parameter);
+  }
+  const patients = new Set<string>();
+  let linksRemoved = 0;
+  for (const h of held) {
+    const shown = h.resource.resourceType === 'Bundle' || h.resource.resourceType === 'Parameters' ? await presentContainer(h.resource, ctx) : await present(h.resource, ctx);
+    if (!shown) return undefined;
+    for (const p of shown.patients) patients.add(p);
+    linksRemoved += shown.linksRemoved;
+    h.put(shown.resource);
+  }
+  // What the container says besides the resources it holds (a valueReference to a Patient).
+  const rest = JSON.parse(JSON.stringify(container, (k, v: unknown) => (k === 'resource' ? undefined : v))) as Record<string, unknown>;
+  let undetermined = false;
+  walkReferences(rest, (ref) => {
+    if (typeof ref.reference !== 'string') return;
+    const r = parseReference(ref.reference, ctx.localBases);
+    if (r === undefined) undetermined ||= /\/Patient\//.test(ref.reference);
+    else if (r.type === 'Patient') {
+      if (!allowed(ctx.careSet, r.id)) undetermined = true;
+      else patients.add(r.id);
+    }
+  });
+  if (undetermined) return undefined;
+  if (ctx.subjectOnly && held.length === 0 && patients.size === 0) return undefined;
+  return { resource: container, patients: [...patients], linksRemoved };
 }
 
 export interface Judgement {
@@ -129,6 +208,8 @@ export interface BundleFilterResult {
   resources: string[];
   /** Whether any `match` entry was withheld (then `Bundle.total` is not exact). */
   removedMatches: number;
+  /** Patient links to records the caller may not see, removed. */
+  linksRemoved: number;
   removedOthers: number;
 }
 
@@ -141,6 +222,7 @@ export async function filterBundle(bundle: Bundle, ctx: FilterContext): Promise<
   const resources: string[] = [];
   let removedMatches = 0;
   let removedOthers = 0;
+  let linksRemoved = 0;
   const kept: BundleEntry[] = [];
   for (const entry of bundle.entry ?? []) {
     const r = entry.resource;
@@ -161,6 +243,7 @@ export async function filterBundle(bundle: Bundle, ctx: FilterContext): Promise<
       continue;
     }
     for (const p of shown.patients) patients.add(p);
+    linksRemoved += shown.linksRemoved;
     if (r.id) resources.push(`${r.resourceType}/${r.id}`);
     // The fullUrl is the resource's identity on caregate's public base, whatever the upstream wrote
     // there (its own address, a base caregate does not know, a real id behind a pseudonym).
@@ -170,7 +253,7 @@ export async function filterBundle(bundle: Bundle, ctx: FilterContext): Promise<
   }
   bundle.entry = kept;
   if (kept.length === 0) delete bundle.entry;
-  return { bundle, patients, resources, removedMatches, removedOthers };
+  return { bundle, patients, resources, removedMatches, removedOthers, linksRemoved };
 }
 
 /**

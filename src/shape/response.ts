@@ -11,11 +11,12 @@ import type { CareSet } from '../relate/types.js';
 import type { UpstreamResponse } from '../upstream/proxy.js';
 import { buildAnswer, parseUpstreamBody } from './answer.js';
 import { mergeBatch } from './batch.js';
-import { filterBundle, present, sanitizeOutcome, type FilterContext } from './filter.js';
+import { filterBundle, present, presentContainer, sanitizeOutcome, type FilterContext } from './filter.js';
 import type { PageLinks } from './paging.js';
 import type { Pseudonyms } from './pseudonyms.js';
 import type { BaseRewriter } from './rewrite.js';
 import { hidesInstance, matchEntries, resourceEntries, totalIsVerified } from './searchset.js';
+import { checkUpstreamShape } from './upstream-shape.js';
 import { applySubsetting, type Subsetting } from './subsetting.js';
 
 /**
@@ -41,6 +42,8 @@ export interface Shaped {
   resources: readonly string[];
   /** Patients of the answer reachable only through a break-the-glass grant: a break-the-glass use for each. */
   breakGlassUse: readonly string[];
+  /** Links of Patients to records the caller may not see, removed from the answer (audited). */
+  linksRemoved: number;
 }
 
 export interface ResponseShaperDeps {
@@ -128,7 +131,8 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
     const status = upstream.status;
     const patients = new Set<string>();
     const resources: string[] = [];
-    const done = (answer: Answer): Shaped => ({ answer, patients, resources, breakGlassUse: breakGlassUse(d, patients) });
+    let linksRemoved = 0;
+    const done = (answer: Answer): Shaped => ({ answer, patients, resources, breakGlassUse: breakGlassUse(d, patients), linksRemoved });
     const answer = (httpStatus: number, headers: UpstreamResponse['headers'], body: unknown) => done(buildAnswer(it, httpStatus, headers, body, deps.rewriter));
 
     if (status === 304) return done({ status, headers: {}, body: undefined, contentType: undefined });
@@ -140,12 +144,14 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
       return answer(status, {}, oo ?? { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing' }] });
     }
     if (body === undefined) return answer(status, upstream.headers, undefined);
+    checkUpstreamShape(body, it);
     learnOwners(body);
 
     const fctx = filterContext(a, input.subsetting);
     if (it.kind === 'batch' || it.kind === 'transaction') {
       const merged = await mergeBatch(a, body as Bundle, fctx, (b) => signLinks(b, input.userKey), (url) => deps.rewriter.url(url));
       for (const pid of merged.patients) patients.add(pid);
+      linksRemoved += merged.linksRemoved;
       return answer(status, upstream.headers, merged.bundle);
     }
     if (body.resourceType === 'Bundle' && isSearchOrHistory(it)) {
@@ -156,6 +162,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
       if (hidesInstance(it, versions, b)) throw notFound('history with a withheld version');
       for (const pid of r.patients) patients.add(pid);
       resources.push(...r.resources);
+      linksRemoved += r.linksRemoved;
       // A role that sees every record may count what the filter withholds (undetermined resources);
       // a listed care set keeps only a total it can verify.
       const exact = r.removedMatches === 0 && (fctx.careSet.scope === 'all' || totalIsVerified(b, matches));
@@ -164,11 +171,21 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
       return answer(status, upstream.headers, b);
     }
     if (body.resourceType === 'OperationOutcome') return answer(status, upstream.headers, sanitizeOutcome(body as never));
+    if ((it.kind === 'read' || it.kind === 'vread') && (body.resourceType === 'Bundle' || body.resourceType === 'Parameters')) {
+      // A stored document, collection or Parameters: whole, or a miss.
+      const shown = await presentContainer(body, fctx);
+      if (!shown) throw notFound('container with a withheld resource');
+      for (const pid of shown.patients) patients.add(pid);
+      linksRemoved += shown.linksRemoved;
+      if (body.id) resources.push(`${body.resourceType}/${body.id}`);
+      return answer(status, upstream.headers, shown.resource);
+    }
     if (body.resourceType === 'Bundle') {
       // Operation outputs ($everything) and documents: every entry judged.
       const r = await filterBundle(body as Bundle, fctx);
       for (const pid of r.patients) patients.add(pid);
       resources.push(...r.resources);
+      linksRemoved += r.linksRemoved;
       delete (body as Bundle).total;
       signLinks(body as Bundle, input.userKey);
       return answer(status, upstream.headers, body);
@@ -179,6 +196,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
       throw notFound('response withheld');
     }
     for (const pid of shown.patients) patients.add(pid);
+    linksRemoved += shown.linksRemoved;
     if (body.id) resources.push(`${body.resourceType}/${body.id}`);
     // A de-identified answer must not carry real ids in its headers either.
     const headers = a.engagement ? { etag: upstream.headers.etag } : upstream.headers;
