@@ -159,11 +159,14 @@ export function createPipeline(opts: PipelineOptions) {
   };
 }
 
-/** The answer is a break-the-glass use: the decision itself, or data of a patient reached only through a grant. */
+/**
+ * The answer is a break-the-glass use: the decision itself, data of a patient reached only through
+ * a grant, or the request opened a grant (an EHR learns from it that the grant is active).
+ */
 function breakGlassUse(s: RequestState): boolean {
-  const d = s.authorization?.decision;
-  if (s.failure || !d || d.effect !== 'permit') return false;
-  return obliges(d, 'mark-break-glass') || (s.shaped?.breakGlassUse.length ?? 0) > 0;
+  const a = s.authorization;
+  if (s.failure || !a || a.decision.effect !== 'permit') return false;
+  return a.grant !== undefined || obliges(a.decision, 'mark-break-glass') || (s.shaped?.breakGlassUse.length ?? 0) > 0;
 }
 
 /** Any error as a ProxyError; an unexpected one is logged without PHI and answered as a generic 500. */

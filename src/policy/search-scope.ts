@@ -60,6 +60,9 @@ export function narrowingParam(type: string): string | undefined {
   return undefined;
 }
 
+/** Parameters that name the patient a resource is about (`_id` on Patient). */
+const SUBJECT_PARAMS: ReadonlySet<string> = new Set(['patient', 'subject', 'beneficiary', '_id']);
+
 export type Narrowing = Extract<Obligation, { kind: 'narrow' }> | { kind: 'outside'; patients: string[] } | { kind: 'none' };
 
 /**
@@ -81,8 +84,10 @@ export function narrowing(ctx: Ctx, it: FhirInteraction): Narrowing | undefined 
       const values = p.value.split(',');
       const ids = values.map((v) => patientIdOf(v, type, p.name)).filter((v): v is string => v !== undefined);
       if (ids.length > 0 && ids.every((id) => !hasPatient(ctx.careSet, id))) return { kind: 'outside', patients: [...new Set(ids)] };
-      // The client already restricted the query to patients of the care set: nothing to add.
-      if (ids.length === values.length && ids.every((id) => hasPatient(ctx.careSet, id))) restricted = true;
+      // The client already restricted the query to patients of the care set, by the parameter that
+      // names the resource's own patient: nothing to add. (A restriction on another patient
+      // parameter, `performer=Patient/a`, leaves the subject open: the search is still narrowed.)
+      if (SUBJECT_PARAMS.has(p.name) && ids.length === values.length && ids.every((id) => hasPatient(ctx.careSet, id))) restricted = true;
     }
     if (restricted) return undefined;
   }

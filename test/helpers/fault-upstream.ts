@@ -14,12 +14,15 @@ export async function startFaultUpstream(
   failWhen(pattern: RegExp | undefined): void;
   rewriteWhen(pattern: RegExp | undefined, rewrite?: (body: string) => string): void;
   bodies: string[];
+  urls: string[];
 }> {
   const t = new URL(target);
   let failing: RegExp | undefined;
   let rewriting: { pattern: RegExp; rewrite: (body: string) => string } | undefined;
   const bodies: string[] = [];
+  const urls: string[] = [];
   const server = http.createServer((req, res) => {
+    urls.push(req.url ?? '');
     if (failing?.test(req.url ?? '')) {
       res.writeHead(500, { 'content-type': 'application/fhir+json' });
       res.end(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'exception' }] }));
@@ -36,7 +39,7 @@ export async function startFaultUpstream(
           return;
         case 'gzip': {
           res.writeHead(200, { 'content-type': 'application/fhir+json', 'content-encoding': 'gzip' });
-          res.end(gzipSync(JSON.stringify({ resourceType: 'Organization', id: 'fault-gzip', name: 'Gzipped' })));
+          res.end(gzipSync(JSON.stringify({ resourceType: 'Observation', id: 'fault-gzip', status: 'final', code: { text: 'Gzipped' }, subject: { reference: 'Patient/pat-dupont' } })));
           return;
         }
         case 'html':
@@ -104,6 +107,8 @@ export async function startFaultUpstream(
     url: `http://127.0.0.1:${port}${t.pathname}`,
     /** Request bodies relayed, in order (for tests that check what caregate sent). */
     bodies,
+    /** Request paths and queries received, in order. */
+    urls,
     /** Answers of requests whose path matches are passed through `rewrite` (text in, text out) until called again with undefined. */
     rewriteWhen(pattern: RegExp | undefined, rewrite?: (body: string) => string) {
       rewriting = pattern && rewrite ? { pattern, rewrite } : undefined;

@@ -51,9 +51,9 @@ describe('upstream faults', () => {
 
   it('reads a gzip body the upstream sent although identity was asked', async () => {
     const res = await get('/Observation/fault-gzip');
-    // The resource is judged like any other (an Organization here: reference data).
+    // The resource is judged like any other.
     expect(res.status).toBe(200);
-    expect(res.body.name).toBe('Gzipped');
+    expect(res.body.code.text).toBe('Gzipped');
   });
 
   it('refuses to pass a non-FHIR body (HTML) with a 502, without its content', async () => {
@@ -142,6 +142,24 @@ describe('care-relationship lookups answered ambiguously', () => {
     } finally {
       faults.rewriteWhen(undefined);
     }
+  });
+});
+
+describe('narrowing', () => {
+  it('sends a search the client limited to patients of her care set as it was sent', async () => {
+    const seen = faults.urls.length;
+    const res = await request(stack.gate.server).get(path('/Observation?patient=pat-dupont&_count=5')).set(stack.auth('clinician'));
+    expect(res.status).toBe(200);
+    const sent = faults.urls.slice(seen).filter((u) => u.includes('/Observation?'));
+    expect(sent).toEqual(['/fhir/Observation?patient=pat-dupont&_count=5']);
+  });
+
+  it('narrows an unrestricted search to the care set', async () => {
+    const seen = faults.urls.length;
+    await request(stack.gate.server).get(path('/Observation?_count=5')).set(stack.auth('clinician'));
+    const sent = faults.urls.slice(seen).filter((u) => u.includes('/Observation?'));
+    expect(sent).toHaveLength(1);
+    expect(sent[0]).toMatch(/&(patient|subject)=Patient\/[^&]*pat-dupont/);
   });
 });
 
