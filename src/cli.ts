@@ -20,6 +20,7 @@ Usage:
                                             why a request would be permitted or refused (nothing is forwarded)
   caregate test-policy CASES [--policy FILE] [--config FILE]
                                             run policy test cases through the proxy in front of the demo hospital
+  caregate check-upstream [--config FILE]   what caregate needs to know of the FHIR server (links, attachments, compartments)
   caregate backfill-binaries [--config FILE] [--dry-run]
                                             give Binaries without securityContext the resource that points at them
   caregate review --from DATE --to DATE [--out DIR] [--patient ID] [--config FILE]
@@ -50,6 +51,10 @@ async function main(argv: string[]): Promise<number> {
     case 'test-policy': {
       const { runTestPolicyCli } = await import('./tools/test-policy.js');
       return runTestPolicyCli(rest);
+    }
+    case 'check-upstream': {
+      const { runCheckUpstreamCli } = await import('./tools/check-upstream.js');
+      return runCheckUpstreamCli(rest);
     }
     case 'backfill-binaries': {
       const { runBackfillBinariesCli } = await import('./tools/backfill-binaries.js');
