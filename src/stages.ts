@@ -27,6 +27,7 @@ import { createPseudonyms } from './shape/pseudonyms.js';
 import { createRequestShaper } from './shape/request.js';
 import { createResponseShaper } from './shape/response.js';
 import { createBaseRewriter } from './shape/rewrite.js';
+import { createMemoryState, type Invalidation, type SharedState } from './shared/state.js';
 import { createFhirClient, type FhirClient } from './upstream/client.js';
 import { serviceCredential, upstreamDispatcher } from './upstream/credential.js';
 
@@ -53,6 +54,8 @@ export interface StageEnv {
   now?: () => number;
   /** Counts care-relationship lookups (metrics). */
   onLookup?: (kind: 'careteam' | 'encounter', ok: boolean) => void;
+  /** The state instances share (grants, invalidations, the paging key); in this process when absent. */
+  shared?: SharedState;
 }
 
 export interface BuiltStages {
@@ -93,13 +96,14 @@ export function buildStages(env: StageEnv): BuiltStages {
   const localBases = rewriter.upstreamBases;
   const linkOf = (r: Resource) => patientsOf(r, { localBases });
   const read = (type: string, id: string) => client.read(type, id);
-  const pages = createPageLinks({ publicBaseUrl: env.publicBaseUrl, ttlSeconds: () => policy().paging.linkTtlSeconds, now });
+  const shared = env.shared ?? createMemoryState();
+  const pages = createPageLinks({ publicBaseUrl: env.publicBaseUrl, ttlSeconds: () => policy().paging.linkTtlSeconds, key: () => shared.pagingKey(), now });
   const pseudonyms = createPseudonyms({ secret: env.pseudonymSecret, localBases });
   const site = { publicBaseUrl: env.publicBaseUrl, site: config.audit.site };
 
   const relationships = createCareSetResolver({ client, config: () => policy().careRelationships, now, ...(env.onLookup ? { onLookup: env.onLookup } : {}) });
   const stays = createStaySets(client, now);
-  const breakGlass = createBreakGlassStore(now);
+  const breakGlass = createBreakGlassStore(shared.grants, now);
   const careSets = createCareSets({
     relationships,
     mandates: (rp) => mandatedPatients(client, rp, now()),
@@ -117,8 +121,11 @@ export function buildStages(env: StageEnv): BuiltStages {
     localBases,
     reveal: (e, it, paging) => pseudonyms.reveal(e, it, paging),
     openGrant: async (requestId, p, req) => {
-      const g = breakGlass.grant(p.practitioner, req.patient, req.reason, policy().breakGlass.durationMinutes);
-      // The grant is recorded (a high-severity security alert) before anything is answered with it.
+      // No grant is opened, nor its alert recorded, when it cannot be stored where every instance sees it.
+      breakGlass.assertWritable();
+      const t = now();
+      const g = { user: p.practitioner, patient: req.patient, reason: req.reason, grantedAt: t, until: req.until };
+      // The grant is recorded (a high-severity security alert) before it is stored and used.
       await env.audit(
         buildAuditEvents({
           kind: 'break-glass-start',
@@ -132,6 +139,7 @@ export function buildStages(env: StageEnv): BuiltStages {
           breakGlass: { reason: req.reason, until: new Date(g.until).toISOString() },
         }),
       );
+      await breakGlass.grant(g);
       return { until: g.until };
     },
     now,
@@ -139,6 +147,19 @@ export function buildStages(env: StageEnv): BuiltStages {
   });
   const plan = createPlanner({ shapeRequest: createRequestShaper({ serviceHeaders, publicBaseUrl: env.publicBaseUrl }), rewriter });
   const shape = createResponseShaper({ linkOf, read, rewriter, pages, pseudonyms, logger: env.logger });
+
+  // What a relationship write made stale, dropped here and on every other instance (shared/state.ts).
+  const unsubscribe = shared.bus.subscribe((m) => {
+    if (m.all) {
+      relationships.clear();
+      stays.clear();
+      identifier.clearPrincipals();
+      return;
+    }
+    if (m.members?.length) relationships.invalidate(m.members);
+    for (const r of m.principals ?? []) identifier.invalidatePrincipal(r);
+    if (m.caches?.includes('stays')) stays.clear();
+  });
 
   const stages: Stages = {
     async identify(s) {
@@ -192,11 +213,16 @@ export function buildStages(env: StageEnv): BuiltStages {
 
     settle(s) {
       const a = s.authorization;
+      const members = new Set<string>();
+      const principals = new Set<string>();
+      const caches = new Set<string>();
       invalidateAfterWrite(a.interaction, a.replaced, isRelationshipType, {
-        careSets: (members) => relationships.invalidate(members),
-        principal: (ref) => identifier.invalidatePrincipal(ref),
-        stays: () => stays.clear(),
+        careSets: (refs) => refs.forEach((r) => members.add(r)),
+        principal: (ref) => principals.add(ref),
+        stays: () => caches.add('stays'),
       });
+      const m: Invalidation = { members: [...members], principals: [...principals], caches: [...caches] };
+      if (members.size + principals.size + caches.size > 0) shared.bus.publish(m);
     },
 
     audit: (s, answer) => env.audit(buildAuditEvents(auditInputOf(s, answer, site))),
@@ -212,6 +238,7 @@ export function buildStages(env: StageEnv): BuiltStages {
       stays.clear();
     },
     async close() {
+      unsubscribe();
       identifier.close();
       await dispatcher?.close();
     },
