@@ -43,6 +43,8 @@ export interface StackOptions {
   server?: string;
   /** caregate's clock (care-set and paging lifetimes, grants): a fake one lets a test move time. */
   now?: () => number;
+  /** The demo token issuer's keys: several instances given the same folder trust the same tokens. */
+  keysDir?: string;
 }
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -54,7 +56,7 @@ export function demoIdentityYaml(keysDir: string): string {
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'caregate-test-'));
-  const keysDir = join(dir, 'keys');
+  const keysDir = opts.keysDir ?? join(dir, 'keys');
   ensureDemoSigningKey(keysDir);
   copyFileSync(opts.policyFile ?? join(ROOT, 'config/policy.yaml'), join(dir, 'policy.yaml'));
   const demo = opts.upstreamUrl ? undefined : await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: opts.patients ?? 300 } });
