@@ -367,11 +367,15 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
 
 /**
  * The secret coding-contractor pseudonyms derive from (`CAREGATE_PSEUDONYM_SECRET`, at least 32
- * bytes, hex or base64). Without it pseudonyms are random per process and change at each start.
+ * bytes, hex or base64). Without it pseudonyms are random per process and change at each start;
+ * several instances (`state.mode: redis`) must issue the same ones, so there it is required.
  */
 function readPseudonymSecret(loaded: LoadedConfig, logger: Logger): Buffer | undefined {
   const raw = process.env.CAREGATE_PSEUDONYM_SECRET;
   if (!raw) {
+    if (loaded.config.state.mode === 'redis') {
+      throw new ConfigError(loaded.file, ['CAREGATE_PSEUDONYM_SECRET: required with state.mode: redis (every instance must issue the same contractor pseudonyms)']);
+    }
     if (loaded.config.upstream.url !== null) logger.warn('CAREGATE_PSEUDONYM_SECRET is not set: contractor pseudonyms change at each start');
     return undefined;
   }

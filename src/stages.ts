@@ -98,7 +98,7 @@ export function buildStages(env: StageEnv): BuiltStages {
   const read = (type: string, id: string) => client.read(type, id);
   const shared = env.shared ?? createMemoryState();
   const pages = createPageLinks({ publicBaseUrl: env.publicBaseUrl, ttlSeconds: () => policy().paging.linkTtlSeconds, key: () => shared.pagingKey(), now });
-  const pseudonyms = createPseudonyms({ secret: env.pseudonymSecret, localBases });
+  const pseudonyms = createPseudonyms({ secret: env.pseudonymSecret, localBases, shared: shared.pseudonyms });
   const site = { publicBaseUrl: env.publicBaseUrl, site: config.audit.site };
 
   const relationships = createCareSetResolver({ client, config: () => policy().careRelationships, now, ...(env.onLookup ? { onLookup: env.onLookup } : {}) });
@@ -201,15 +201,19 @@ export function buildStages(env: StageEnv): BuiltStages {
 
     plan: (s) => plan({ id: s.head.id, clientAddress: s.head.clientAddress, headers: s.head.headers, body: s.body }, s.authorization),
 
-    shape: (s, upstream) =>
-      shape(
+    async shape(s, upstream) {
+      const shaped = await shape(
         {
           userKey: s.identity.principal ? principalKey(s.identity.principal) : undefined,
           authorization: s.authorization,
           ...(s.plan.kind === 'upstream' && s.plan.subsetting ? { subsetting: s.plan.subsetting } : {}),
         },
         upstream,
-      ),
+      );
+      // A contractor may follow these pseudonyms on any instance: shared before they are answered.
+      if (s.authorization.engagement) await pseudonyms.share();
+      return shaped;
+    },
 
     settle(s) {
       const a = s.authorization;

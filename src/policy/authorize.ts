@@ -80,7 +80,7 @@ export interface AuthorizerDeps {
   linkOf(resource: Resource): PatientLink;
   localBases: readonly string[];
   /** The interaction with a contractor's pseudonyms mapped back to real ids (shape/pseudonyms.ts). */
-  reveal(engagement: Engagement, it: FhirInteraction, paging: boolean): FhirInteraction;
+  reveal(engagement: Engagement, it: FhirInteraction, paging: boolean): Promise<FhirInteraction>;
   /** Opens a break-the-glass grant; resolves once its alert is durable (rejects when it cannot be). */
   openGrant(requestId: string, p: PractitionerPrincipal, req: BreakGlassRequest): Promise<{ until: number }>;
   shadow?: ShadowPolicy;
@@ -181,7 +181,7 @@ export function createAuthorizer(deps: AuthorizerDeps) {
     const pending = btg ? [btg] : [];
 
     const engagement = role.profile === 'de-identified' ? engagementFor(policy, p, role.id, new Date(now)) : undefined;
-    const interaction = engagement ? deps.reveal(engagement, classified, input.paging) : classified;
+    const interaction = engagement ? await deps.reveal(engagement, classified, input.paging) : classified;
     const base = (careSet: CareSet): Omit<DecideInput, 'interaction'> => ({
       principal: p,
       role,

@@ -20,6 +20,8 @@ import {
  * Keys, under `keyPrefix`:
  * - `grants`: a sorted set of the open break-the-glass grants (member: the grant as JSON; score:
  *   its end). Written with the grant's message in one MULTI; ended grants are removed by each write.
+ * - `pseudonyms:<engagement>`: a hash of the contractor pseudonyms issued (`Type/pseudo` → real id),
+ *   kept 30 days after its last write; an instance checks a mapping against its own key before use.
  * - `paging-key`: the key paging links are sealed with, generated once (SET NX) when no secret is
  *   configured. An instance that knew it writes it back with SET NX after Redis lost its data, so
  *   the instances keep agreeing.
@@ -49,6 +51,8 @@ export interface RedisStateOptions {
 /** How often caches are dropped, and reconnections attempted, while the shared state is unreachable. */
 const OUTAGE_TICK_MS = 1000;
 const MAX_LIST = 10_000;
+/** How long issued pseudonyms are kept after the last one of their engagement. */
+const PSEUDONYM_TTL_MS = 30 * 86_400_000;
 
 export async function openRedisState(opts: RedisStateOptions): Promise<SharedState> {
   const { config: cfg, logger, metrics, now } = opts;
@@ -78,6 +82,7 @@ export async function openRedisState(opts: RedisStateOptions): Promise<SharedSta
   const p = cfg.keyPrefix;
   const GRANTS = `${p}grants`;
   const PAGING_KEY = `${p}paging-key`;
+  const pseudonymsOf = (engagement: string) => `${p}pseudonyms:${engagement}`;
   const CHANNEL = `${p}events`;
   const instance = randomUUID();
 
@@ -330,6 +335,35 @@ export async function openRedisState(opts: RedisStateOptions): Promise<SharedSta
         });
       },
       subscribe: local.bus.subscribe,
+    },
+    pseudonyms: {
+      async put(engagement, entries) {
+        if (entries.length === 0) return;
+        if (cmd.status !== 'ready') throw sharedStateUnavailable(metrics, 'pseudonyms', `shared state unavailable (${lastError})`);
+        try {
+          const results = await cmd
+            .multi()
+            .hset(pseudonymsOf(engagement), Object.fromEntries(entries))
+            .pexpire(pseudonymsOf(engagement), PSEUDONYM_TTL_MS)
+            .exec();
+          const failed = results?.find(([err]) => err);
+          if (!results || failed) throw failed?.[0] ?? new Error('transaction discarded');
+        } catch (err) {
+          metrics.errors.inc({ operation: 'pseudonyms' });
+          lastError = errorCode(err);
+          throw sharedStateUnavailable(metrics, 'pseudonyms', `pseudonyms not stored (${lastError})`);
+        }
+      },
+      async get(engagement, k) {
+        if (cmd.status !== 'ready') throw sharedStateUnavailable(metrics, 'pseudonyms', `shared state unavailable (${lastError})`);
+        try {
+          return (await cmd.hget(pseudonymsOf(engagement), k)) ?? undefined;
+        } catch (err) {
+          metrics.errors.inc({ operation: 'pseudonyms' });
+          lastError = errorCode(err);
+          throw sharedStateUnavailable(metrics, 'pseudonyms', `pseudonyms not read (${lastError})`);
+        }
+      },
     },
     pagingKey() {
       if (!key) throw sharedStateUnavailable(metrics, 'paging', `paging key not loaded (${lastError})`);

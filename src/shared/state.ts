@@ -6,7 +6,7 @@ import { ProxyError } from '../http/errors.js';
 /**
  * The state several caregate instances share (`state.mode: redis`), or that one instance keeps in
  * its process (`memory`): break-the-glass grants, the invalidations that relationship writes cause,
- * and the key paging links are sealed with.
+ * the key paging links are sealed with, and the contractor pseudonyms issued.
  *
  * What a request reads on the way is always local (a mirror of the grants, the caches, the key):
  * a warm read never waits for Redis. What is written (a grant) goes to Redis first, and reaches the
@@ -17,6 +17,7 @@ export interface SharedState {
   readonly mode: 'memory' | 'redis';
   readonly grants: GrantTable;
   readonly bus: InvalidationBus;
+  readonly pseudonyms: PseudonymTable;
   /** The key paging links are sealed with, the same on every instance. Throws a 503 while it is not known. */
   pagingKey(): Buffer;
   /** For /readyz. */
@@ -75,14 +76,26 @@ export interface InvalidationBus {
   subscribe(handler: (m: Invalidation) => void): () => void;
 }
 
+/**
+ * The contractor pseudonyms issued by every instance (`Type/pseudo` → real id, per engagement), so
+ * that one instance can map back a pseudonym another gave. In memory: nothing beyond the process.
+ */
+export interface PseudonymTable {
+  /** Stores issued pseudonyms; rejects with a 503 when it cannot. */
+  put(engagement: string, entries: readonly (readonly [key: string, realId: string])[]): Promise<void>;
+  /** The real id behind `Type/pseudo`, or undefined when never issued; rejects with a 503 when it cannot be read. */
+  get(engagement: string, key: string): Promise<string | undefined>;
+}
+
 /** What needs the shared state when it cannot be read or written: counted, and named in the log detail. */
-export type SharedNeed = 'grant' | 'confirm' | 'paging';
+export type SharedNeed = 'grant' | 'confirm' | 'paging' | 'pseudonyms';
 
 const MESSAGES: Record<SharedNeed, string> = {
   grant: 'The break-the-glass grant cannot be opened now: the state caregate instances share is unreachable. No grant was opened; retry shortly.',
   confirm:
     'Access cannot be decided now: break-the-glass grants opened on other caregate instances cannot be read. Retry shortly.',
   paging: 'Paging links cannot be sealed or opened now: the key caregate instances share is not available. Retry shortly.',
+  pseudonyms: 'De-identified ids cannot be shared or mapped back now: the state caregate instances share is unreachable. Retry shortly.',
 };
 
 /** The metrics of the shared state (the same names in both modes). */
@@ -107,7 +120,7 @@ export function sharedStateMetrics(registry: Registry | undefined): SharedStateM
     }),
     unavailable: new Counter({
       name: 'caregate_shared_state_unavailable_total',
-      help: 'Requests answered 503 because they needed the shared state and it was unavailable, by need (grant, confirm, paging).',
+      help: 'Requests answered 503 because they needed the shared state and it was unavailable, by need (grant, confirm, paging, pseudonyms).',
       labelNames: ['need'],
       registers,
     }),
@@ -124,7 +137,7 @@ export function sharedStateMetrics(registry: Registry | undefined): SharedStateM
       registers,
     }),
   };
-  for (const need of ['grant', 'confirm', 'paging'] as const) m.unavailable.inc({ need }, 0);
+  for (const need of ['grant', 'confirm', 'paging', 'pseudonyms'] as const) m.unavailable.inc({ need }, 0);
   return m;
 }
 
@@ -242,6 +255,12 @@ export function createMemoryState(opts: { pagingKey?: Buffer; metrics?: SharedSt
         bus.publish(m);
       },
       subscribe: bus.subscribe,
+    },
+    pseudonyms: {
+      async put() {},
+      async get() {
+        return undefined;
+      },
     },
     pagingKey: () => key,
     health: () => ({ ok: true, reason: 'memory (one instance)' }),

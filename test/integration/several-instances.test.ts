@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,7 +25,10 @@ describe.skipIf(!redisServerInstalled())('several instances sharing their state 
   const stateYaml = () => `state: { mode: redis, redis: { url: "${redis.url}", keyPrefix: "test:", connectTimeoutMs: 500, commandTimeoutMs: 500 } }`;
   const start = () => startStack({ upstreamUrl: demo.url, keysDir, extraYaml: stateYaml() });
 
+  const previousSecret = process.env.CAREGATE_PSEUDONYM_SECRET;
   beforeAll(async () => {
+    // Required with state.mode redis: every instance issues the same contractor pseudonyms.
+    process.env.CAREGATE_PSEUDONYM_SECRET = randomBytes(32).toString('hex');
     redis = await startRedis();
     demo = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: 300 } });
     keysDir = mkdtempSync(join(tmpdir(), 'caregate-keys-'));
@@ -35,6 +39,8 @@ describe.skipIf(!redisServerInstalled())('several instances sharing their state 
     await demo?.close();
     await redis?.stop();
     if (keysDir) rmSync(keysDir, { recursive: true, force: true });
+    if (previousSecret === undefined) delete process.env.CAREGATE_PSEUDONYM_SECRET;
+    else process.env.CAREGATE_PSEUDONYM_SECRET = previousSecret;
   });
 
   const get = (s: Stack, persona: PersonaName, path: string, headers: Record<string, string> = {}) =>
@@ -102,6 +108,20 @@ describe.skipIf(!redisServerInstalled())('several instances sharing their state 
     await stolen.arrayBuffer();
   });
 
+  it('maps back on B the pseudonyms a coding contractor was given by A', async () => {
+    const encounters = await get(a, 'coder', '/Encounter?_count=100');
+    expect(encounters.status).toBe(200);
+    const enc = ((await encounters.json()) as Bundle).entry![0]!.resource as { id: string; subject: { reference: string } };
+    expect(enc.id).toMatch(/^p-/);
+    const patient = await get(b, 'coder', `/${enc.subject.reference}`);
+    expect(patient.status).toBe(200);
+    expect(((await patient.json()) as { id: string }).id).toBe(enc.subject.reference.slice('Patient/'.length));
+    const obs = await get(b, 'coder', `/Observation?encounter=Encounter/${enc.id}&_count=50`);
+    expect(obs.status).toBe(200);
+    expect(((await obs.json()) as Bundle).entry?.length).toBeGreaterThan(0);
+    expect(await status(b, 'coder', '/Encounter/p-AAAAAAAAAAAAAAAAAAAAAA')).toBe(404);
+  });
+
   it('fails closed while Redis is down, keeps answering what needs nothing shared, and recovers by itself', async () => {
     await redis.kill();
     await within(3000, async () => (await readyz(a)).checks.some((c) => c.name === 'shared-state' && !c.ok), 'A notices');
@@ -124,6 +144,8 @@ describe.skipIf(!redisServerInstalled())('several instances sharing their state 
     expect(await status(b, 'dim', '/Patient/pat-fx-ortho')).toBe(200);
     // A grant known before the outage is still honoured (grants are only added, and end on their own).
     expect(await status(b, 'emergency', '/Patient/pat-fx-direct')).toBe(200);
+    // A contractor's pseudonym B has not seen may have been issued by A: it cannot tell, 503 rather than 404.
+    expect(await status(b, 'coder', '/Encounter/p-AAAAAAAAAAAAAAAAAAAAAA')).toBe(503);
 
     // A CareTeam change through A while Redis is down: B cannot hear of it, and drops its caches every second.
     const team = { resourceType: 'CareTeam', status: 'active', subject: { reference: 'Patient/pat-dupont' }, participant: [{ member: { reference: 'Practitioner/prat-girard' } }] };

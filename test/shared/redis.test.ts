@@ -3,7 +3,9 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { parseConfig } from '../../src/config/load.js';
+import { classify } from '../../src/fhir/classify.js';
 import { ProxyError } from '../../src/http/errors.js';
+import { createPseudonyms } from '../../src/shape/pseudonyms.js';
 import { openSharedState } from '../../src/shared/open.js';
 import type { GrantRecord, Invalidation, SharedState } from '../../src/shared/state.js';
 import { redisServerInstalled, startRedis, within, type RedisServer } from '../helpers/redis.js';
@@ -162,6 +164,31 @@ describe.skipIf(!redisServerInstalled())('the shared state in Redis', () => {
     } finally {
       if (!(await redisUp())) await redis.restart();
     }
+  });
+
+  it('maps back on one instance the pseudonyms another issued, and never a mapping it would not issue itself', async () => {
+    const c = cluster();
+    const [a, b] = await Promise.all([c.open(), c.open()]);
+    const secret = Buffer.alloc(32, 9);
+    const onA = createPseudonyms({ secret, localBases: [], shared: a.pseudonyms });
+    const onB = createPseudonyms({ secret, localBases: [], shared: b.pseudonyms });
+    const engagement = { id: 'eng-1', dateMode: 'month' as const };
+    const read = (type: string, id: string) => classify({ method: 'GET', path: `/${type}/${id}`, query: '', headers: {}, rawHeaders: [] }, { maxBodyBytes: 1024 });
+    const pseudo = onA.forEngagement(engagement).pseudonym('Encounter', 'enc-1');
+    await onA.share();
+    expect((await onB.reveal(engagement, read('Encounter', pseudo), false)).id).toBe('enc-1');
+
+    // A mapping written into Redis by someone else: the pseudonym of enc-3 pointed at enc-2.
+    const other = onA.forEngagement(engagement).pseudonym('Encounter', 'enc-3');
+    const raw = new Redis({ port: redis.port, password: 'test-password' });
+    try {
+      await raw.hset(`${c.prefix}pseudonyms:eng-1`, `Encounter/${other}`, 'enc-2');
+    } finally {
+      raw.disconnect();
+    }
+    await expect(onB.reveal(engagement, read('Encounter', other), false)).rejects.toMatchObject({ code: 'ERR_NOT_FOUND' });
+    // Another engagement's key issues other pseudonyms: nothing links the two.
+    await expect(onB.reveal({ id: 'eng-2', dateMode: 'month' }, read('Encounter', pseudo), false)).rejects.toMatchObject({ code: 'ERR_NOT_FOUND' });
   });
 
   async function redisUp(): Promise<boolean> {
