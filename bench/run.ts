@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync, readFileSync, copyFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -156,7 +157,9 @@ async function main() {
         join(dir, 'caregate-redis.yaml'),
         `${readFileSync(join(dir, 'caregate-audit-elsewhere.yaml'), 'utf8').replace(/spoolDir: .*/, `spoolDir: ${join(dir, 'audit-redis')}`)}\nstate: { mode: redis, redis: { url: "${redis.url}", keyPrefix: "bench:" } }\n`,
       );
-      gate3 = await start(['dist/src/cli.js', 'serve', '--config', join(dir, 'caregate-redis.yaml')], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/);
+      // Required with state: redis (every instance issues the same contractor pseudonyms).
+      const secret = { CAREGATE_PSEUDONYM_SECRET: randomBytes(32).toString('hex') };
+      gate3 = await start(['dist/src/cli.js', 'serve', '--config', join(dir, 'caregate-redis.yaml')], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/, secret);
       procs.push(gate3.child);
     } else console.log('redis-server is not installed: the state: redis caregate is not measured');
 
