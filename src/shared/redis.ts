@@ -102,7 +102,7 @@ export async function openRedisState(opts: RedisStateOptions): Promise<SharedSta
   /** An invalidation could not be sent: every instance drops everything once Redis is back. */
   let owed = false;
   let outage: { since: number; timer: NodeJS.Timeout; starting: boolean } | undefined;
-  let lastError = 'not connected yet';
+  let lastError = 'no connection yet';
   let closed = false;
   let resolveFirst: (() => void) | undefined;
   const firstSync = new Promise<void>((r) => (resolveFirst = r));
@@ -243,7 +243,7 @@ export async function openRedisState(opts: RedisStateOptions): Promise<SharedSta
     }
   });
   sub.on('ready', () => void onSubReady());
-  sub.on('close', () => lost(`subscription closed (${lastError})`));
+  sub.on('close', () => lost('the subscribed connection closed'));
   sub.on('error', (err) => {
     lastError = errorCode(err);
   });
