@@ -6,9 +6,9 @@ import { ProxyError } from '../http/errors.js';
  * (AES-256-GCM with the key of the shared state: random per process with `state.mode: memory`,
  * the same on every instance with `redis` or a configured secret), bound to the user and to an
  * expiry. A replayed link from another user, an edited link, or an expired one is refused (a link
- * issued by one instance opens on every other); the upstream link itself never
- * reaches the client, not even readable inside the token (it holds real ids, which a coding
- * contractor must not learn, and the upstream's own paging state).
+ * issued by one instance opens on every other); the upstream link itself never reaches the client,
+ * not even readable inside the token (it holds real ids, which a coding contractor must not learn,
+ * and the upstream's own paging state).
  */
 export interface PageLinks {
   /** Seals an upstream link (relative to the upstream base) into a public URL. */
