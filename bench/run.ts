@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync, readFileSync, copyFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -6,6 +7,7 @@ import autocannon from 'autocannon';
 import { demoToken, ensureDemoSigningKey } from '../src/demo/tokens.js';
 import { runAuditBench } from './audit.js';
 import { measureLatency, type LatencyResult } from './latency.js';
+import { startBenchRedis, type BenchRedis } from './redis.js';
 
 /**
  * `npm run bench`: the upstream directly, a bare express + http-proxy-middleware passthrough of the
@@ -68,12 +70,19 @@ interface Result {
   cpuMsPerReq?: number;
 }
 
-async function measure(url: string, headers: Record<string, string>, pid?: number, opts: { warm?: boolean; seconds?: number } = {}): Promise<Result> {
+async function measure(
+  url: string,
+  headers: Record<string, string>,
+  pid?: number,
+  opts: { warm?: boolean; seconds?: number; around?: { start(): Promise<void>; end(): Promise<void> } } = {},
+): Promise<Result> {
   // Warm-up: JIT, connection pools, caches.
   if (opts.warm !== false) await autocannon({ url, connections: CONNECTIONS, duration: 2, headers });
+  await opts.around?.start();
   const before = pid ? cpuSeconds(pid) : 0;
   const r = await autocannon({ url, connections: CONNECTIONS, duration: opts.seconds ?? DURATION, headers });
   const after = pid ? cpuSeconds(pid) : 0;
+  await opts.around?.end();
   const requests = r.requests.total;
   return {
     rps: r.requests.average,
@@ -105,6 +114,7 @@ function ratioText(ratios: number[]): string {
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'caregate-bench-'));
   const procs: ChildProcess[] = [];
+  let redis: BenchRedis | undefined;
   try {
     const upstream = await start(['dist/src/cli.js', 'demo-fhir', '--port', '0', '--patients', String(PATIENTS), '--seed', '42'], /(http:\/\/127\.0\.0\.1:\d+\/fhir)/);
     procs.push(upstream.child);
@@ -137,6 +147,21 @@ async function main() {
     );
     const gate2 = await start(['dist/src/cli.js', 'serve', '--config', join(dir, 'caregate-audit-elsewhere.yaml')], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/);
     procs.push(gate2.child);
+    // The same again with its state in Redis (`state: redis`, what several instances run): its
+    // warm-cache read is measured against the one above, back to back in each round.
+    redis = await startBenchRedis();
+    let gate3: Proc | undefined;
+    if (redis) {
+      procs.push(redis.child);
+      writeFileSync(
+        join(dir, 'caregate-redis.yaml'),
+        `${readFileSync(join(dir, 'caregate-audit-elsewhere.yaml'), 'utf8').replace(/spoolDir: .*/, `spoolDir: ${join(dir, 'audit-redis')}`)}\nstate: { mode: redis, redis: { url: "${redis.url}", keyPrefix: "bench:" } }\n`,
+      );
+      // Required with state: redis (every instance issues the same contractor pseudonyms).
+      const secret = { CAREGATE_PSEUDONYM_SECRET: randomBytes(32).toString('hex') };
+      gate3 = await start(['dist/src/cli.js', 'serve', '--config', join(dir, 'caregate-redis.yaml')], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/, secret);
+      procs.push(gate3.child);
+    } else console.log('redis-server is not installed: the state: redis caregate is not measured');
 
     const clinician = { authorization: `Bearer ${demoToken('clinician', { dir: keys })}` };
     const dim = { authorization: `Bearer ${demoToken('dim', { dir: keys })}` };
@@ -159,13 +184,38 @@ async function main() {
     // other, and what is compared is each round's pair (caregate and the passthrough measured
     // back to back): the median of the per-round ratios, with their range.
     const early = new Map<string, { direct: Result; pass: Result; g2: Result; ratios: number[] }>();
+    const warmRead = scenarios[0]!;
+    const shared = { memory: [] as Result[], redis: [] as Result[], commands: 0, requests: 0 };
     for (const s of scenarios) {
       const runs: { direct: Result[]; pass: Result[]; g2: Result[] } = { direct: [], pass: [], g2: [] };
       for (let round = 0; round < ROUNDS; round++) {
         const o = { warm: round === 0, seconds: Math.max(2, Math.round(DURATION / 2)) };
         runs.direct.push(await measure(upstream.url + s.path, {}, upstream.child.pid, o));
         runs.pass.push(await measure(passthrough.url + s.path, s.auth, passthrough.child.pid, o));
-        runs.g2.push(await measure(gate2.url + s.path, s.auth, gate2.child.pid, o));
+        if (!gate3 || !redis || s !== warmRead) {
+          runs.g2.push(await measure(gate2.url + s.path, s.auth, gate2.child.pid, o));
+          continue;
+        }
+        // Back to back, in alternating order; the commands Redis processes while the redis
+        // instance is measured are counted (warm reads read the local mirror, not Redis).
+        const r = redis;
+        let before = 0;
+        const count = { start: async () => void (before = await r.commands()), end: async () => void (shared.commands += (await r.commands()) - before - 1) };
+        const memory = async () => measure(gate2.url + s.path, s.auth, gate2.child.pid, o);
+        const inRedis = async () => measure(gate3.url + s.path, s.auth, gate3.child.pid, { ...o, around: count });
+        let m: Result;
+        let x: Result;
+        if (round % 2 === 0) {
+          m = await memory();
+          x = await inRedis();
+        } else {
+          x = await inRedis();
+          m = await memory();
+        }
+        runs.g2.push(m);
+        shared.memory.push(m);
+        shared.redis.push(x);
+        shared.requests += x.requests;
       }
       early.set(s.name, {
         direct: medianRun(runs.direct),
@@ -209,6 +259,16 @@ async function main() {
         `| ${s.name} | ${returned} | ${direct.rps.toFixed(0)} | ${direct.p50} / ${direct.p99} | ${pass.rps.toFixed(0)} | ${pass.p50} / ${pass.p99} | ${pass.cpuMsPerReq!.toFixed(3)} | ${g.rps.toFixed(0)} | ${g.p50} / ${g.p99} | ${g.cpuMsPerReq!.toFixed(3)} | **${(g.rps / pass.rps).toFixed(2)}** | ${(g.rps / direct.rps).toFixed(2)} | ${g.non2xx} | ${g2.rps.toFixed(0)} | ${g2.p50} / ${g2.p99} | ${g2.cpuMsPerReq!.toFixed(3)} | **${ratioText(ratios)}** | ${g2.p99 - pass.p99} |`,
       );
     }
+
+    // Several instances: the warm read with `state: redis` against `state: memory`.
+    let sharedLine = 'not measured (redis-server is not installed)';
+    if (shared.redis.length > 0) {
+      const ratios = shared.redis.map((x, i) => x.rps / shared.memory[i]!.rps);
+      const m = medianRun(shared.memory);
+      const x = medianRun(shared.redis);
+      sharedLine = `${warmRead.name}: state: redis ${x.rps.toFixed(0)} rps, p50/p99 ${x.p50}/${x.p99} ms, CPU ${x.cpuMsPerReq!.toFixed(3)} ms/req; state: memory ${m.rps.toFixed(0)} rps, p50/p99 ${m.p50}/${m.p99} ms, CPU ${m.cpuMsPerReq!.toFixed(3)} ms/req; redis/memory ${ratioText(ratios)} (target ≥ 0.95 ${median(ratios) >= 0.95 ? '✅' : '❌'}); Redis processed ${shared.commands} commands during ${shared.requests} measured requests (${(shared.commands / Math.max(1, shared.requests)).toFixed(5)} per request: the subscription's heartbeat, no request reads Redis)`;
+    }
+    console.log(`several instances: ${sharedLine}`);
 
     // Steady-state care-set lookups per request: read from caregate's own metrics.
     const metrics = await (await fetch(gate.url.replace(/\/fhir$/, '') + '/metrics')).text();
@@ -259,6 +319,10 @@ ${latency
   )
   .join('\n')}
 
+Several instances (\`state: redis\`, one local redis-server; the caregate with its audit store elsewhere,
+measured back to back with the same caregate in \`state: memory\`, in alternating order, each round):
+${sharedLine}.
+
 Care-set lookups to the upstream in steady state: ${lookups} for ${answered} answered requests (${lookupsPerRequest.toFixed(5)} per request; target ≤ 0.01).
 
 ${targets.join('\n')}
@@ -284,6 +348,7 @@ measure the upstream. The CPU time per request is the proxy's own cost.
     writeFileSync(file, i >= 0 && j > i ? previous.slice(0, i) + generated + previous.slice(j + END.length) : `# Benchmarks\n\n${generated}\n`);
     console.log('wrote docs/BENCHMARKS.md');
   } finally {
+    redis?.stop();
     for (const p of procs) p.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
   }

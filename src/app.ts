@@ -7,7 +7,11 @@ import { operationOutcome } from './http/outcome.js';
 
 export interface ReadinessCheck {
   name: string;
-  check(): Promise<{ ok: boolean; reason?: string }>;
+  /**
+   * `degraded`: not ok, but the instance still answers what does not need it (and fails closed on
+   * the rest): /readyz then says `degraded` with a 200, so that a balancer keeps routing to it.
+   */
+  check(): Promise<{ ok: boolean; degraded?: boolean; reason?: string }>;
 }
 
 export interface AppOptions {
@@ -69,8 +73,9 @@ export function createApp(opts: AppOptions): http.RequestListener {
         }
       }),
     );
-    const ok = results.every((r) => r.ok);
-    res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not-ready', checks: results });
+    const ok = results.every((r) => r.ok || r.degraded === true);
+    const status = !ok ? 'not-ready' : results.every((r) => r.ok) ? 'ready' : 'degraded';
+    res.status(ok ? 200 : 503).json({ status, checks: results });
   });
 
   if (opts.metricsPath) {

@@ -24,6 +24,7 @@ import { buildAuditEvents } from './audit/build.js';
 import { openSpool } from './audit/spool.js';
 import { createShipper } from './audit/shipper.js';
 import { createReviewRoute } from './audit/review-route.js';
+import { openSharedState } from './shared/open.js';
 import { Counter, Gauge } from 'prom-client';
 
 /** Where caregate serves the DIM review (outside the FHIR base path). */
@@ -151,6 +152,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const shadowFile = config.policy.shadowFile ? configPath(opts.loaded, config.policy.shadowFile) : undefined;
   const shadow = shadowFile ? createShadowPolicy({ candidate: loadPolicy(shadowFile), logger, registry: metrics.registry }) : undefined;
   const pseudonymSecret = readPseudonymSecret(opts.loaded, logger);
+  const shared = await openSharedState(opts.loaded, { logger, registry: metrics.registry, ...(opts.now ? { now: opts.now } : {}) });
 
   const built = buildStages({
     loaded: opts.loaded,
@@ -163,6 +165,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     onLookup: (kind, ok) => metrics.lookups.inc({ kind, result: ok ? 'ok' : 'error' }),
     ...(shadow ? { shadow } : {}),
     ...(pseudonymSecret ? { pseudonymSecret } : {}),
+    shared,
   });
   const { client, identifier } = built;
 
@@ -259,6 +262,15 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
           return { ok: true, reason: `revision ${active.revision}` };
         },
       },
+      {
+        // Redis unreachable: degraded, not down. What needs nothing shared is still answered, the
+        // rest fails closed (503), and the instance recovers by itself.
+        name: 'shared-state',
+        async check() {
+          const h = shared.health();
+          return h.ok ? { ok: true, reason: h.reason ?? shared.mode } : { ok: false, degraded: true, reason: h.reason ?? 'unreachable' };
+        },
+      },
     ],
   });
 
@@ -345,6 +357,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
       });
       proxy.close();
       await built.close();
+      await shared.close();
       await shipper.stop();
       await spool.close();
       await dispatcher?.close();
@@ -354,11 +367,15 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
 
 /**
  * The secret coding-contractor pseudonyms derive from (`CAREGATE_PSEUDONYM_SECRET`, at least 32
- * bytes, hex or base64). Without it pseudonyms are random per process and change at each start.
+ * bytes, hex or base64). Without it pseudonyms are random per process and change at each start;
+ * several instances (`state.mode: redis`) must issue the same ones, so there it is required.
  */
 function readPseudonymSecret(loaded: LoadedConfig, logger: Logger): Buffer | undefined {
   const raw = process.env.CAREGATE_PSEUDONYM_SECRET;
   if (!raw) {
+    if (loaded.config.state.mode === 'redis') {
+      throw new ConfigError(loaded.file, ['CAREGATE_PSEUDONYM_SECRET: required with state.mode: redis (every instance must issue the same contractor pseudonyms)']);
+    }
     if (loaded.config.upstream.url !== null) logger.warn('CAREGATE_PSEUDONYM_SECRET is not set: contractor pseudonyms change at each start');
     return undefined;
   }

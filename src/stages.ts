@@ -28,6 +28,7 @@ import { createPseudonyms } from './shape/pseudonyms.js';
 import { createRequestShaper } from './shape/request.js';
 import { createResponseShaper } from './shape/response.js';
 import { createBaseRewriter } from './shape/rewrite.js';
+import { createMemoryState, type Invalidation, type SharedState } from './shared/state.js';
 import { createFhirClient, type FhirClient } from './upstream/client.js';
 import { serviceCredential, upstreamDispatcher } from './upstream/credential.js';
 
@@ -54,6 +55,8 @@ export interface StageEnv {
   now?: () => number;
   /** Counts care-relationship lookups (metrics). */
   onLookup?: (kind: 'careteam' | 'encounter', ok: boolean) => void;
+  /** The state instances share (grants, invalidations, the paging key); in this process when absent. */
+  shared?: SharedState;
 }
 
 export interface BuiltStages {
@@ -98,8 +101,9 @@ export function buildStages(env: StageEnv): BuiltStages {
   const localBases = rewriter.upstreamBases;
   const linkOf = (r: Resource) => patientsOf(r, { localBases });
   const read = (type: string, id: string) => client.read(type, id);
-  const pages = createPageLinks({ publicBaseUrl: env.publicBaseUrl, ttlSeconds: () => policy().paging.linkTtlSeconds, now });
-  const pseudonyms = createPseudonyms({ secret: env.pseudonymSecret, localBases });
+  const shared = env.shared ?? createMemoryState();
+  const pages = createPageLinks({ publicBaseUrl: env.publicBaseUrl, ttlSeconds: () => policy().paging.linkTtlSeconds, key: () => shared.pagingKey(), now });
+  const pseudonyms = createPseudonyms({ secret: env.pseudonymSecret, localBases, shared: shared.pseudonyms });
   const site = { publicBaseUrl: env.publicBaseUrl, site: config.audit.site };
 
   const binaryOwners = createBinaryOwners({
@@ -111,7 +115,7 @@ export function buildStages(env: StageEnv): BuiltStages {
   });
   const relationships = createCareSetResolver({ client, config: () => policy().careRelationships, now, ...(env.onLookup ? { onLookup: env.onLookup } : {}) });
   const stays = createStaySets(client, now);
-  const breakGlass = createBreakGlassStore(now);
+  const breakGlass = createBreakGlassStore(shared.grants, now);
   const careSets = createCareSets({
     relationships,
     mandates: (rp) => mandatedPatients(client, rp, now()),
@@ -130,8 +134,11 @@ export function buildStages(env: StageEnv): BuiltStages {
     binaryOwners,
     reveal: (e, it, paging) => pseudonyms.reveal(e, it, paging),
     openGrant: async (requestId, p, req) => {
-      const g = breakGlass.grant(p.practitioner, req.patient, req.reason, policy().breakGlass.durationMinutes);
-      // The grant is recorded (a high-severity security alert) before anything is answered with it.
+      // No grant is opened, nor its alert recorded, when it cannot be stored where every instance sees it.
+      breakGlass.assertWritable();
+      const t = now();
+      const g = { user: p.practitioner, patient: req.patient, reason: req.reason, grantedAt: t, until: req.until };
+      // The grant is recorded (a high-severity security alert) before it is stored and used.
       await env.audit(
         buildAuditEvents({
           kind: 'break-glass-start',
@@ -145,6 +152,7 @@ export function buildStages(env: StageEnv): BuiltStages {
           breakGlass: { reason: req.reason, until: new Date(g.until).toISOString() },
         }),
       );
+      await breakGlass.grant(g);
       return { until: g.until };
     },
     now,
@@ -155,6 +163,21 @@ export function buildStages(env: StageEnv): BuiltStages {
     rewriter,
   });
   const shape = createResponseShaper({ linkOf, read, binaryOwners, rewriter, pages, pseudonyms, logger: env.logger });
+
+  // What a relationship write made stale, dropped here and on every other instance (shared/state.ts).
+  const unsubscribe = shared.bus.subscribe((m) => {
+    if (m.all) {
+      relationships.clear();
+      stays.clear();
+      binaryOwners.clear();
+      identifier.clearPrincipals();
+      return;
+    }
+    if (m.members?.length) relationships.invalidate(m.members);
+    for (const r of m.principals ?? []) identifier.invalidatePrincipal(r);
+    if (m.caches?.includes('stays')) stays.clear();
+    if (m.caches?.includes('binary-owners')) binaryOwners.clear();
+  });
 
   const stages: Stages = {
     async identify(s) {
@@ -196,25 +219,38 @@ export function buildStages(env: StageEnv): BuiltStages {
 
     plan: (s) => plan({ id: s.head.id, clientAddress: s.head.clientAddress, headers: s.head.headers, body: s.body }, s.authorization),
 
-    shape: (s, upstream) =>
-      shape(
+    async shape(s, upstream) {
+      const shaped = await shape(
         {
           userKey: s.identity.principal ? principalKey(s.identity.principal) : undefined,
           authorization: s.authorization,
           ...(s.plan.kind === 'upstream' && s.plan.subsetting ? { subsetting: s.plan.subsetting } : {}),
         },
         upstream,
-      ),
+      );
+      // A contractor may follow these pseudonyms on any instance: shared before they are answered.
+      if (s.authorization.engagement) await pseudonyms.share();
+      return shaped;
+    },
 
     settle(s) {
       const a = s.authorization;
+      const members = new Set<string>();
+      const principals = new Set<string>();
+      const caches = new Set<string>();
+      // A document written here may be the owner another instance has not seen: its Binaries' owners are looked up again.
       const writes = a.interaction.kind === 'batch' || a.interaction.kind === 'transaction' ? (a.interaction.entries ?? []).map((e) => e.interaction) : [a.interaction];
-      for (const w of writes) if (w.method !== 'GET' && w.body && typeof w.body === 'object') binaryOwners.forget(w.body as Resource);
+      for (const w of writes) {
+        if (w.method === 'GET' || !w.body || typeof w.body !== 'object') continue;
+        if (binaryOwners.forget(w.body as Resource)) caches.add('binary-owners');
+      }
       invalidateAfterWrite(a.interaction, a.replaced, isRelationshipType, {
-        careSets: (members) => relationships.invalidate(members),
-        principal: (ref) => identifier.invalidatePrincipal(ref),
-        stays: () => stays.clear(),
+        careSets: (refs) => refs.forEach((r) => members.add(r)),
+        principal: (ref) => principals.add(ref),
+        stays: () => caches.add('stays'),
       });
+      const m: Invalidation = { members: [...members], principals: [...principals], caches: [...caches] };
+      if (members.size + principals.size + caches.size > 0) shared.bus.publish(m);
     },
 
     audit: (s, answer) => env.audit(buildAuditEvents(auditInputOf(s, answer, site))),
@@ -231,6 +267,7 @@ export function buildStages(env: StageEnv): BuiltStages {
       binaryOwners.clear();
     },
     async close() {
+      unsubscribe();
       identifier.close();
       await dispatcher?.close();
     },

@@ -77,7 +77,7 @@ export function auditOutcome(input: Pick<AuditInput, 'kind' | 'decision' | 'http
   const code = input.failure?.code;
   if (code !== undefined && Object.hasOwn(ErrorCodes, code)) {
     if (code === 'ERR_INTERNAL') return AuditOutcome.majorFailure;
-    if (code.startsWith('ERR_UPSTREAM_') || code === 'ERR_LOOKUP_FAILED' || code === 'ERR_AUDIT_UNAVAILABLE') {
+    if (code.startsWith('ERR_UPSTREAM_') || code === 'ERR_LOOKUP_FAILED' || code === 'ERR_AUDIT_UNAVAILABLE' || code === 'ERR_SHARED_STATE_UNAVAILABLE') {
       return AuditOutcome.seriousFailure;
     }
     return AuditOutcome.minorFailure;

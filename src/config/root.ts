@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { loggingSchema, metricsSchema, serverSchema, upstreamSchema } from './schema.js';
 import { identityConfigSchema } from '../identity/config.js';
 import { auditConfigSchema } from '../audit/config.js';
+import { stateConfigSchema } from '../shared/config.js';
 
 const policyRefSchema = z
   .object({
@@ -41,6 +42,7 @@ export const configSchema = z
     identity: identityConfigSchema,
     audit: auditConfigSchema.prefault({}),
     policy: policyRefSchema.prefault({}),
+    state: stateConfigSchema.prefault({}).describe('State shared by several instances (break-the-glass grants, cache invalidation, the paging-link key): memory or redis.'),
     demo: demoSchema.prefault({}).describe('The embedded demo hospital, used when upstream.url is null.'),
   })
   .strict();

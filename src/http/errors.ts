@@ -39,6 +39,8 @@ export const ErrorCodes = {
   ERR_UPSTREAM_TIMEOUT: 504,
   ERR_LOOKUP_FAILED: 503,
   ERR_AUDIT_UNAVAILABLE: 503,
+  /** The state several instances share (state.mode: redis) is needed and unreachable. */
+  ERR_SHARED_STATE_UNAVAILABLE: 503,
   ERR_INTERNAL: 500,
 } as const;
 

@@ -86,6 +86,8 @@ export interface Identifier {
   identify(input: IdentifyInput): Promise<Principal>;
   /** Drops cached resolutions of `Practitioner/<id>` (call after a PractitionerRole or Practitioner write). */
   invalidatePrincipal(reference: string): void;
+  /** Drops every cached resolution (messages from other instances may have been missed). */
+  clearPrincipals(): void;
   /** Lower-case request headers to strip before forwarding upstream (see `identityHeaderNames`). */
   readonly headerNames: readonly string[];
   close(): void;
@@ -211,6 +213,7 @@ export function createIdentifier(opts: IdentifierOptions): Identifier {
   return {
     headerNames,
     invalidatePrincipal: (ref) => resolver.invalidatePrincipal(ref),
+    clearPrincipals: () => resolver.clear(),
     close: () => resolver.clear(),
 
     async identify(input) {

@@ -82,7 +82,7 @@ export interface AuthorizerDeps {
   /** Who points at a Binary stored without securityContext (a write may attach only Binaries its writer may see). */
   binaryOwners?: { of(binaryId: string): Promise<string[]> };
   /** The interaction with a contractor's pseudonyms mapped back to real ids (shape/pseudonyms.ts). */
-  reveal(engagement: Engagement, it: FhirInteraction, paging: boolean): FhirInteraction;
+  reveal(engagement: Engagement, it: FhirInteraction, paging: boolean): Promise<FhirInteraction>;
   /** Opens a break-the-glass grant; resolves once its alert is durable (rejects when it cannot be). */
   openGrant(requestId: string, p: PractitionerPrincipal, req: BreakGlassRequest): Promise<{ until: number }>;
   shadow?: ShadowPolicy;
@@ -183,7 +183,7 @@ export function createAuthorizer(deps: AuthorizerDeps) {
     const pending = btg ? [btg] : [];
 
     const engagement = role.profile === 'de-identified' ? engagementFor(policy, p, role.id, new Date(now)) : undefined;
-    const interaction = engagement ? deps.reveal(engagement, classified, input.paging) : classified;
+    const interaction = engagement ? await deps.reveal(engagement, classified, input.paging) : classified;
     const base = (careSet: CareSet): Omit<DecideInput, 'interaction'> => ({
       principal: p,
       role,

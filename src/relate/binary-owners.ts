@@ -26,8 +26,11 @@ export interface BinaryOwners {
   of(binaryId: string): Promise<string[]>;
   /** Notes the Binaries an upstream resource points at (called on what passes through). */
   learn(resource: Resource): void;
-  /** Drops the cached owners of the Binaries a resource written through caregate points at (they may have one more). */
-  forget(resource: Resource): void;
+  /**
+   * Drops the cached owners of the Binaries a resource written through caregate points at (they
+   * may have one more); true when it points at any.
+   */
+  forget(resource: Resource): boolean;
   clear(): void;
 }
 
@@ -98,11 +101,16 @@ export function createBinaryOwners(opts: BinaryOwnersOptions): BinaryOwners {
       }
     },
     forget(resource) {
-      if (!OWNER_TYPES.has(resource.resourceType)) return;
+      if (!OWNER_TYPES.has(resource.resourceType)) return false;
+      let any = false;
       for (const url of attachmentUrls(resource)) {
         const id = binaryOf(url);
-        if (id !== undefined) found.delete(id);
+        if (id !== undefined) {
+          found.delete(id);
+          any = true;
+        }
       }
+      return any;
     },
     clear() {
       found.clear();

@@ -1,50 +1,37 @@
-import { LRUCache } from 'lru-cache';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FhirInteraction } from '../fhir/interaction.js';
 import { isWrite } from '../fhir/interaction.js';
 import { ProxyError } from '../http/errors.js';
+import type { GrantRecord, GrantTable } from '../shared/state.js';
 import type { CareSet, Evidence } from './types.js';
 
 /**
  * Break-the-glass: one user, one named patient, a reason, a few minutes.
  *
- * Grants are kept in memory (a restart ends every open grant, which fails closed); every grant is
- * audited by the caller before it is used. A deployment with several caregate instances behind a
- * balancer needs user affinity, or the clinician opens the grant again on the other instance
- * (documented in docs/POLICY.md).
+ * Grants live in the shared state (`state`): in the process with `memory` (a restart ends every
+ * open grant, which fails closed), in Redis with `redis` (every instance honours a grant opened on
+ * any of them, and grants outlive restarts). Every grant is audited by the caller before it is
+ * stored, and a grant that cannot be stored is not opened (503).
  */
-export interface BreakGlassGrant {
-  user: string;
-  patient: string;
-  reason: string;
-  grantedAt: number;
-  until: number;
-}
+export type BreakGlassGrant = GrantRecord;
 
 export interface BreakGlassStore {
-  grant(user: string, patient: string, reason: string, minutes: number): BreakGlassGrant;
-  /** Open grants of a user (expired ones are dropped). */
+  /** Opens a grant for every instance; rejects with a 503 when it cannot be stored (no grant is open then). */
+  grant(g: BreakGlassGrant): Promise<void>;
+  /** Open grants of a user known here (expired ones are dropped): never more than were opened. */
   active(user: string): BreakGlassGrant[];
+  /** Open grants of a user, known current (to confirm a refusal); throws a 503 when they cannot be. */
+  confirmed(user: string): BreakGlassGrant[];
+  /** Throws a 503 when no grant can be opened now (checked before the grant's alert is recorded). */
+  assertWritable(): void;
 }
 
-export function createBreakGlassStore(now: () => number = Date.now): BreakGlassStore {
-  const byUser = new LRUCache<string, Map<string, BreakGlassGrant>>({ max: 50_000 });
+export function createBreakGlassStore(table: GrantTable, now: () => number = Date.now): BreakGlassStore {
   return {
-    grant(user, patient, reason, minutes) {
-      const t = now();
-      const g: BreakGlassGrant = { user, patient, reason, grantedAt: t, until: t + minutes * 60_000 };
-      let m = byUser.get(user);
-      if (!m) byUser.set(user, (m = new Map()));
-      m.set(patient, g);
-      return g;
-    },
-    active(user) {
-      const m = byUser.get(user);
-      if (!m) return [];
-      const t = now();
-      for (const [p, g] of m) if (g.until <= t) m.delete(p);
-      return [...m.values()];
-    },
+    grant: (g) => table.put(g),
+    active: (user) => table.open(user, now()),
+    confirmed: (user) => table.confirmed(user, now()),
+    assertWritable: () => table.assertWritable(),
   };
 }
 

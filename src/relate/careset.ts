@@ -46,6 +46,11 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
   const byMember = new Map<string, Set<string>>();
   /** Concurrent resolutions of the same user share one lookup. */
   const inflight = new Map<string, Promise<CareSet>>();
+  /**
+   * Bumped by every invalidation: a resolution that started before one (it may have read the
+   * relationship before the write) is answered but not cached, nor shared with later requests.
+   */
+  let generation = 0;
 
   function memberRefs(p: PractitionerPrincipal, cfg: CareRelationshipsConfig): string[] {
     const refs = [p.practitioner, ...p.practitionerRoles];
@@ -153,12 +158,15 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     }
     const running = inflight.get(key);
     if (running) return running;
+    const started = generation;
     const promise = resolve(p)
       .then((set) => {
-        cache.set(key, set);
+        if (started === generation) cache.set(key, set);
         return set;
       })
-      .finally(() => inflight.delete(key));
+      .finally(() => {
+        if (inflight.get(key) === promise) inflight.delete(key);
+      });
     inflight.set(key, promise);
     return promise;
   }
@@ -167,6 +175,8 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     get: (p) => getOrResolve(p, false),
     refresh: (p) => getOrResolve(p, true),
     invalidate(refs) {
+      generation++;
+      inflight.clear();
       for (const r of refs) {
         const users = byMember.get(r);
         if (users) for (const u of users) cache.delete(u);
@@ -175,6 +185,8 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
       }
     },
     clear() {
+      generation++;
+      inflight.clear();
       cache = newCache();
       byMember.clear();
     },

@@ -68,7 +68,8 @@ export function createCareSets(opts: CareSetsOptions): CareSets {
         case 'care-relationships': {
           if (p.kind !== 'practitioner') return listed();
           const base = fresh ? await opts.relationships.refresh(p) : await opts.relationships.get(p);
-          return withGrants(base, opts.breakGlass.active(p.practitioner));
+          // A refusal is confirmed against the grants opened on every instance, or not at all (503).
+          return withGrants(base, fresh ? opts.breakGlass.confirmed(p.practitioner) : opts.breakGlass.active(p.practitioner));
         }
         case 'stays':
           return stays ? opts.stays.careSet(stays, { fresh, ttlMs: opts.ttlMs() }) : listed();

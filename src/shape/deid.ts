@@ -62,6 +62,8 @@ export interface DeidentifierOptions {
   localBases: readonly string[];
   /** How many issued pseudonyms `reveal` remembers (least recently used forgotten first). Default 100 000. */
   maxRevealEntries?: number;
+  /** Called with each pseudonym issued that `reveal` did not know yet (to share it with other instances). */
+  onIssue?: (type: string, pseudo: string, realId: string) => void;
 }
 
 export interface Deidentifier {
@@ -84,6 +86,12 @@ export interface Deidentifier {
    * authorising: the request made with the real id is judged like any other.
    */
   reveal(type: string, pseudo: string): string | undefined;
+  /**
+   * Remembers `realId` behind `pseudo` (a mapping another instance issued) when `pseudo` is the very
+   * pseudonym this de-identifier issues for `Type/realId`, so that a mapping read from elsewhere
+   * cannot point a pseudonym at another record. False, and nothing remembered, otherwise.
+   */
+  adopt(type: string, pseudo: string, realId: string): boolean;
 }
 
 const PSEUDONYM_PREFIX = 'p-';
@@ -242,16 +250,28 @@ class Engine {
     private readonly mode: DateMode,
     private readonly bases: readonly string[],
     maxReveal: number,
+    private readonly onIssue: DeidentifierOptions['onIssue'],
   ) {
     this.revealMap = new LRUCache({ max: maxReveal });
   }
 
+  private mac(type: string, realId: string): string {
+    return PSEUDONYM_PREFIX + createHmac('sha256', this.key).update(`${type}/${realId}`).digest('base64url').slice(0, 22).replaceAll('_', '-');
+  }
+
   pseudonym(type: string, realId: string): string {
     if (!TYPE_NAME.test(type) || !FHIR_ID.test(realId)) throw new TypeError('pseudonym: malformed resource type or id');
-    const mac = createHmac('sha256', this.key).update(`${type}/${realId}`).digest('base64url').slice(0, 22).replaceAll('_', '-');
-    const pseudo = PSEUDONYM_PREFIX + mac;
-    this.revealMap.set(`${type}/${pseudo}`, realId);
+    const pseudo = this.mac(type, realId);
+    const key = `${type}/${pseudo}`;
+    if (this.onIssue && this.revealMap.get(key) !== realId) this.onIssue(type, pseudo, realId);
+    this.revealMap.set(key, realId);
     return pseudo;
+  }
+
+  adopt(type: string, pseudo: string, realId: string): boolean {
+    if (!TYPE_NAME.test(type) || !FHIR_ID.test(realId) || !PSEUDONYM.test(pseudo) || this.mac(type, realId) !== pseudo) return false;
+    this.revealMap.set(`${type}/${pseudo}`, realId);
+    return true;
   }
 
   reveal(type: string, pseudo: string): string | undefined {
@@ -473,10 +493,11 @@ export function createDeidentifier(options: DeidentifierOptions): Deidentifier {
   if (!(DATE_MODES as readonly string[]).includes(options.dateMode)) throw new TypeError('dateMode must be keep, month or year');
   const max = options.maxRevealEntries ?? 100_000;
   if (!Number.isInteger(max) || max < 1) throw new TypeError('maxRevealEntries must be a positive integer');
-  const engine = new Engine(Buffer.from(options.key), options.dateMode, [...options.localBases], max);
+  const engine = new Engine(Buffer.from(options.key), options.dateMode, [...options.localBases], max, options.onIssue);
   return {
     deidentify: (resource) => engine.resource(resource, 0),
     pseudonym: (type, realId) => engine.pseudonym(type, realId),
     reveal: (type, pseudo) => engine.reveal(type, pseudo),
+    adopt: (type, pseudo, realId) => engine.adopt(type, pseudo, realId),
   };
 }

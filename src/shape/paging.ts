@@ -3,10 +3,12 @@ import { ProxyError } from '../http/errors.js';
 
 /**
  * Paging links issued by caregate: the upstream's `next`/`previous`/... link is sealed in a token
- * (AES-256-GCM with a per-process key), bound to the user and to an expiry. A replayed link from
- * another user, an edited link, or an expired one is refused; the upstream link itself never
- * reaches the client, not even readable inside the token (it holds real ids, which a coding
- * contractor must not learn, and the upstream's own paging state).
+ * (AES-256-GCM with the key of the shared state: random per process with `state.mode: memory`,
+ * the same on every instance with `redis` or a configured secret), bound to the user and to an
+ * expiry. A replayed link from another user, an edited link, or an expired one is refused (a link
+ * issued by one instance opens on every other); the upstream link itself never reaches the client,
+ * not even readable inside the token (it holds real ids, which a coding contractor must not learn,
+ * and the upstream's own paging state).
  */
 export interface PageLinks {
   /** Seals an upstream link (relative to the upstream base) into a public URL. */
@@ -23,17 +25,19 @@ export function createPageLinks(opts: {
   publicBaseUrl: string;
   /** Lifetime of a link, read at each issue (a policy reload changes it). */
   ttlSeconds: number | (() => number);
-  key?: Buffer;
+  /** The sealing key, or where to read it at each use (it throws a 503 while the shared key is unknown). */
+  key?: Buffer | (() => Buffer);
   now?: () => number;
 }): PageLinks {
-  const key = opts.key ?? randomBytes(32);
+  const fixed = typeof opts.key === 'function' ? undefined : (opts.key ?? randomBytes(32));
+  const keyOf = typeof opts.key === 'function' ? opts.key : () => fixed!;
   const now = opts.now ?? Date.now;
   const pub = opts.publicBaseUrl.replace(/\/+$/, '');
 
   return {
     issue(link, userKey) {
       const iv = randomBytes(IV_BYTES);
-      const cipher = createCipheriv('aes-256-gcm', key, iv);
+      const cipher = createCipheriv('aes-256-gcm', keyOf(), iv);
       const ttl = typeof opts.ttlSeconds === 'function' ? opts.ttlSeconds() : opts.ttlSeconds;
       const plain = Buffer.from(JSON.stringify({ l: link, e: Math.floor(now() / 1000) + ttl }));
       // The user is authenticated data: a token opened by anyone else fails its tag check.
@@ -51,6 +55,7 @@ export function createPageLinks(opts: {
       // Non-canonical base64url decodes to the same bytes: refuse it as an edit.
       if (raw.toString('base64url') !== token || raw.length < IV_BYTES + TAG_BYTES + 2) throw refuse('malformed page token');
       let payload: { l?: unknown; e?: unknown };
+      const key = keyOf();
       try {
         const decipher = createDecipheriv('aes-256-gcm', key, raw.subarray(0, IV_BYTES));
         decipher.setAAD(Buffer.from(userKey));

@@ -45,6 +45,8 @@ export interface StackOptions {
   now?: () => number;
   /** Options of the embedded demo engine: links built from forwarded headers (as HAPI behind a proxy), its base path. */
   demo?: { linksFromForwardedHeaders?: boolean; basePath?: string };
+  /** The demo token issuer's keys: several instances given the same folder trust the same tokens. */
+  keysDir?: string;
 }
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -56,7 +58,7 @@ export function demoIdentityYaml(keysDir: string): string {
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'caregate-test-'));
-  const keysDir = join(dir, 'keys');
+  const keysDir = opts.keysDir ?? join(dir, 'keys');
   ensureDemoSigningKey(keysDir);
   copyFileSync(opts.policyFile ?? join(ROOT, 'config/policy.yaml'), join(dir, 'policy.yaml'));
   const demo = opts.upstreamUrl

@@ -4,6 +4,7 @@ import type { Binary, Bundle, DocumentReference } from '@medplum/fhirtypes';
 import type { PersonaName } from '../../src/demo/personas.js';
 import { startDemoFhir } from '../../src/demo/server.js';
 import { createBreakGlassStore } from '../../src/relate/breakglass.js';
+import { createMemoryState } from '../../src/shared/state.js';
 import { startFaultUpstream } from '../helpers/fault-upstream.js';
 import { startStack, type Stack } from '../helpers/stack.js';
 
@@ -140,10 +141,10 @@ describe('break-the-glass misuse', () => {
 });
 
 describe('break-the-glass grants', () => {
-  it('cover the one patient named, for the one user, and end when their duration is over', () => {
+  it('cover the one patient named, for the one user, and end when their duration is over', async () => {
     let now = Date.UTC(2026, 0, 15, 10);
-    const store = createBreakGlassStore(() => now);
-    store.grant('Practitioner/prat-roux', 'pat-fx-ortho', 'unconscious patient', 60);
+    const store = createBreakGlassStore(createMemoryState().grants, () => now);
+    await store.grant({ user: 'Practitioner/prat-roux', patient: 'pat-fx-ortho', reason: 'unconscious patient', grantedAt: now, until: now + 60 * 60_000 });
     expect(store.active('Practitioner/prat-roux').map((g) => g.patient)).toEqual(['pat-fx-ortho']);
     expect(store.active('Practitioner/prat-martin')).toEqual([]);
     now += 60 * 60_000 - 1;
