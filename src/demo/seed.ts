@@ -1167,13 +1167,15 @@ class HospitalBuilder {
   private lateFixtures(): void {
     const now = this.now;
     // A patient of Dr Martin whose record links to a relative treated in orthopaedics (not hers),
-    // and to her own duplicate record that was merged (replaced-by): the first link is hidden from her.
+    // and to another of her patients: the first link is hidden from her.
     const linked = this.patient('pat-fx-linked', { given: 'Gabrielle', family: 'BOYER', gender: 'female', birthDate: '1974-02-09' });
     this.careTeam(linked, 'cardiology', 'active', { start: now - 10 * DAY }, [{ member: ref('Practitioner', 'prat-martin') }], {}, 'ct-fx-linked');
+    const relative = this.patient('pat-fx-linked-relative', { given: 'Hugo', family: 'BOYER', gender: 'male', birthDate: '1999-06-21' });
+    this.careTeam(relative, 'orthopaedics', 'active', { start: now - 10 * DAY }, [{ member: ref('Practitioner', 'prat-girard') }], {}, 'ct-fx-linked-relative');
     const record = this.out.find((r) => r.resourceType === 'Patient' && r.id === 'pat-fx-linked') as Patient;
     record.link = [
-      { other: ref('Patient', 'pat-fx-ortho'), type: 'seealso' },
-      { other: ref('Patient', 'pat-dupont'), type: 'seealso' },
+      { other: ref('Patient', 'pat-fx-linked-relative'), type: 'seealso' },
+      { other: ref('Patient', 'pat-fx-direct'), type: 'seealso' },
     ];
 
     // Stored documents: one about Louise Dupont alone, one that also holds another patient's result.
