@@ -18,7 +18,8 @@ import { tlsServerOptions } from './identity/mtls.js';
 import { roleOf } from './policy/roles.js';
 import { createLogger } from './ops/logger.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
-import { createUpstreamProxy } from './upstream/proxy.js';
+import { createUpstreamProxy, type UpstreamRequest } from './upstream/proxy.js';
+import { createUndiciForwarder } from './upstream/undici-forward.js';
 import { loadPolicy, type LoadedPolicy } from './policy/load.js';
 import { buildAuditEvents } from './audit/build.js';
 import { openSpool } from './audit/spool.js';
@@ -169,7 +170,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   });
   const { client, identifier } = built;
 
-  const proxy = createUpstreamProxy({
+  const forwarderOptions = {
     target: opts.upstreamUrl,
     timeoutMs: config.upstream.timeoutMs,
     maxResponseBytes: config.server.maxResponseBytes,
@@ -182,7 +183,15 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
             caFile: config.upstream.auth.caFile ? configPath(opts.loaded, config.upstream.auth.caFile) : undefined,
           }
         : undefined,
-  });
+  };
+  // undici by default (less CPU per request, docs/BENCHMARKS.md); http-proxy-middleware on request.
+  const proxy =
+    config.upstream.client === 'undici'
+      ? (() => {
+          const f = createUndiciForwarder(forwarderOptions);
+          return { forward: (_req: http.IncomingMessage, _res: http.ServerResponse, r: UpstreamRequest) => f.forward(r), close: () => f.close() };
+        })()
+      : createUpstreamProxy(forwarderOptions);
 
   const handle = createPipeline({
     stages: built.stages,
@@ -355,7 +364,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
         server.closeIdleConnections();
         setTimeout(() => server.closeAllConnections(), config.server.shutdownGraceMs).unref();
       });
-      proxy.close();
+      await proxy.close();
       await built.close();
       await shared.close();
       await shipper.stop();

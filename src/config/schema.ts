@@ -61,6 +61,10 @@ export const upstreamSchema = z
     timeoutMs: z.number().int().positive().default(30_000).describe('Time allowed for one proxied interaction.'),
     lookupTimeoutMs: z.number().int().positive().default(5_000).describe('Time allowed for one care-set or principal lookup.'),
     maxSockets: z.number().int().positive().default(128).describe('Pooled keep-alive connections to the upstream.'),
+    client: z
+      .enum(['undici', 'http-proxy'])
+      .default('undici')
+      .describe('How proxied requests are sent: an undici pool (less CPU per request), or http-proxy-middleware over a node:http agent.'),
     forwardedHeaders: z
       .boolean()
       .default(true)
