@@ -200,22 +200,31 @@ export function buildStages(env: StageEnv): BuiltStages {
       let path = h.rawPath;
       let query = h.rawQuery;
       const paging = path.startsWith(`/${PAGE_PATH}/`) && p !== undefined;
+      let renarrow = false;
       if (paging) {
         if (h.method !== 'GET' || query !== '') throw new ProxyError('ERR_BAD_REQUEST', 'Paging links are followed with a plain GET.');
-        const link = pages.open(path.slice(PAGE_PATH.length + 2), principalKey(p));
-        const q = link.indexOf('?');
-        path = q === -1 ? link : link.slice(0, q);
-        query = q === -1 ? '' : link.slice(q + 1);
+        const opened = pages.open(path.slice(PAGE_PATH.length + 2), principalKey(p));
+        const q = opened.link.indexOf('?');
+        path = q === -1 ? opened.link : opened.link.slice(0, q);
+        query = q === -1 ? '' : opened.link.slice(q + 1);
+        renarrow = opened.renarrow;
       }
       const interaction = classify(
         { method: h.method, path, query, headers: h.headers, rawHeaders: [...h.rawHeaders], ...(s.body ? { body: s.body } : {}) },
         { maxBodyBytes: config.server.maxRequestBytes },
       );
-      return { interaction, paging };
+      return { interaction, paging, ...(renarrow ? { renarrow } : {}) };
     },
 
     authorize: (s) =>
-      authorize({ requestId: s.head.id, headers: s.head.headers, principal: s.identity.principal, interaction: s.classified.interaction, paging: s.classified.paging }),
+      authorize({
+        requestId: s.head.id,
+        headers: s.head.headers,
+        principal: s.identity.principal,
+        interaction: s.classified.interaction,
+        paging: s.classified.paging,
+        renarrow: s.classified.renarrow === true,
+      }),
 
     plan: (s) => plan({ id: s.head.id, clientAddress: s.head.clientAddress, headers: s.head.headers, body: s.body }, s.authorization),
 

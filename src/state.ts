@@ -50,6 +50,8 @@ export interface Classified {
   readonly interaction: FhirInteraction;
   /** The request follows a signed paging link: its query was judged when the link was issued. */
   readonly paging: boolean;
+  /** The paging link was taken out of caregate's narrowing: the search is narrowed again now. */
+  readonly renarrow?: boolean;
 }
 
 export interface UpstreamOutcome {

@@ -39,6 +39,8 @@ export interface AuthorizeInput {
   interaction: FhirInteraction;
   /** The request follows a signed paging link (its query was judged when the link was issued). */
   paging: boolean;
+  /** The paging link was taken out of caregate's narrowing: narrow it again, to the care set of now. */
+  renarrow?: boolean;
 }
 
 export interface Authorization {
@@ -190,6 +192,7 @@ export function createAuthorizer(deps: AuthorizerDeps) {
       careSet,
       policy,
       paging: input.paging,
+      ...(input.renarrow ? { renarrow: true } : {}),
       ...(engagement ? { engagement: engagement.id } : {}),
     });
 

@@ -39,7 +39,7 @@ export function decideDeidentified(ctx: Ctx): Decision {
     if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', 'The patient is outside the engagement (answered as a miss).', rule, { refuseAs: 'not-found', patients: [p] });
   }
   const obligations: Obligation[] = [];
-  if (it.kind === 'search-type' && !ctx.in.paging) {
+  if (it.kind === 'search-type' && (!ctx.in.paging || ctx.in.renarrow)) {
     const narrow = narrowing(ctx, it);
     // A contractor's miss looks like any other: an empty searchset, never a refusal that confirms a stay exists.
     if (narrow?.kind === 'none' || narrow?.kind === 'outside') return permit(ctx, 'de-identified', rule, 'No listed stay matches', [], [{ kind: 'narrow', param: '', patients: [] }]);

@@ -209,7 +209,7 @@ function decideListed(ctx: Ctx): Decision {
   }
 
   const obligations: Obligation[] = [];
-  if ((it.kind === 'search-type' || it.kind === 'history-type') && !ctx.in.paging && it.resourceType) {
+  if ((it.kind === 'search-type' || it.kind === 'history-type') && (!ctx.in.paging || ctx.in.renarrow) && it.resourceType) {
     const narrow = narrowing(ctx, it);
     if (narrow?.kind === 'outside') {
       // The search names only patients outside the care set: answered like FHIR's "access denied"

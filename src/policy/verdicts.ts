@@ -23,6 +23,8 @@ export interface DecideInput {
   patientLinkChanged?: boolean;
   /** A request coming back through a signed paging link: the query was judged when the link was issued. */
   paging?: boolean;
+  /** That link was stripped of caregate's narrowing when it was sealed: it is narrowed again. */
+  renarrow?: boolean;
   /** De-identified roles: the engagement in force for this caller (its id keys the pseudonyms). */
   engagement?: string;
 }

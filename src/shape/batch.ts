@@ -2,7 +2,7 @@ import type { Bundle, BundleEntry } from '@medplum/fhirtypes';
 import { notFound } from '../http/errors.js';
 import { outcomeFor } from '../http/outcome.js';
 import { entrySent, type Authorization } from '../policy/authorize.js';
-import { refusalOf } from '../policy/decision.js';
+import { refusalOf, type Decision } from '../policy/decision.js';
 import { filterBundle, present, presentContainer, sanitizeOutcome, type FilterContext } from './filter.js';
 import { isSearchOrHistory } from '../fhir/interaction.js';
 import { hidesInstance, resourceEntries } from './searchset.js';
@@ -29,7 +29,7 @@ export async function mergeBatch(
   a: Authorization,
   upstream: Bundle,
   fctx: FilterContext,
-  signLinks: (b: Bundle) => void,
+  signLinks: (b: Bundle, d: Decision) => void,
   /** An upstream URL on caregate's public base, or undefined when it points elsewhere. */
   publicUrl: (url: string) => string | undefined,
 ): Promise<MergedBatch> {
@@ -72,7 +72,7 @@ export async function mergeBatch(
         for (const pid of filtered.patients) patients.add(pid);
         linksRemoved += filtered.linksRemoved;
         delete (r as Bundle).total;
-        signLinks(r as Bundle);
+        signLinks(r as Bundle, verdicts[i]!.decision);
         entry.resource = r;
       } else if (r.resourceType === 'Bundle' || r.resourceType === 'Parameters') {
         const shown = await presentContainer(r, fctx);

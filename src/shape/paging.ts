@@ -11,10 +11,20 @@ import { ProxyError } from '../http/errors.js';
  * and the upstream's own paging state).
  */
 export interface PageLinks {
-  /** Seals an upstream link (relative to the upstream base) into a public URL. */
-  issue(upstreamRelative: string, userKey: string): string;
-  /** Opens a token from `/_page/<token>` and returns the upstream-relative link it carries. */
-  open(token: string, userKey: string): string;
+  /**
+   * Seals an upstream link (relative to the upstream base) into a public URL. `renarrow`: the
+   * link was taken out of the narrowing caregate added (it is added again, from the care set of the
+   * moment, when the link is followed), which keeps links short whatever the care set's size.
+   */
+  issue(upstreamRelative: string, userKey: string, opts?: { renarrow?: boolean }): string;
+  /** Opens a token from `/_page/<token>`: the upstream-relative link it carries. */
+  open(token: string, userKey: string): OpenedLink;
+}
+
+export interface OpenedLink {
+  link: string;
+  /** The search is narrowed to the care set again before it is sent (see `issue`). */
+  renarrow: boolean;
 }
 
 export const PAGE_PATH = '_page';
@@ -35,11 +45,11 @@ export function createPageLinks(opts: {
   const pub = opts.publicBaseUrl.replace(/\/+$/, '');
 
   return {
-    issue(link, userKey) {
+    issue(link, userKey, o) {
       const iv = randomBytes(IV_BYTES);
       const cipher = createCipheriv('aes-256-gcm', keyOf(), iv);
       const ttl = typeof opts.ttlSeconds === 'function' ? opts.ttlSeconds() : opts.ttlSeconds;
-      const plain = Buffer.from(JSON.stringify({ l: link, e: Math.floor(now() / 1000) + ttl }));
+      const plain = Buffer.from(JSON.stringify({ l: link, e: Math.floor(now() / 1000) + ttl, ...(o?.renarrow ? { r: 1 } : {}) }));
       // The user is authenticated data: a token opened by anyone else fails its tag check.
       cipher.setAAD(Buffer.from(userKey));
       const sealed = Buffer.concat([iv, cipher.update(plain), cipher.final(), cipher.getAuthTag()]);
@@ -54,7 +64,7 @@ export function createPageLinks(opts: {
       const raw = Buffer.from(token, 'base64url');
       // Non-canonical base64url decodes to the same bytes: refuse it as an edit.
       if (raw.toString('base64url') !== token || raw.length < IV_BYTES + TAG_BYTES + 2) throw refuse('malformed page token');
-      let payload: { l?: unknown; e?: unknown };
+      let payload: { l?: unknown; e?: unknown; r?: unknown };
       const key = keyOf();
       try {
         const decipher = createDecipheriv('aes-256-gcm', key, raw.subarray(0, IV_BYTES));
@@ -67,7 +77,7 @@ export function createPageLinks(opts: {
       }
       if (typeof payload.l !== 'string' || typeof payload.e !== 'number') throw refuse('page token fields');
       if (payload.e * 1000 < now()) throw refuse('page token expired');
-      return payload.l;
+      return { link: payload.l, renarrow: payload.r === 1 };
     },
   };
 }

@@ -77,8 +77,12 @@ export function createPlanner(deps: PlannerDeps) {
 export function narrowedParams(params: readonly SearchParam[], d: Decision): SearchParam[] | undefined {
   const n = obligation(d, 'narrow');
   if (!n || n.patients.length === 0) return undefined;
-  const value = n.patients.map((id) => (n.param === '_id' ? id : `Patient/${id}`)).join(',');
-  return [...params, { name: n.param, modifier: undefined, value }];
+  return [...params, { name: n.param, modifier: undefined, value: narrowValue(n) }];
+}
+
+/** The value of the narrowing parameter: `Patient/a,Patient/b`, or `a,b` for `_id`. */
+export function narrowValue(n: { param: string; patients: readonly string[] }): string {
+  return n.patients.map((id) => (n.param === '_id' ? id : `Patient/${id}`)).join(',');
 }
 
 function emptySearchset(it: FhirInteraction, rewriter: BaseRewriter): Answer {

@@ -7,6 +7,7 @@ import type { Answer } from '../http/send.js';
 import { maskForAdministration } from '../policy/administrative.js';
 import type { Authorization } from '../policy/authorize.js';
 import { obligation, obliges, type Decision } from '../policy/decision.js';
+import { narrowValue } from './plan.js';
 import type { CareSet } from '../relate/types.js';
 import type { UpstreamResponse } from '../upstream/proxy.js';
 import { buildAnswer, parseUpstreamBody } from './answer.js';
@@ -113,13 +114,23 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
     }
   }
 
-  /** Seals the Bundle's links (upstream-relative) into paging links bound to the user; drops the others. */
-  function signLinks(b: Bundle, userKey: string | undefined): void {
+  /**
+   * Seals the Bundle's links (upstream-relative) into paging links bound to the user; drops the
+   * others. A link that repeats the narrowing caregate added (a server that pages by repeating the
+   * query) is sealed without it, and narrowed again when followed: links stay short whatever the
+   * size of the care set.
+   */
+  function signLinks(b: Bundle, userKey: string | undefined, d: Decision): void {
     if (!b.link) return;
+    const narrow = obligation(d, 'narrow');
     for (const l of b.link) {
       const rel = l.url && userKey ? upstreamRelative(l.url, localBases) : undefined;
-      if (rel === undefined) delete (l as { url?: string }).url;
-      else l.url = deps.pages.issue(rel, userKey!);
+      if (rel === undefined) {
+        delete (l as { url?: string }).url;
+        continue;
+      }
+      const stripped = narrow && narrow.patients.length > 0 ? withoutNarrowing(rel, narrow.param, narrowValue(narrow)) : undefined;
+      l.url = stripped === undefined ? deps.pages.issue(rel, userKey!) : deps.pages.issue(stripped, userKey!, { renarrow: true });
     }
     b.link = b.link.filter((l) => l.url);
   }
@@ -149,7 +160,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
 
     const fctx = filterContext(a, input.subsetting);
     if (it.kind === 'batch' || it.kind === 'transaction') {
-      const merged = await mergeBatch(a, body as Bundle, fctx, (b) => signLinks(b, input.userKey), (url) => deps.rewriter.url(url));
+      const merged = await mergeBatch(a, body as Bundle, fctx, (b, entry) => signLinks(b, input.userKey, entry), (url) => deps.rewriter.url(url));
       for (const pid of merged.patients) patients.add(pid);
       linksRemoved += merged.linksRemoved;
       return answer(status, upstream.headers, merged.bundle);
@@ -167,7 +178,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
       // a listed care set keeps only a total it can verify.
       const exact = r.removedMatches === 0 && (fctx.careSet.scope === 'all' || totalIsVerified(b, matches));
       if (!exact) delete b.total;
-      signLinks(b, input.userKey);
+      signLinks(b, input.userKey, d);
       return answer(status, upstream.headers, b);
     }
     if (body.resourceType === 'OperationOutcome') return answer(status, upstream.headers, sanitizeOutcome(body as never));
@@ -187,7 +198,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
       resources.push(...r.resources);
       linksRemoved += r.linksRemoved;
       delete (body as Bundle).total;
-      signLinks(body as Bundle, input.userKey);
+      signLinks(body as Bundle, input.userKey, d);
       return answer(status, upstream.headers, body);
     }
     const shown = await present(body, fctx);
@@ -239,6 +250,28 @@ function inStays(r: Resource, stays: ReadonlySet<string>, careSet: CareSet): boo
   const ref =
     (r as { encounter?: { reference?: string } }).encounter?.reference ?? (r as { context?: { reference?: string } }).context?.reference;
   return typeof ref === 'string' && ref.startsWith('Encounter/') && stays.has(ref.slice('Encounter/'.length));
+}
+
+/**
+ * The link without the one parameter whose decoded value is the narrowing caregate added (the
+ * upstream may have re-encoded it); undefined when it is not there.
+ */
+function withoutNarrowing(rel: string, param: string, value: string): string | undefined {
+  const q = rel.indexOf('?');
+  if (q === -1) return undefined;
+  const parts = rel.slice(q + 1).split('&');
+  const i = parts.findIndex((p) => {
+    const eq = p.indexOf('=');
+    if (eq === -1) return false;
+    try {
+      return decodeURIComponent(p.slice(0, eq).replace(/\+/g, ' ')) === param && decodeURIComponent(p.slice(eq + 1).replace(/\+/g, ' ')) === value;
+    } catch {
+      return false;
+    }
+  });
+  if (i === -1) return undefined;
+  parts.splice(i, 1);
+  return parts.length > 0 ? `${rel.slice(0, q)}?${parts.join('&')}` : rel.slice(0, q);
 }
 
 /** `https://upstream/fhir/Observation?x` → `Observation?x`; undefined for links elsewhere. */

@@ -28,7 +28,8 @@ async function pageThrough(s: Stack, first: string, auth: Record<string, string>
     const next = b.link?.find((l) => l.relation === 'next')?.url;
     if (!next) return { ids, pages, links };
     expect(next.startsWith(`${PUBLIC}/_page/`)).toBe(true);
-    expect(next.length).toBeLessThan(8192);
+    // Short whatever the care set: a link that repeats caregate's narrowing is sealed without it.
+    expect(next.length).toBeLessThanOrEqual(512);
     links.push(next);
     res = await request(s.gate.server).get(new URL(next).pathname).set(auth);
   }

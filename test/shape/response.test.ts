@@ -159,7 +159,7 @@ describe('shape: searches', () => {
     expect(links.map((l) => l.relation)).toEqual(['self', 'next']);
     for (const l of links) expect(l.url.startsWith(`${PUBLIC}/_page/`)).toBe(true);
     const token = links[1]!.url.slice(`${PUBLIC}/_page/`.length);
-    expect(pages.open(token, 'Practitioner/prat-martin')).toBe('?_getpages=abc&_getpagesoffset=2');
+    expect(pages.open(token, 'Practitioner/prat-martin').link).toBe('?_getpages=abc&_getpagesoffset=2');
     expect(() => pages.open(token, 'Practitioner/prat-girard')).toThrow();
   });
 
