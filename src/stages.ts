@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { AuditEvent, Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { buildAuditEvents } from './audit/build.js';
+import { reduceForPatients } from './audit/patient-view.js';
 import { auditInputOf } from './audit/record.js';
 import { configPath, type LoadedConfig } from './config/load.js';
 import { classify } from './fhir/classify.js';
@@ -12,6 +13,7 @@ import { principalKey } from './identity/principal.js';
 import type { Stages } from './pipeline.js';
 import { createAuthorizer } from './policy/authorize.js';
 import type { LoadedPolicy } from './policy/load.js';
+import type { Opening } from './notify/messages.js';
 import { isRelationshipType } from './policy/relationships.js';
 import { matchRoles } from './policy/roles.js';
 import type { ShadowPolicy } from './policy/shadow.js';
@@ -19,7 +21,8 @@ import { createBreakGlassStore } from './relate/breakglass.js';
 import { createCareSetResolver, type CareSetResolver } from './relate/careset.js';
 import { invalidateAfterWrite } from './relate/invalidate.js';
 import { mandatedPatients } from './relate/mandate.js';
-import { createCareSets } from './relate/profiles.js';
+import { createOppositionStore, type OppositionStore } from './relate/oppositions.js';
+import { createCareSets, type CareSets } from './relate/profiles.js';
 import { createStaySets } from './relate/stays.js';
 import { createPageLinks, PAGE_PATH } from './shape/paging.js';
 import { createPlanner } from './shape/plan.js';
@@ -53,13 +56,24 @@ export interface StageEnv {
   now?: () => number;
   /** Counts care-relationship lookups (metrics). */
   onLookup?: (kind: 'careteam' | 'encounter', ok: boolean) => void;
+  /**
+   * A break-the-glass grant was opened and its start event is durable: the patient and her
+   * attending physician are to be told (notify/breakglass.ts). Not awaited: the emergency access
+   * never waits for the notification.
+   */
+  onBreakGlassOpened?: (opening: Opening) => void;
 }
+
 
 export interface BuiltStages {
   stages: Stages;
   client: FhirClient;
   identifier: Identifier;
   careSets: CareSetResolver;
+  /** The care sets of every profile (the patient's access history page resolves a mandate with them). */
+  profiles: CareSets;
+  /** The patients' oppositions, cached per patient (`invalidatePatients` after a Consent write). */
+  oppositions: OppositionStore;
   /** Drops what a policy reload may change: cached care sets and stays. */
   onPolicyReload(): void;
   close(): Promise<void>;
@@ -100,11 +114,13 @@ export function buildStages(env: StageEnv): BuiltStages {
   const relationships = createCareSetResolver({ client, config: () => policy().careRelationships, now, ...(env.onLookup ? { onLookup: env.onLookup } : {}) });
   const stays = createStaySets(client, now);
   const breakGlass = createBreakGlassStore(now);
+  const oppositions = createOppositionStore({ client, config: () => policy().careRelationships, now });
   const careSets = createCareSets({
     relationships,
     mandates: (rp) => mandatedPatients(client, rp, now()),
     breakGlass,
     stays,
+    oppositions: { store: oppositions, enabled: () => policy().patientRights.oppositions.enabled },
     ttlMs: () => policy().careRelationships.cache.ttlSeconds * 1000,
     now,
   });
@@ -119,26 +135,35 @@ export function buildStages(env: StageEnv): BuiltStages {
     openGrant: async (requestId, p, req) => {
       const g = breakGlass.grant(p.practitioner, req.patient, req.reason, policy().breakGlass.durationMinutes);
       // The grant is recorded (a high-severity security alert) before anything is answered with it.
-      await env.audit(
-        buildAuditEvents({
-          kind: 'break-glass-start',
-          requestId,
-          recorded: new Date(now()).toISOString(),
-          principal: p,
-          ...(p.claims.clientId ? { clientId: p.claims.clientId } : {}),
-          publicBaseUrl: env.publicBaseUrl,
-          site: config.audit.site,
-          patients: [g.patient],
-          breakGlass: { reason: req.reason, until: new Date(g.until).toISOString() },
-        }),
-      );
+      const started = buildAuditEvents({
+        kind: 'break-glass-start',
+        requestId,
+        recorded: new Date(now()).toISOString(),
+        principal: p,
+        ...(p.claims.clientId ? { clientId: p.claims.clientId } : {}),
+        publicBaseUrl: env.publicBaseUrl,
+        site: config.audit.site,
+        patients: [g.patient],
+        breakGlass: { reason: req.reason, until: new Date(g.until).toISOString() },
+      });
+      await env.audit(started);
+      env.onBreakGlassOpened?.({
+        eventId: started[0]!.id!,
+        patient: g.patient,
+        practitioner: p.practitioner,
+        name: p.claims.displayName,
+        professions: p.claims.professionCodes,
+        reason: req.reason,
+        at: g.grantedAt,
+        until: g.until,
+      });
       return { until: g.until };
     },
     now,
     ...(env.shadow ? { shadow: env.shadow } : {}),
   });
   const plan = createPlanner({ shapeRequest: createRequestShaper({ serviceHeaders, publicBaseUrl: env.publicBaseUrl }), rewriter });
-  const shape = createResponseShaper({ linkOf, read, rewriter, pages, pseudonyms, logger: env.logger });
+  const shape = createResponseShaper({ linkOf, read, rewriter, pages, pseudonyms, reduceAuditEvent: reduceForPatients, logger: env.logger });
 
   const stages: Stages = {
     async identify(s) {
@@ -196,6 +221,7 @@ export function buildStages(env: StageEnv): BuiltStages {
         careSets: (members) => relationships.invalidate(members),
         principal: (ref) => identifier.invalidatePrincipal(ref),
         stays: () => stays.clear(),
+        oppositions: (patients) => oppositions.invalidatePatients(patients),
       });
     },
 
@@ -207,9 +233,12 @@ export function buildStages(env: StageEnv): BuiltStages {
     client,
     identifier,
     careSets: relationships,
+    profiles: careSets,
+    oppositions,
     onPolicyReload() {
       relationships.clear();
       stays.clear();
+      oppositions.clear();
     },
     async close() {
       identifier.close();

@@ -8,6 +8,7 @@ import type {
   Coding,
 } from '@medplum/fhirtypes';
 import { ErrorCodes } from '../http/errors.js';
+import { notificationEvent, type NotificationFacts } from './notification-event.js';
 import type { FhirInteraction, InteractionKind } from '../fhir/interaction.js';
 import type { Principal } from '../identity/principal.js';
 import type { Decision } from '../policy/decision.js';
@@ -33,7 +34,8 @@ import {
 } from './codes.js';
 
 /** What happened, from the audit's point of view. */
-export type AuditKind = 'access' | 'break-glass-start' | 'policy-reload' | 'login-failure';
+export type AuditKind = 'access' | 'break-glass-start' | 'policy-reload' | 'login-failure' | 'notification';
+
 
 /**
  * Everything the pipeline knows about one interaction when it is about to answer. Plain data:
@@ -89,6 +91,13 @@ export interface AuditInput {
   breakGlass?: { reason: string; until?: string };
   /** Policy reload: the new revision (hash) and the one it replaced. */
   policy?: { revision: string; previousRevision?: string };
+  /**
+   * Patients whose data the answer withheld under their opposition (CSP L1110-4), with the
+   * Consents: named on their events, with the Consent.
+   */
+  opposedWithheld?: ReadonlyMap<string, ReadonlySet<string>>;
+  /** Notification events: what was told of which break-the-glass opening. */
+  notification?: NotificationFacts;
 }
 
 /**
@@ -113,6 +122,9 @@ export function buildAuditEvents(input: AuditInput): AuditEvent[] {
       // Only the companion security alert: the interaction that opened the grant gets its own
       // access event when it is answered (with its real status).
       return (patients.length ? patients : [undefined]).map((p) => breakGlassStartEvent(input, p, ids()));
+    case 'notification':
+      if (!input.notification) throw new TypeError('notification audit input needs `notification`');
+      return [notificationEvent({ ...input.notification, id: ids(), recorded: input.recorded, site: input.site, requestId: input.requestId, patients })];
   }
 }
 
@@ -179,6 +191,7 @@ function accessEvents(input: AuditInput, patients: string[], ids: () => string):
       shared.request,
       shared.decision,
       ...evidenceEntities(evidenceFor(input, group)),
+      ...oppositionEntities(input, group),
       ...(btg ? breakGlassEntities(input, group) : []),
     ];
     return {
@@ -432,6 +445,7 @@ function evidenceEntities(evidence: readonly Evidence[]): AuditEventEntity[] {
   return evidence.map((e) => {
     const details = [detail(DetailType.evidenceSource, e.source)];
     if (e.until) details.push(detail(DetailType.breakGlassUntil, e.until));
+    if (e.overridden) details.push(detail(DetailType.evidenceOverridden, 'true'));
     return {
       type: EntityType.systemObject,
       role: ObjectRole.securityResource,
@@ -441,6 +455,21 @@ function evidenceEntities(evidence: readonly Evidence[]): AuditEventEntity[] {
       detail: details,
     };
   });
+}
+
+/** The Consents under which data of these patients was withheld from the answer (CSP L1110-4). */
+function oppositionEntities(input: AuditInput, patients: readonly string[]): AuditEventEntity[] {
+  const withheld = input.opposedWithheld;
+  if (!withheld) return [];
+  const consents = new Set(patients.flatMap((p) => [...(withheld.get(p.slice('Patient/'.length)) ?? [])]));
+  return [...consents].map((reference) => ({
+    type: EntityType.systemObject,
+    role: ObjectRole.securityResource,
+    name: EntityName.opposition,
+    what: { reference },
+    description: `Withheld under the patient's opposition ${reference}`,
+    detail: [detail(DetailType.decisionReason, 'patient-opposition')],
+  }));
 }
 
 function breakGlassEntities(input: AuditInput, patients: readonly string[]): AuditEventEntity[] {

@@ -42,6 +42,8 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
   const decision = a?.decision;
   const patients = new Set<string>(decision?.patients ?? []);
   for (const p of s.shaped?.patients ?? []) patients.add(p);
+  // A patient whose data her opposition kept out of the answer was still the object of the request.
+  for (const p of s.shaped?.opposed?.keys() ?? []) patients.add(p);
   const careSet = a?.careSet;
   // Per-patient evidence: the care set's (a listed set), or the decision's when it names one patient.
   const evidence =
@@ -69,6 +71,7 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
     ...(s.shaped?.resources.length ? { resourceRefs: s.shaped.resources } : {}),
     ...(evidence ? { evidenceByPatient: evidence } : {}),
     ...(breakGlassUse.length ? { breakGlassPatients: new Set(breakGlassUse) } : {}),
+    ...(s.shaped?.opposed ? { opposedWithheld: s.shaped.opposed } : {}),
     ...(s.failure ? { failure: { code: s.failure.code, message: s.failure.message } } : {}),
   };
 }

@@ -3,6 +3,7 @@ import { tryParseJsonStrict } from '../fhir/json.js';
 import { join } from 'node:path';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { AgentType, DcmSubtype, DetailType, EntityName, EntityType, EventType, ObjectRole, Systems } from './codes.js';
+import { notificationStatuses } from './notification-event.js';
 import { readSpoolDir } from './spool.js';
 import { renderReviewHtml, type RenderOptions } from './report-html.js';
 
@@ -82,6 +83,8 @@ export interface BreakGlassRow {
   userName: string;
   patient: string;
   reason: string;
+  /** For an opening: whether the patient and her attending physician were told (`sent`, `failed`, `pending`). */
+  notification: '' | 'sent' | 'failed' | 'pending';
   subtype: string;
   resources: string;
   outcome: string;
@@ -305,6 +308,7 @@ export function buildReviewModel(events: readonly AuditEvent[], opts: ReviewOpti
   for (const s of refusals) dayOf(s).refusals++;
   for (const s of btg) dayOf(s).breakGlass++;
 
+  const told = notificationStatuses(events);
   const breakGlass: BreakGlassRow[] = btg.flatMap((s) =>
     (s.patients.length ? s.patients : ['']).map((patient) => ({
       recorded: s.recorded,
@@ -313,6 +317,7 @@ export function buildReviewModel(events: readonly AuditEvent[], opts: ReviewOpti
       userName: s.userName ?? '',
       patient,
       reason: s.breakGlassReason ?? '',
+      notification: s.kind === 'break-glass-start' ? (told.get(s.id) ?? 'pending') : '',
       subtype: s.subtype,
       resources: s.resources.join(' '),
       outcome: s.outcome,
@@ -585,8 +590,8 @@ export function reviewCsvFiles(model: ReviewModel): Record<string, string> {
   ];
   const files: Record<string, string> = {
     'break-glass.csv': toCsv(
-      ['recorded', 'what', 'user', 'user_name', 'patient', 'justification', 'interaction', 'resources', 'request_id', 'event_id'],
-      model.breakGlass.map((r) => [r.recorded, r.what, r.user, r.userName, r.patient, r.reason, r.subtype, r.resources, r.requestId, r.eventId]),
+      ['recorded', 'what', 'user', 'user_name', 'patient', 'justification', 'notification', 'interaction', 'resources', 'request_id', 'event_id'],
+      model.breakGlass.map((r) => [r.recorded, r.what, r.user, r.userName, r.patient, r.reason, r.notification, r.subtype, r.resources, r.requestId, r.eventId]),
     ),
     'refusals.csv': toCsv(
       ['recorded', 'user', 'user_name', 'client_address', 'patient', 'interaction', 'resources', 'reason', 'description', 'request_id', 'event_id'],

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { loggingSchema, metricsSchema, serverSchema, upstreamSchema } from './schema.js';
 import { identityConfigSchema } from '../identity/config.js';
 import { auditConfigSchema } from '../audit/config.js';
+import { notificationsSchema } from '../notify/config.js';
 
 const policyRefSchema = z
   .object({
@@ -36,6 +37,7 @@ export const configSchema = z
     metrics: metricsSchema.prefault({}),
     identity: identityConfigSchema,
     audit: auditConfigSchema.prefault({}),
+    notifications: notificationsSchema.prefault({}).describe('How the patient and her attending physician are told of a break-the-glass opening.'),
     policy: policyRefSchema.prefault({}),
     demo: demoSchema.prefault({}).describe('The embedded demo hospital, used when upstream.url is null.'),
   })
