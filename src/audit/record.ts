@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../http/errors.js';
+import type { Evidence } from '../relate/types.js';
 import type { Answer } from '../http/send.js';
 import type { RequestState } from '../state.js';
 import type { AuditInput } from './build.js';
@@ -45,13 +46,12 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
   // A patient whose data her opposition kept out of the answer was still the object of the request.
   for (const p of s.shaped?.opposed?.keys() ?? []) patients.add(p);
   const careSet = a?.careSet;
-  // Per-patient evidence: the care set's (a listed set), or the decision's when it names one patient.
-  const evidence =
-    careSet?.scope === 'listed' && careSet.patients.size > 0
-      ? careSet.patients
-      : decision && decision.patients.length === 1 && decision.evidence.length > 0
-        ? new Map([[decision.patients[0]!, decision.evidence]])
-        : undefined;
+  // Per-patient evidence: the care set's (a listed set), and the decision's for the one patient it
+  // names (the Consent of an opposition that refused, or that a break-the-glass grant overrode).
+  let evidence: ReadonlyMap<string, readonly Evidence[]> | undefined = careSet?.scope === 'listed' && careSet.patients.size > 0 ? careSet.patients : undefined;
+  if (decision && decision.patients.length === 1 && decision.evidence.length > 0) {
+    evidence = new Map([...(evidence ?? []), [decision.patients[0]!, decision.evidence]]);
+  }
   const breakGlassUse = s.shaped?.breakGlassUse ?? [];
   return {
     ...(isLoginFailure(s) ? { kind: 'login-failure' as const } : {}),
