@@ -177,7 +177,6 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     config: () => config.notifications.breakGlass,
     encounterStatuses: () => active.policy.careRelationships.encounter.statuses,
     site: config.audit.site,
-    publicBaseUrl,
     logger,
   });
 

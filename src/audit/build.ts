@@ -8,7 +8,6 @@ import type {
   Coding,
 } from '@medplum/fhirtypes';
 import { ErrorCodes } from '../http/errors.js';
-import { notificationEvent, type NotificationFacts } from './notification-event.js';
 import type { FhirInteraction, InteractionKind } from '../fhir/interaction.js';
 import type { Principal } from '../identity/principal.js';
 import type { Decision } from '../policy/decision.js';
@@ -34,7 +33,7 @@ import {
 } from './codes.js';
 
 /** What happened, from the audit's point of view. */
-export type AuditKind = 'access' | 'break-glass-start' | 'policy-reload' | 'login-failure' | 'notification';
+export type AuditKind = 'access' | 'break-glass-start' | 'policy-reload' | 'login-failure';
 
 
 /**
@@ -96,8 +95,6 @@ export interface AuditInput {
    * Consents: named on their events, with the Consent.
    */
   opposedWithheld?: ReadonlyMap<string, ReadonlySet<string>>;
-  /** Notification events: what was told of which break-the-glass opening. */
-  notification?: NotificationFacts;
 }
 
 /**
@@ -122,9 +119,6 @@ export function buildAuditEvents(input: AuditInput): AuditEvent[] {
       // Only the companion security alert: the interaction that opened the grant gets its own
       // access event when it is answered (with its real status).
       return (patients.length ? patients : [undefined]).map((p) => breakGlassStartEvent(input, p, ids()));
-    case 'notification':
-      if (!input.notification) throw new TypeError('notification audit input needs `notification`');
-      return [notificationEvent({ ...input.notification, id: ids(), recorded: input.recorded, site: input.site, requestId: input.requestId, patients })];
   }
 }
 

@@ -17,8 +17,7 @@ import {
  * The AuditEvent that says the patient and her attending physician were told of a break-the-glass
  * opening (status `sent`), or could not be yet (`failed`, retried until it is sent). It is what
  * the DIM's review reads to show each opening as sent, pending or failed, and what the patient's
- * access history shows. caregate itself is the requestor. Built through `buildAuditEvents`
- * (kind `notification`).
+ * access history shows. caregate itself is the requestor.
  */
 
 /** What was told of a break-the-glass opening, to whom, and how. */
@@ -35,6 +34,7 @@ export interface NotificationFacts {
   failure?: string;
 }
 
+/** The notification event; `patients` are ids or `Patient/<id>`. */
 export function notificationEvent(
   n: NotificationFacts & { id: string; recorded: string; site: string; requestId: string; patients: readonly string[] },
 ): AuditEvent {
@@ -48,7 +48,7 @@ export function notificationEvent(
   ];
   if (n.failure) details.push({ type: DetailType.failureCode, valueString: n.failure });
   const entity: AuditEventEntity[] = [
-    ...n.patients.map((reference) => ({ type: EntityType.person, role: ObjectRole.patient, what: { reference } })),
+    ...n.patients.map((p) => ({ type: EntityType.person, role: ObjectRole.patient, what: { reference: p.startsWith('Patient/') ? p : `Patient/${p}` } })),
     ...(n.communications ?? []).map((reference) => ({ type: EntityType.systemObject, role: ObjectRole.domainResource, what: { reference } })),
     { type: EntityType.requestId, what: { identifier: { value: n.requestId } } },
     {

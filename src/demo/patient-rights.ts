@@ -14,6 +14,7 @@
  */
 import type { AuditEvent, Binary, Consent, DocumentReference, Resource } from '@medplum/fhirtypes';
 import { buildAuditEvents, type AuditInput } from '../audit/build.js';
+import { notificationEvent } from '../audit/notification-event.js';
 import { classify } from '../fhir/classify.js';
 import type { PractitionerPrincipal } from '../identity/principal.js';
 import type { Decision } from '../policy/decision.js';
@@ -165,21 +166,17 @@ export function patientRightsFixtures(now: number): Resource[] {
     const told = at + 2000;
     const communications = openingCommunications(opening, { patient: true, attending: ['Practitioner/prat-martin'] }, { language: 'fr', timeZone: 'Europe/Paris' }, told);
     const ids = communicationIds(F.breakGlassStart);
-    const notified = event({
-      kind: 'notification',
-      ids: [F.breakGlassNotified],
+    const notified = notificationEvent({
+      id: F.breakGlassNotified,
       requestId: 'demo-btg-dupont-notification',
       recorded: iso(told),
-      publicBaseUrl: PUBLIC_BASE,
       site: SITE,
       patients: ['pat-dupont'],
-      notification: {
-        of: F.breakGlassStart,
-        status: 'sent',
-        channel: 'communication',
-        recipients: ['patient', 'attending'],
-        communications: [`Communication/${ids.patient}`, `Communication/${ids.attending}`],
-      },
+      of: F.breakGlassStart,
+      status: 'sent',
+      channel: 'communication',
+      recipients: ['patient', 'attending'],
+      communications: [`Communication/${ids.patient}`, `Communication/${ids.attending}`],
     });
     return [start, read, search, notified, ...communications];
   }

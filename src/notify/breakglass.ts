@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { AuditEvent, Bundle, CareTeam, Encounter, PractitionerRole } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
-import { buildAuditEvents } from '../audit/build.js';
 import { CaregateSubtype, DcmSubtype } from '../audit/codes.js';
-import { notificationStatuses } from '../audit/notification-event.js';
+import { notificationEvent, notificationStatuses } from '../audit/notification-event.js';
 import { literalRef, periodCovers } from '../relate/careset.js';
 import type { FhirClient } from '../upstream/client.js';
 import type { BreakGlassNotificationsConfig } from './config.js';
@@ -48,7 +47,6 @@ export interface BreakGlassNotifierOptions {
   /** Encounter statuses of a current stay (the policy's). */
   encounterStatuses: () => readonly string[];
   site: string;
-  publicBaseUrl: string;
   logger: Logger;
   now?: () => number;
   fetch?: typeof fetch;
@@ -200,17 +198,17 @@ export function createBreakGlassNotifier(opts: BreakGlassNotifierOptions): Break
   }
 
   async function record(o: Opening, n: { status: 'sent' | 'failed'; channel: 'communication' | 'webhook'; recipients: readonly string[]; communications?: string[]; failure?: string }): Promise<void> {
-    await opts.audit(
-      buildAuditEvents({
-        kind: 'notification',
+    await opts.audit([
+      notificationEvent({
+        id: randomUUID(),
         requestId: `notification-${randomUUID()}`,
         recorded: new Date(now()).toISOString(),
-        publicBaseUrl: opts.publicBaseUrl,
         site: opts.site,
         patients: [o.patient],
-        notification: { of: o.eventId, ...n },
+        of: o.eventId,
+        ...n,
       }),
-    );
+    ]);
   }
 
   function enqueue(opening: Opening): boolean {
