@@ -55,7 +55,7 @@ function fakeUpstream(opts: { failBatches?: number; trail?: AuditEvent[] } = {})
       return [];
     },
     search: async () => ({ resourceType: 'Bundle', type: 'searchset' }) as Bundle,
-    read: async <T extends Resource>() => role as unknown as T,
+    read: async <T extends Resource>(): Promise<T | undefined> => role as unknown as T,
     async batch(b: Bundle): Promise<Bundle> {
       if (failures-- > 0) throw new ProxyError('ERR_LOOKUP_FAILED', 'A lookup on the FHIR server failed; access cannot be decided.');
       const entry: BundleEntry[] = (b.entry ?? []).map((e) => {
