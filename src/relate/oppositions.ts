@@ -97,6 +97,8 @@ export interface OppositionStore {
   invalidatePatients(patients: Iterable<string>): void;
   /** Drops everything (a policy reload). */
   clear(): void;
+  /** Changes at every invalidation: what was derived from an older version may be stale. */
+  readonly version: number;
   /** Upstream lookups made so far. */
   readonly lookups: number;
 }
@@ -174,6 +176,9 @@ export function createOppositionStore(opts: OppositionStoreOptions): OppositionS
       clearedAt = ++epoch;
       cache = newCache();
       invalidatedAt = new LRUCache<string, number>({ max: opts.config().cache.maxEntries });
+    },
+    get version() {
+      return epoch;
     },
     get lookups() {
       return lookups;

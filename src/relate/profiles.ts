@@ -58,20 +58,41 @@ export function createCareSets(opts: CareSetsOptions): CareSets {
   const now = opts.now ?? Date.now;
   const listed = (patients: ReadonlyMap<string, readonly Evidence[]> = new Map()): CareSet => ({ scope: 'listed', patients, resolvedAt: now() });
 
-  /**
-   * A practitioner's care set with the oppositions of its patients that name her (herself, one of
-   * her roles, her service, one of her teams) and are in force now.
-   */
-  async function withOppositions(set: CareSet, p: PractitionerPrincipal, fresh: boolean): Promise<CareSet> {
-    if (!opts.oppositions?.enabled() || set.patients.size === 0) return set;
-    const recorded = await opts.oppositions.store.of([...set.patients.keys()], { fresh });
+  /** The oppositions matched to a cached care set, kept as long as the care set and the store hold. */
+  const matched = new WeakMap<CareSet, { version: number; until: number; opposed: ReadonlyMap<string, readonly Opposition[]> }>();
+
+  /** The oppositions among these patients' that name her (herself, one of her roles, her service, one of her teams) and are in force now. */
+  async function opposedAmong(patients: readonly string[], p: PractitionerPrincipal, set: CareSet, fresh: boolean): Promise<Map<string, readonly Opposition[]>> {
+    const opposed = new Map<string, readonly Opposition[]>();
+    if (patients.length === 0) return opposed;
+    const recorded = await opts.oppositions!.store.of(patients, { fresh });
     const refs = opposableRefs(p, set);
     const t = now();
-    const opposed = new Map<string, readonly Opposition[]>();
     for (const [patient, list] of recorded) {
       const inForce = applying(list, refs, t);
       if (inForce.length > 0) opposed.set(patient, inForce);
     }
+    return opposed;
+  }
+
+  /**
+   * A practitioner's care set, with her break-the-glass grants, and the oppositions of its patients
+   * that name her. The matching is kept with the cached care set it was made for (a care set of a
+   * thousand patients is not matched again at every request), until the store changes or the
+   * care-set lifetime ends; the patients of grants are matched each time.
+   */
+  async function withOppositions(base: CareSet, grants: Parameters<typeof withGrants>[1], p: PractitionerPrincipal, fresh: boolean): Promise<CareSet> {
+    const set = withGrants(base, grants);
+    if (!opts.oppositions?.enabled() || set.patients.size === 0) return set;
+    const store = opts.oppositions.store;
+    let memo = fresh ? undefined : matched.get(base);
+    if (!memo || memo.version !== store.version || now() >= memo.until) {
+      const version = store.version;
+      memo = { version, until: now() + opts.ttlMs(), opposed: await opposedAmong([...base.patients.keys()], p, base, fresh) };
+      matched.set(base, memo);
+    }
+    const others = [...set.patients.keys()].filter((id) => !base.patients.has(id));
+    const opposed = new Map([...memo.opposed, ...(await opposedAmong(others, p, set, fresh))]);
     return opposed.size > 0 ? { ...set, opposed } : set;
   }
 
@@ -89,7 +110,7 @@ export function createCareSets(opts: CareSetsOptions): CareSets {
       case 'care-relationships': {
         if (p.kind !== 'practitioner') return listed();
         const base = fresh ? await opts.relationships.refresh(p) : await opts.relationships.get(p);
-        return withOppositions(withGrants(base, [...opts.breakGlass.active(p.practitioner), ...pending]), p, fresh);
+        return withOppositions(base, [...opts.breakGlass.active(p.practitioner), ...pending], p, fresh);
       }
       case 'stays':
         return stays ? opts.stays.careSet(stays, { fresh, ttlMs: opts.ttlMs() }) : listed();

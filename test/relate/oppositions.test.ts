@@ -4,6 +4,11 @@ import { ProxyError } from '../../src/http/errors.js';
 import { careRelationshipsSchema } from '../../src/relate/config.js';
 import { invalidateAfterWrite } from '../../src/relate/invalidate.js';
 import { applying, createOppositionStore, oppositionsOf, opposableRefs } from '../../src/relate/oppositions.js';
+import { createBreakGlassStore } from '../../src/relate/breakglass.js';
+import type { CareSetResolver } from '../../src/relate/careset.js';
+import { createCareSets } from '../../src/relate/profiles.js';
+import type { StaySets } from '../../src/relate/stays.js';
+import type { CareSet } from '../../src/relate/types.js';
 import type { FhirClient } from '../../src/upstream/client.js';
 import { interaction, practitioner } from '../audit/fixtures.js';
 
@@ -142,5 +147,46 @@ describe('the opposition store', () => {
   it('fails closed: a failed lookup is an error, never an empty set of oppositions', async () => {
     const store = createOppositionStore({ client: fakeClient([], true).client, config: () => config, now: () => NOW });
     await expect(store.of(['p1'], { fresh: false })).rejects.toMatchObject({ code: 'ERR_LOOKUP_FAILED' });
+  });
+});
+
+describe('care sets with oppositions', () => {
+  const config = careRelationshipsSchema.parse({ cache: { ttlSeconds: 60 } });
+  const opposed = consent({ type: 'deny', actor: [actor('Practitioner/prat-martin')] });
+  const other = { ...opposed, id: 'c2', patient: { reference: 'Patient/p9' } };
+  const base: CareSet = { scope: 'listed', patients: new Map([['p1', [{ source: 'careteam', reference: 'CareTeam/t' }]], ['p2', []]]), resolvedAt: NOW };
+  const resolver = { get: async () => base, refresh: async () => base, invalidate: () => {}, clear: () => {}, lookups: 0 } satisfies CareSetResolver;
+  const stays = { careSet: async () => base, clear: () => {} } satisfies StaySets;
+
+  function sets() {
+    const { client, searches } = fakeClient([opposed, other]);
+    const store = createOppositionStore({ client, config: () => config, now: () => NOW });
+    const careSets = createCareSets({
+      relationships: resolver,
+      mandates: async () => new Map(),
+      breakGlass: createBreakGlassStore(() => NOW),
+      stays,
+      oppositions: { store, enabled: () => true },
+      ttlMs: () => 60_000,
+      now: () => NOW,
+    });
+    return { careSets, store, searches };
+  }
+
+  it('carries the oppositions that name the caller, matched once per cached care set until the store changes', async () => {
+    const { careSets, store, searches } = sets();
+    const of = () => careSets.of({ principal: practitioner(), kind: 'care-relationships', fresh: false });
+    expect([...(await of()).opposed!.keys()]).toEqual(['p1']);
+    await of();
+    expect(searches).toHaveLength(1);
+    store.invalidatePatients(['p1']);
+    await of();
+    expect(searches).toHaveLength(2);
+  });
+
+  it('reads the oppositions of the patient a pending break-the-glass grant would open', async () => {
+    const { careSets } = sets();
+    const set = await careSets.of({ principal: practitioner(), kind: 'care-relationships', fresh: false, pending: [{ patient: 'p9', reason: 'unconscious patient', until: NOW + 1 }] });
+    expect(set.opposed?.get('p9')).toEqual([{ consent: 'Consent/c2', classes: [], labels: [] }]);
   });
 });
