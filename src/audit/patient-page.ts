@@ -13,8 +13,10 @@ export interface AccessPageOptions {
   nonce: string;
   timeZone: string;
   generatedAt: Date;
-  /** Shown when a mandated person holds several mandates: whose record this is (the id only). */
+  /** Whose record this is (the id only: kept in the language link). */
   patient: string;
+  /** Who reads the page: the patient herself, or her mandated person (how the patient and the mandatary are called). */
+  viewer: 'patient' | 'mandated';
   /** The period asked for, as typed (empty: the whole history). */
   from: string;
   to: string;
@@ -35,8 +37,8 @@ const T = {
     all: 'tout l’historique',
     generated: 'Page établie le',
     who: {
-      self: 'Vous',
-      mandated: 'votre mandataire',
+      patient: { patient: 'Vous', mandated: 'La personne dont c’est le dossier' },
+      mandated: { patient: 'votre mandataire', mandated: 'mandataire' },
       'other-person': 'Une autre personne',
       unidentified: 'Personne non identifiée',
       caregate: 'Information automatique',
@@ -97,8 +99,8 @@ const T = {
     all: 'the whole history',
     generated: 'Page made on',
     who: {
-      self: 'You',
-      mandated: 'your mandated person',
+      patient: { patient: 'You', mandated: 'The person whose record it is' },
+      mandated: { patient: 'your mandated person', mandated: 'mandated person' },
       'other-person': 'Another person',
       unidentified: 'Unidentified person',
       caregate: 'Automatic information',
@@ -178,10 +180,10 @@ export function renderAccessHistory(rows: readonly PatientAccess[], opts: Access
     list.map((x) => (x === 'patient' ? t.notification.patient : x === 'attending' ? t.notification.attending : x)).join(', ');
   const line = (r: PatientAccess): string[] => {
     const who =
-      r.who.as === 'self'
-        ? t.who.self
+      r.who.as === 'patient'
+        ? t.who.patient[opts.viewer]
         : r.who.as === 'mandated'
-          ? `${r.who.name ?? ''} (${t.who.mandated})`
+          ? `${r.who.name ?? ''} (${t.who.mandated[opts.viewer]})`
           : r.who.as === 'professional' || r.who.as === 'staff'
             ? (r.who.name ?? '')
             : t.who[r.who.as];

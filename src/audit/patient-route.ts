@@ -76,6 +76,7 @@ export function createPatientAccessRoute(opts: PatientAccessRouteOptions) {
     let query: PageQuery | undefined;
     let patient: string | undefined;
     let decision: Decision | undefined;
+    let viewer: 'patient' | 'mandated' = 'patient';
     let answer: { status: number; headers: Record<string, string>; body: string; contentType: string };
     let failure: ProxyError | undefined;
     try {
@@ -86,6 +87,7 @@ export function createPatientAccessRoute(opts: PatientAccessRouteOptions) {
       const role = opts.roleOf(principal);
       decision = authorise(principal, role, opts.policy());
       if (decision.effect === 'permit') {
+        if (role!.profile === 'mandate') viewer = 'mandated';
         const mine = await opts.patientsOf(principal, role!);
         patient = query.patient ?? (mine.size === 1 ? [...mine][0] : undefined);
         if (patient === undefined) throw new ProxyError('ERR_BAD_REQUEST', 'Name the patient whose record it is: ?patient=<id>.');
@@ -103,7 +105,7 @@ export function createPatientAccessRoute(opts: PatientAccessRouteOptions) {
           'content-security-policy': `default-src 'none'; style-src 'nonce-${nonce}'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
           'content-language': lang,
         },
-        body: renderAccessHistory(rows, { lang, nonce, timeZone: opts.timeZone, generatedAt: now(), patient: patient!, from: query.from, to: query.to }),
+        body: renderAccessHistory(rows, { lang, nonce, timeZone: opts.timeZone, generatedAt: now(), patient: patient!, viewer, from: query.from, to: query.to }),
         contentType: 'text/html; charset=utf-8',
       };
     } catch (err) {

@@ -32,7 +32,8 @@ export interface PatientAccess {
   /** The patients of hers the event is about (`Patient/<id>`). */
   patients: string[];
   who: {
-    as: 'professional' | 'staff' | 'self' | 'mandated' | 'other-person' | 'unidentified' | 'caregate';
+    /** `patient`: the patient herself (one of `patients`); `mandated`: a person holding her mandate. */
+    as: 'professional' | 'staff' | 'patient' | 'mandated' | 'other-person' | 'unidentified' | 'caregate';
     /** Shown for professionals, staff, the patient herself and her mandated person only. */
     name: string | undefined;
     /** TRE-G15 profession codes. */
@@ -123,7 +124,7 @@ function whoOf(event: AuditEvent, patients: ReadonlySet<string>, outcome: string
     ...new Set((user.role ?? []).flatMap((r) => r.coding ?? []).filter((c) => c.system === Systems.professionSante && c.code).map((c) => c.code!)),
   ];
   if (ref.startsWith('Patient/')) {
-    return patients.has(ref.slice('Patient/'.length)) ? { as: 'self', name: user.name, professions: [] } : { as: 'other-person', name: undefined, professions: [] };
+    return patients.has(ref.slice('Patient/'.length)) ? { as: 'patient', name: user.name, professions: [] } : { as: 'other-person', name: undefined, professions: [] };
   }
   if (ref.startsWith('RelatedPerson/')) {
     // Named only when the record was opened under a mandate: anyone else might be another patient's relative.
@@ -170,7 +171,7 @@ export const REDUCED_VIEW_TAG = { system: 'https://caregate.example/fhir/CodeSys
 
 /** The patient's reduced AuditEvent: only the facts of {@link PatientAccess}, in standard R4 elements. */
 export function reducedAuditEvent(event: AuditEvent, a: PatientAccess): AuditEvent {
-  const showName = a.who.name !== undefined && ['professional', 'staff', 'self', 'mandated'].includes(a.who.as);
+  const showName = a.who.name !== undefined && ['professional', 'staff', 'patient', 'mandated'].includes(a.who.as);
   const agentType = a.who.as === 'caregate' ? AgentType.application : AgentType.informationRecipient;
   const entity: AuditEventEntity[] = [
     ...a.patients.map((reference) => ({ type: EntityType.person, role: ObjectRole.patient, what: { reference } })),

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import type { AuditEvent, Bundle, CareTeam, Encounter, PractitionerRole } from '@medplum/fhirtypes';
+import type { AuditEvent, Bundle, CareTeam, Consent, Encounter, PractitionerRole } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { CaregateSubtype, DcmSubtype } from '../audit/codes.js';
 import { notificationEvent, notificationStatuses } from '../audit/notification-event.js';
 import { literalRef, periodCovers } from '../relate/careset.js';
+import { applying, oppositionsOf } from '../relate/oppositions.js';
 import type { FhirClient } from '../upstream/client.js';
 import type { BreakGlassNotificationsConfig } from './config.js';
 import { isGrantedOpening, openingCommunications, openingOf, openingWebhookBody, type Opening } from './messages.js';
@@ -123,7 +124,10 @@ export function createBreakGlassNotifier(opts: BreakGlassNotifierOptions): Break
     }
   }
 
-  /** The attending physicians of the patient: of her current stay, else of her active care teams; never the opener. */
+  /**
+   * The attending physicians of the patient: of her current stay, else of her active care teams;
+   * never the opener, and never one she opposed (the message speaks of her record).
+   */
   async function attendingOf(o: Opening): Promise<string[]> {
     const cfg = opts.config().attending;
     const t = now();
@@ -157,7 +161,27 @@ export function createBreakGlassNotifier(opts: BreakGlassNotifierOptions): Break
       }
     }
     found.delete(o.practitioner);
-    return [...found].sort();
+    if (found.size === 0) return [];
+    const consents = await opts.client.searchAll<Consent>('Consent', { patient: `Patient/${o.patient}`, status: 'active', _count: '100' }, 5);
+    const recorded = consents.flatMap(oppositionsOf);
+    const out: string[] = [];
+    for (const practitioner of found) {
+      if (recorded.length > 0 && applying(recorded, await refsOf(practitioner), t).length > 0) continue;
+      out.push(practitioner);
+    }
+    return out.sort();
+  }
+
+  /** The references an opposition may name a practitioner by: herself, her active roles, their services. */
+  async function refsOf(practitioner: string): Promise<Set<string>> {
+    const roles = await opts.client.searchAll<PractitionerRole>('PractitionerRole', { practitioner, active: 'true', _count: '100' }, 5);
+    const refs = new Set([practitioner]);
+    for (const r of roles) {
+      if (r.id) refs.add(`PractitionerRole/${r.id}`);
+      const org = literalRef(r.organization);
+      if (org) refs.add(org);
+    }
+    return refs;
   }
 
   async function practitionerOf(ref: string): Promise<string | undefined> {

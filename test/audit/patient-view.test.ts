@@ -68,7 +68,7 @@ describe('the page “who saw my record”', () => {
     patientAccessOf(buildAuditEvents({ ...base, kind: 'break-glass-start', principal: practitioner(), patients: ['pat-1'], breakGlass: { reason: '<script>alert(1)</script> inconscient' }, ids: ['btg-1'] })[0]!, mine)!,
     patientAccessOf(notificationEvent({ id: 'n-1', recorded: base.recorded, site: 'x', requestId: 'r', patients: ['pat-1'], of: 'btg-1', status: 'sent', channel: 'communication', recipients: ['patient', 'attending'] }), mine)!,
   ];
-  const opts = { nonce: 'n0nce', timeZone: 'Europe/Paris', generatedAt: new Date(base.recorded), patient: 'pat-1', from: '', to: '' };
+  const opts = { nonce: 'n0nce', timeZone: 'Europe/Paris', generatedAt: new Date(base.recorded), patient: 'pat-1', viewer: 'patient' as const, from: '', to: '' };
 
   it('speaks French by default, English when asked, and escapes what users typed', () => {
     const fr = renderAccessHistory(rows, { ...opts, lang: 'fr' });
@@ -79,6 +79,12 @@ describe('the page “who saw my record”', () => {
     expect(fr).not.toContain('<script>');
     expect(fr).toContain('<style nonce="n0nce">');
     expect(renderAccessHistory(rows, { ...opts, lang: 'en' })).toContain('Who saw my record?');
+  });
+
+  it('calls the patient “you” on her own page, and names her mandated person as such', () => {
+    const own = patientAccessOf(event({ principal: patientPrincipal(), interaction: interaction('read', { resourceType: 'Patient', id: 'pat-1', path: 'Patient/pat-1' }), decision: permit({ reason: 'own-record' }), httpStatus: 200 }), mine)!;
+    expect(renderAccessHistory([own], { ...opts, lang: 'fr' })).toContain('<td>Vous</td>');
+    expect(renderAccessHistory([own], { ...opts, lang: 'en', viewer: 'mandated' })).toContain('<td>The person whose record it is</td>');
   });
 
   it('takes the language from ?lang=, else Accept-Language, else French', () => {

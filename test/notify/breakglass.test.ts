@@ -41,13 +41,14 @@ const stay: Encounter = {
 };
 const role: PractitionerRole = { resourceType: 'PractitionerRole', id: 'role-martin', active: true, practitioner: { reference: 'Practitioner/prat-martin' } };
 
-function fakeUpstream(opts: { failBatches?: number; trail?: AuditEvent[] } = {}) {
+function fakeUpstream(opts: { failBatches?: number; trail?: AuditEvent[]; consents?: Resource[] } = {}) {
   const written: Communication[] = [];
   let failures = opts.failBatches ?? 0;
   const client: FhirClient = {
     baseUrl: 'http://fhir.test',
     async searchAll<T extends Resource>(type: string, params: URLSearchParams | Record<string, string>): Promise<T[]> {
       if (type === 'Encounter') return [stay] as unknown as T[];
+      if (type === 'Consent') return (opts.consents ?? []) as unknown as T[];
       if (type === 'AuditEvent') {
         const subtype = (params as Record<string, string>).subtype!;
         return (opts.trail ?? []).filter((e) => e.subtype?.some((c) => `${c.system}|${c.code}` === subtype)) as unknown as T[];
@@ -112,6 +113,25 @@ describe('break-the-glass notifications', () => {
     expect(recorded.map(statusOf)).toEqual(['sent']);
     expect(recorded[0]!.entity!.filter((e) => e.role?.code === '1').map((e) => e.what?.reference)).toEqual(['Patient/pat-1']);
     expect(notifier.pending).toBe(0);
+    await notifier.stop();
+  });
+
+  it('does not tell an attending physician the patient opposed', async () => {
+    const opposition = {
+      resourceType: 'Consent',
+      id: 'c1',
+      status: 'active',
+      scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+      category: [{ text: 'opposition' }],
+      patient: { reference: 'Patient/pat-1' },
+      provision: { type: 'deny', actor: [{ role: { text: 'x' }, reference: { reference: 'Practitioner/prat-martin' } }] },
+    } as Resource;
+    const { client, written } = fakeUpstream({ consents: [opposition] });
+    const { notifier, recorded } = notifierWith(client);
+    notifier.notify(opening);
+    await vi.advanceTimersByTimeAsync(10);
+    expect(written.map((c) => c.id)).toEqual(['btg-btg-1-patient']);
+    expect(recorded[0]!.entity!.find((e) => e.name === EntityName.notification)?.detail).toContainEqual({ type: DetailType.notificationRecipients, valueString: 'patient' });
     await notifier.stop();
   });
 
