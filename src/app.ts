@@ -25,14 +25,15 @@ export interface AppOptions {
   /** Extra routes mounted before the FHIR API (admin views, break-the-glass page). */
   routes?: (app: express.Express) => void;
   /**
-   * The DIM review (`/caregate/review` and `/caregate/review/<file>.csv`), matched on the raw URL
-   * like the FHIR base path. `sub` is what follows the prefix (`''` for the page).
+   * Views served beside the FHIR API and audited like it: the DIM review (`/caregate/review` and
+   * `/caregate/review/<file>.csv`), the patient's access history (`/caregate/my-record/accesses`).
+   * Matched on the raw URL like the FHIR base path; `sub` is what follows the prefix (`''` for the page).
    */
-  review?: { prefix: string; handle(req: IncomingMessage, res: ServerResponse, sub: string): Promise<void> };
+  views?: readonly { prefix: string; handle(req: IncomingMessage, res: ServerResponse, sub: string): Promise<void> }[];
 }
 
 /**
- * The HTTP edge. The FHIR base path and the DIM review are matched on the raw URL (exact case, no
+ * The HTTP edge. The FHIR base path and the audited views are matched on the raw URL (exact case, no
  * normalisation) and handed whole to their handlers before express sees the request: the
  * pipeline's classifier decides what a FHIR path means, and the hot path skips express's router,
  * which has nothing to route there. Express serves the rest: health, readiness, metrics, extra
@@ -45,7 +46,7 @@ export function createApp(opts: AppOptions): http.RequestListener {
   app.set('trust proxy', false);
 
   const base = opts.basePath === '/' ? '' : opts.basePath;
-  const review = opts.review;
+  const views = opts.views ?? [];
 
   /** The answer to an unhandled failure, for express's routes and for the handlers that bypass it. */
   function failed(res: ServerResponse, err: unknown): void {
@@ -97,11 +98,12 @@ export function createApp(opts: AppOptions): http.RequestListener {
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => failed(res, err));
   return (req, res) => {
     const url = req.url ?? '/';
-    if (review) {
+    if (views.length > 0) {
       const q = url.indexOf('?');
       const p = q === -1 ? url : url.slice(0, q);
-      if (p === review.prefix || p.startsWith(`${review.prefix}/`)) {
-        review.handle(req, res, p.slice(review.prefix.length)).catch((err: unknown) => failed(res, err));
+      const view = views.find((v) => p === v.prefix || p.startsWith(`${v.prefix}/`));
+      if (view) {
+        view.handle(req, res, p.slice(view.prefix.length)).catch((err: unknown) => failed(res, err));
         return;
       }
     }

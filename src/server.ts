@@ -26,10 +26,15 @@ import { openSpool } from './audit/spool.js';
 import { createShipper } from './audit/shipper.js';
 import { createReviewRoute } from './audit/review-route.js';
 import { openSharedState } from './shared/open.js';
+import { createPatientAccessRoute } from './audit/patient-route.js';
+import { createBreakGlassNotifier } from './notify/breakglass.js';
+import { createFhirClient } from './upstream/client.js';
 import { Counter, Gauge } from 'prom-client';
 
 /** Where caregate serves the DIM review (outside the FHIR base path). */
 export const REVIEW_PREFIX = '/caregate/review';
+/** Where a patient (or her mandated person) sees who accessed her record. */
+export const MY_ACCESSES_PREFIX = '/caregate/my-record/accesses';
 
 export interface CaregateOptions {
   loaded: LoadedConfig;
@@ -155,6 +160,29 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const pseudonymSecret = readPseudonymSecret(opts.loaded, logger);
   const shared = await openSharedState(opts.loaded, { logger, registry: metrics.registry, ...(opts.now ? { now: opts.now } : {}) });
 
+  // Where the trail is read back (the DIM review, the patient's access history, notifications not yet sent).
+  const reviewCfg = config.audit.review;
+  const trailSource =
+    ship.target === 'url'
+      ? { baseUrl: ship.url!, headers: ship.headers ?? {}, timeoutMs: ship.timeoutMs }
+      : { baseUrl: opts.upstreamUrl, headers: serviceHeaders, timeoutMs: ship.timeoutMs, ...(dispatcher ? { dispatcher } : {}) };
+  const trail = createFhirClient(trailSource);
+  // Told after an emergency access: the patient and her attending physician (notify/breakglass.ts).
+  const notifier = createBreakGlassNotifier({
+    client: createFhirClient({
+      baseUrl: opts.upstreamUrl,
+      headers: serviceHeaders,
+      timeoutMs: config.upstream.lookupTimeoutMs,
+      ...(dispatcher ? { dispatcher } : {}),
+    }),
+    trail,
+    audit: (events) => spool.append(events),
+    config: () => config.notifications.breakGlass,
+    encounterStatuses: () => active.policy.careRelationships.encounter.statuses,
+    site: config.audit.site,
+    logger,
+  });
+
   const built = buildStages({
     loaded: opts.loaded,
     upstreamUrl: opts.upstreamUrl,
@@ -167,8 +195,10 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     ...(shadow ? { shadow } : {}),
     ...(pseudonymSecret ? { pseudonymSecret } : {}),
     shared,
+    onBreakGlassOpened: (opening) => notifier.notify(opening),
   });
   const { client, identifier } = built;
+  notifier.start();
 
   const forwarderOptions = {
     target: opts.upstreamUrl,
@@ -202,21 +232,11 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     compress: config.server.compression,
   });
 
-  const reviewCfg = config.audit.review;
   const handleReview = createReviewRoute({
     identify: (req) => identifier.identify(identifyInputFrom(req)),
     roleOf: (p) => roleOf(active.policy, p),
     // The FHIR server holds the whole trail: the spool deletes what it has shipped.
-    source:
-      ship.target === 'url'
-        ? { baseUrl: ship.url!, headers: ship.headers ?? {}, timeoutMs: ship.timeoutMs, maxPages: Math.ceil(reviewCfg.maxEvents / 500) }
-        : {
-            baseUrl: opts.upstreamUrl,
-            headers: serviceHeaders,
-            timeoutMs: ship.timeoutMs,
-            maxPages: Math.ceil(reviewCfg.maxEvents / 500),
-            ...(dispatcher ? { dispatcher } : {}),
-          },
+    source: { ...trailSource, maxPages: Math.ceil(reviewCfg.maxEvents / 500) },
     hours: { timeZone: reviewCfg.timeZone, offHoursStart: reviewCfg.offHoursStart, offHoursEnd: reviewCfg.offHoursEnd, weekends: reviewCfg.weekends },
     unusual: { minPatients: reviewCfg.unusualMinPatients, ...(reviewCfg.unusualThreshold !== undefined ? { threshold: reviewCfg.unusualThreshold } : {}) },
     maxDays: reviewCfg.maxDays,
@@ -226,9 +246,28 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     logger,
   });
 
+  const handleAccesses = createPatientAccessRoute({
+    identify: (req) => identifier.identify(identifyInputFrom(req)),
+    roleOf: (p) => roleOf(active.policy, p),
+    policy: () => active.policy,
+    async patientsOf(p, role) {
+      const set = await built.profiles.of({ principal: p, kind: role.profile === 'mandate' ? 'mandates' : 'own-record', fresh: false });
+      return new Set(set.patients.keys());
+    },
+    trail,
+    audit: (events) => spool.append(events),
+    publicBaseUrl,
+    site: config.audit.site,
+    timeZone: reviewCfg.timeZone,
+    logger,
+  });
+
   let upstreamReady: { at: number; ok: boolean } = { at: 0, ok: false };
   app = createApp({
-    review: { prefix: REVIEW_PREFIX, handle: handleReview },
+    views: [
+      { prefix: REVIEW_PREFIX, handle: handleReview },
+      { prefix: MY_ACCESSES_PREFIX, handle: handleAccesses },
+    ],
     routes: (a) => {
       // The break-the-glass page holds no data; its form POSTs Patient/<id>/$break-glass to the FHIR API.
       a.get('/caregate/break-glass', (_req, res) => {
@@ -365,6 +404,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
         setTimeout(() => server.closeAllConnections(), config.server.shutdownGraceMs).unref();
       });
       await proxy.close();
+      await notifier.stop();
       await built.close();
       await shared.close();
       await shipper.stop();

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { AuditEvent, Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { buildAuditEvents } from './audit/build.js';
+import { reduceForPatients } from './audit/patient-view.js';
 import { auditInputOf } from './audit/record.js';
 import { configPath, type LoadedConfig } from './config/load.js';
 import { classify } from './fhir/classify.js';
@@ -12,6 +13,7 @@ import { principalKey } from './identity/principal.js';
 import type { Stages } from './pipeline.js';
 import { createAuthorizer } from './policy/authorize.js';
 import type { LoadedPolicy } from './policy/load.js';
+import type { Opening } from './notify/messages.js';
 import { isRelationshipType } from './policy/relationships.js';
 import { matchRoles } from './policy/roles.js';
 import type { ShadowPolicy } from './policy/shadow.js';
@@ -20,7 +22,8 @@ import { createBreakGlassStore } from './relate/breakglass.js';
 import { createCareSetResolver, type CareSetResolver } from './relate/careset.js';
 import { invalidateAfterWrite } from './relate/invalidate.js';
 import { mandatedPatients } from './relate/mandate.js';
-import { createCareSets } from './relate/profiles.js';
+import { createOppositionStore, type OppositionStore } from './relate/oppositions.js';
+import { createCareSets, type CareSets } from './relate/profiles.js';
 import { createStaySets } from './relate/stays.js';
 import { createPageLinks, PAGE_PATH } from './shape/paging.js';
 import { createPlanner } from './shape/plan.js';
@@ -57,13 +60,24 @@ export interface StageEnv {
   onLookup?: (kind: 'careteam' | 'encounter', ok: boolean) => void;
   /** The state instances share (grants, invalidations, the paging key); in this process when absent. */
   shared?: SharedState;
+  /**
+   * A break-the-glass grant was opened and its start event is durable: the patient and her
+   * attending physician are to be told (notify/breakglass.ts). Not awaited: the emergency access
+   * never waits for the notification.
+   */
+  onBreakGlassOpened?: (opening: Opening) => void;
 }
+
 
 export interface BuiltStages {
   stages: Stages;
   client: FhirClient;
   identifier: Identifier;
   careSets: CareSetResolver;
+  /** The care sets of every profile (the patient's access history page resolves a mandate with them). */
+  profiles: CareSets;
+  /** The patients' oppositions, cached per patient (`invalidatePatients` after a Consent write). */
+  oppositions: OppositionStore;
   /** Drops what a policy reload may change: cached care sets and stays. */
   onPolicyReload(): void;
   close(): Promise<void>;
@@ -116,11 +130,13 @@ export function buildStages(env: StageEnv): BuiltStages {
   const relationships = createCareSetResolver({ client, config: () => policy().careRelationships, now, ...(env.onLookup ? { onLookup: env.onLookup } : {}) });
   const stays = createStaySets(client, now);
   const breakGlass = createBreakGlassStore(shared.grants, now);
+  const oppositions = createOppositionStore({ client, config: () => policy().careRelationships, now });
   const careSets = createCareSets({
     relationships,
     mandates: (rp) => mandatedPatients(client, rp, now()),
     breakGlass,
     stays,
+    oppositions: { store: oppositions, enabled: () => policy().patientRights.oppositions.enabled },
     ttlMs: () => policy().careRelationships.cache.ttlSeconds * 1000,
     now,
   });
@@ -139,20 +155,30 @@ export function buildStages(env: StageEnv): BuiltStages {
       const t = now();
       const g = { user: p.practitioner, patient: req.patient, reason: req.reason, grantedAt: t, until: req.until };
       // The grant is recorded (a high-severity security alert) before it is stored and used.
-      await env.audit(
-        buildAuditEvents({
-          kind: 'break-glass-start',
-          requestId,
-          recorded: new Date(now()).toISOString(),
-          principal: p,
-          ...(p.claims.clientId ? { clientId: p.claims.clientId } : {}),
-          publicBaseUrl: env.publicBaseUrl,
-          site: config.audit.site,
-          patients: [g.patient],
-          breakGlass: { reason: req.reason, until: new Date(g.until).toISOString() },
-        }),
-      );
+      const started = buildAuditEvents({
+        kind: 'break-glass-start',
+        requestId,
+        recorded: new Date(now()).toISOString(),
+        principal: p,
+        ...(p.claims.clientId ? { clientId: p.claims.clientId } : {}),
+        publicBaseUrl: env.publicBaseUrl,
+        site: config.audit.site,
+        patients: [g.patient],
+        breakGlass: { reason: req.reason, until: new Date(g.until).toISOString() },
+      });
+      await env.audit(started);
       await breakGlass.grant(g);
+      // The patient and her attending physician are told (notify/breakglass.ts); never awaited.
+      env.onBreakGlassOpened?.({
+        eventId: started[0]!.id!,
+        patient: g.patient,
+        practitioner: p.practitioner,
+        name: p.claims.displayName,
+        professions: p.claims.professionCodes,
+        reason: req.reason,
+        at: g.grantedAt,
+        until: g.until,
+      });
       return { until: g.until };
     },
     now,
@@ -162,7 +188,7 @@ export function buildStages(env: StageEnv): BuiltStages {
     shapeRequest: createRequestShaper({ serviceHeaders, publicBaseUrl: env.publicBaseUrl, forwardedHeaders: config.upstream.forwardedHeaders }),
     rewriter,
   });
-  const shape = createResponseShaper({ linkOf, read, binaryOwners, rewriter, pages, pseudonyms, logger: env.logger });
+  const shape = createResponseShaper({ linkOf, read, binaryOwners, rewriter, pages, pseudonyms, reduceAuditEvent: reduceForPatients, logger: env.logger });
 
   // What a relationship write made stale, dropped here and on every other instance (shared/state.ts).
   const unsubscribe = shared.bus.subscribe((m) => {
@@ -170,6 +196,7 @@ export function buildStages(env: StageEnv): BuiltStages {
       relationships.clear();
       stays.clear();
       binaryOwners.clear();
+      oppositions.clear();
       identifier.clearPrincipals();
       return;
     }
@@ -177,6 +204,8 @@ export function buildStages(env: StageEnv): BuiltStages {
     for (const r of m.principals ?? []) identifier.invalidatePrincipal(r);
     if (m.caches?.includes('stays')) stays.clear();
     if (m.caches?.includes('binary-owners')) binaryOwners.clear();
+    // A Consent written on any instance: that patient's oppositions are read again (CSP L1110-4).
+    if (m.patients?.length) oppositions.invalidatePatients(m.patients);
   });
 
   const stages: Stages = {
@@ -247,6 +276,7 @@ export function buildStages(env: StageEnv): BuiltStages {
       const members = new Set<string>();
       const principals = new Set<string>();
       const caches = new Set<string>();
+      const patientsDropped = new Set<string>();
       // A document written here may be the owner another instance has not seen: its Binaries' owners are looked up again.
       const writes = a.interaction.kind === 'batch' || a.interaction.kind === 'transaction' ? (a.interaction.entries ?? []).map((e) => e.interaction) : [a.interaction];
       for (const w of writes) {
@@ -257,9 +287,10 @@ export function buildStages(env: StageEnv): BuiltStages {
         careSets: (refs) => refs.forEach((r) => members.add(r)),
         principal: (ref) => principals.add(ref),
         stays: () => caches.add('stays'),
+        oppositions: (patients) => patients.forEach((pid) => patientsDropped.add(pid)),
       });
-      const m: Invalidation = { members: [...members], principals: [...principals], caches: [...caches] };
-      if (members.size + principals.size + caches.size > 0) shared.bus.publish(m);
+      const m: Invalidation = { members: [...members], principals: [...principals], caches: [...caches], patients: [...patientsDropped] };
+      if (members.size + principals.size + caches.size + patientsDropped.size > 0) shared.bus.publish(m);
     },
 
     audit: (s, answer) => env.audit(buildAuditEvents(auditInputOf(s, answer, site))),
@@ -270,10 +301,13 @@ export function buildStages(env: StageEnv): BuiltStages {
     client,
     identifier,
     careSets: relationships,
+    profiles: careSets,
+    oppositions,
     onPolicyReload() {
       relationships.clear();
       stays.clear();
       binaryOwners.clear();
+      oppositions.clear();
     },
     async close() {
       unsubscribe();

@@ -64,4 +64,9 @@ export interface AuditInput {
   breakGlass?: { reason: string; until?: string };
   /** Policy reload: the new revision (hash) and the one it replaced. */
   policy?: { revision: string; previousRevision?: string };
+  /**
+   * Patients whose data the answer withheld under their opposition (CSP L1110-4), with the
+   * Consents: named on their events, with the Consent.
+   */
+  opposedWithheld?: ReadonlyMap<string, ReadonlySet<string>>;
 }

@@ -175,6 +175,7 @@ export function evidenceEntities(evidence: readonly Evidence[]): AuditEventEntit
   return evidence.map((e) => {
     const details = [detail(DetailType.evidenceSource, e.source)];
     if (e.until) details.push(detail(DetailType.breakGlassUntil, e.until));
+    if (e.overridden) details.push(detail(DetailType.evidenceOverridden, 'true'));
     return {
       type: EntityType.systemObject,
       role: ObjectRole.securityResource,
@@ -187,6 +188,21 @@ export function evidenceEntities(evidence: readonly Evidence[]): AuditEventEntit
 }
 
 /** The break-the-glass justification and the expiry of the grant. */
+/** The Consents under which data of these patients was withheld from the answer (CSP L1110-4). */
+export function oppositionEntities(input: AuditInput, patients: readonly string[]): AuditEventEntity[] {
+  const withheld = input.opposedWithheld;
+  if (!withheld) return [];
+  const consents = new Set(patients.flatMap((p) => [...(withheld.get(p.slice('Patient/'.length)) ?? [])]));
+  return [...consents].map((reference) => ({
+    type: EntityType.systemObject,
+    role: ObjectRole.securityResource,
+    name: EntityName.opposition,
+    what: { reference },
+    description: `Withheld under the patient's opposition ${reference}`,
+    detail: [detail(DetailType.decisionReason, 'patient-opposition')],
+  }));
+}
+
 export function breakGlassEntities(input: AuditInput, patients: readonly string[]): AuditEventEntity[] {
   const fromEvidence = evidenceFor(input, patients).find((e) => e.source === 'break-glass');
   const reason = input.breakGlass?.reason ?? fromEvidence?.reason;

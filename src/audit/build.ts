@@ -5,6 +5,7 @@ import type { InteractionKind } from '../fhir/interaction.js';
 import type { AuditInput } from './audit-input.js';
 import {
   breakGlassEntities,
+  oppositionEntities,
   clientAgent,
   dataEntities,
   detail,
@@ -131,6 +132,7 @@ function accessEvents(input: AuditInput, patients: string[], ids: () => string):
       shared.request,
       shared.decision,
       ...evidenceEntities(evidenceFor(input, group)),
+      ...oppositionEntities(input, group),
       ...(btg ? breakGlassEntities(input, group) : []),
     ];
     return {

@@ -22,6 +22,8 @@ export const Systems = {
   policyRole: 'https://caregate.example/fhir/CodeSystem/policy-role',
   /** Identifier system of a policy revision (sha-256 of the policy). */
   policyRevision: 'https://caregate.example/fhir/NamingSystem/policy-revision',
+  /** caregate's own event subtypes (the notification of a break-the-glass opening). */
+  caregateEvent: 'https://caregate.example/fhir/CodeSystem/audit-event',
 } as const;
 
 /** `AuditEvent.type`. */
@@ -36,6 +38,12 @@ export const DcmSubtype = {
   emergencyOverrideStarted: { system: Systems.dcm, code: '110127', display: 'Emergency Override Started' },
   securityConfiguration: { system: Systems.dcm, code: '110129', display: 'Security Configuration' },
   login: { system: Systems.dcm, code: '110122', display: 'Login' },
+} as const;
+
+/** caregate's own `AuditEvent.subtype` codes, on security-alert events. */
+export const CaregateSubtype = {
+  /** The patient and her attending physician were told of a break-the-glass opening (or could not be yet). */
+  breakGlassNotification: { system: Systems.caregateEvent, code: 'break-glass-notification', display: 'Break-the-glass notification' },
 } as const;
 
 /** `http://hl7.org/fhir/restful-interaction` codes used as `AuditEvent.subtype` (R4). */
@@ -128,6 +136,16 @@ export const DetailType = {
   failureCode: 'failure-code',
   httpStatus: 'http-status',
   policyPreviousRevision: 'policy-previous-revision',
+  /** On opposition evidence: `true` when a break-the-glass grant overrode the opposition. */
+  evidenceOverridden: 'evidence-overridden',
+  /** Notification events: the break-the-glass start event (its id) they tell of. */
+  notificationOf: 'notification-of',
+  /** `sent` or `failed` (a failure is retried; a later `sent` event supersedes it). */
+  notificationStatus: 'notification-status',
+  /** `communication` or `webhook`. */
+  notificationChannel: 'notification-channel',
+  /** Who was told: `patient`, `attending` (space-separated). */
+  notificationRecipients: 'notification-recipients',
   /** `high` when the policy flags the access for DIM review (break-the-glass, roles with no access, `auditSeverity: high`). */
   severity: 'audit-severity',
   /** What was removed from the answer (`Patient.link: 1 link…`). */
@@ -141,4 +159,8 @@ export const EntityName = {
   breakGlass: 'break-glass-justification',
   policy: 'caregate-policy',
   failure: 'caregate-failure',
+  /** Data of the patient withheld from the answer under her opposition (the Consent in `what`). */
+  opposition: 'caregate-opposition',
+  /** The notification of a break-the-glass opening. */
+  notification: 'break-glass-notification',
 } as const;

@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../http/errors.js';
+import type { Evidence } from '../relate/types.js';
 import type { Answer } from '../http/send.js';
 import type { RequestState } from '../state.js';
 import type { AuditInput } from './audit-input.js';
@@ -42,14 +43,15 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
   const decision = a?.decision;
   const patients = new Set<string>(decision?.patients ?? []);
   for (const p of s.shaped?.patients ?? []) patients.add(p);
+  // A patient whose data her opposition kept out of the answer was still the object of the request.
+  for (const p of s.shaped?.opposed?.keys() ?? []) patients.add(p);
   const careSet = a?.careSet;
-  // Per-patient evidence: the care set's (a listed set), or the decision's when it names one patient.
-  const evidence =
-    careSet?.scope === 'listed' && careSet.patients.size > 0
-      ? careSet.patients
-      : decision && decision.patients.length === 1 && decision.evidence.length > 0
-        ? new Map([[decision.patients[0]!, decision.evidence]])
-        : undefined;
+  // Per-patient evidence: the care set's (a listed set), and the decision's for the one patient it
+  // names (the Consent of an opposition that refused, or that a break-the-glass grant overrode).
+  let evidence: ReadonlyMap<string, readonly Evidence[]> | undefined = careSet?.scope === 'listed' && careSet.patients.size > 0 ? careSet.patients : undefined;
+  if (decision && decision.patients.length === 1 && decision.evidence.length > 0) {
+    evidence = new Map([...(evidence ?? []), [decision.patients[0]!, decision.evidence]]);
+  }
   const breakGlassUse = s.shaped?.breakGlassUse ?? [];
   return {
     ...(isLoginFailure(s) ? { kind: 'login-failure' as const } : {}),
@@ -70,6 +72,7 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
     ...(evidence ? { evidenceByPatient: evidence } : {}),
     ...(breakGlassUse.length ? { breakGlassPatients: new Set(breakGlassUse) } : {}),
     ...(s.shaped?.linksRemoved ? { redactions: [`Patient.link: ${s.shaped.linksRemoved} link(s) to records outside the caller's rights removed`] } : {}),
+    ...(s.shaped?.opposed ? { opposedWithheld: s.shaped.opposed } : {}),
     ...(s.failure ? { failure: { code: s.failure.code, message: s.failure.message } } : {}),
   };
 }

@@ -72,7 +72,7 @@ ${card('Events', t.events)}${card('Accesses granted', t.accesses)}${card('Refusa
   sections.push(`<section><h2>Activity per day</h2>${dailyChart(model.daily)}</section>`);
 
   sections.push(`<section><h2>Break-the-glass accesses awaiting review <span class="count">${model.breakGlass.length}</span></h2>
-<p class="hint">Each emergency access with the justification typed by the user. Check it against the patient's stay.</p>
+<p class="hint">Each emergency access with the justification typed by the user. Check it against the patient's stay. Notification: whether the patient and her attending physician were told of the opening (sent, failed and retrying, or pending).</p>
 ${table(model.breakGlass, [
   { title: 'Recorded (UTC)', value: (r) => r.recorded },
   { title: 'What', value: (r) => r.what },
@@ -80,6 +80,7 @@ ${table(model.breakGlass, [
   { title: 'Name', value: (r) => r.userName },
   { title: 'Patient', value: (r) => r.patient },
   { title: 'Justification', value: (r) => r.reason },
+  { title: 'Notification', value: (r) => r.notification },
   { title: 'Interaction', value: (r) => r.subtype },
   { title: 'Resources', value: (r) => r.resources },
   { title: 'Request id', value: (r) => r.requestId },

@@ -59,8 +59,8 @@ export function reviewCsvFiles(model: ReviewModel): Record<string, string> {
   ];
   const files: Record<string, string> = {
     'break-glass.csv': toCsv(
-      ['recorded', 'what', 'user', 'user_name', 'patient', 'justification', 'interaction', 'resources', 'request_id', 'event_id'],
-      model.breakGlass.map((r) => [r.recorded, r.what, r.user, r.userName, r.patient, r.reason, r.subtype, r.resources, r.requestId, r.eventId]),
+      ['recorded', 'what', 'user', 'user_name', 'patient', 'justification', 'notification', 'interaction', 'resources', 'request_id', 'event_id'],
+      model.breakGlass.map((r) => [r.recorded, r.what, r.user, r.userName, r.patient, r.reason, r.notification, r.subtype, r.resources, r.requestId, r.eventId]),
     ),
     'refusals.csv': toCsv(
       ['recorded', 'user', 'user_name', 'client_address', 'patient', 'interaction', 'resources', 'reason', 'description', 'request_id', 'event_id'],

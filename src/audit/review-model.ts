@@ -1,4 +1,5 @@
 import type { AuditEvent } from '@medplum/fhirtypes';
+import { notificationStatuses } from './notification-event.js';
 import { AgentType, DcmSubtype, DetailType, EntityName, EntityType, EventType, ObjectRole, Systems } from './codes.js';
 import { localClock, resolveBound, type LocalTime } from './review-time.js';
 
@@ -72,6 +73,8 @@ export interface BreakGlassRow {
   userName: string;
   patient: string;
   reason: string;
+  /** For an opening: whether the patient and her attending physician were told (`sent`, `failed`, `pending`). */
+  notification: '' | 'sent' | 'failed' | 'pending';
   subtype: string;
   resources: string;
   outcome: string;
@@ -224,6 +227,7 @@ export function buildReviewModel(events: readonly AuditEvent[], opts: ReviewOpti
   for (const s of refusals) dayOf(s).refusals++;
   for (const s of btg) dayOf(s).breakGlass++;
 
+  const told = notificationStatuses(events);
   const breakGlass: BreakGlassRow[] = btg.flatMap((s) =>
     (s.patients.length ? s.patients : ['']).map((patient) => ({
       recorded: s.recorded,
@@ -232,6 +236,7 @@ export function buildReviewModel(events: readonly AuditEvent[], opts: ReviewOpti
       userName: s.userName ?? '',
       patient,
       reason: s.breakGlassReason ?? '',
+      notification: s.kind === 'break-glass-start' ? (told.get(s.id) ?? 'pending') : '',
       subtype: s.subtype,
       resources: s.resources.join(' '),
       outcome: s.outcome,

@@ -3,6 +3,7 @@ import { loggingSchema, metricsSchema, serverSchema, upstreamSchema } from './sc
 import { identityConfigSchema } from '../identity/config.js';
 import { auditConfigSchema } from '../audit/config.js';
 import { stateConfigSchema } from '../shared/config.js';
+import { notificationsSchema } from '../notify/config.js';
 
 const policyRefSchema = z
   .object({
@@ -41,6 +42,7 @@ export const configSchema = z
     metrics: metricsSchema.prefault({}),
     identity: identityConfigSchema,
     audit: auditConfigSchema.prefault({}),
+    notifications: notificationsSchema.prefault({}).describe('How the patient and her attending physician are told of a break-the-glass opening.'),
     policy: policyRefSchema.prefault({}),
     state: stateConfigSchema.prefault({}).describe('State shared by several instances (break-the-glass grants, cache invalidation, the paging-link key): memory or redis.'),
     demo: demoSchema.prefault({}).describe('The embedded demo hospital, used when upstream.url is null.'),

@@ -59,6 +59,18 @@ export const PERSONAS = {
     family: 'BERNARD',
     given: 'Julien',
   },
+  colleague: {
+    name: 'colleague',
+    description: 'Dr Thomas Lefevre, cardiologist (Médecin) in Louise Dupont’s care team, whom she has opposed (CSP L1110-4)',
+    kind: 'practitioner',
+    id: 'prat-lefevre',
+    idNatPs: '899700000062',
+    rpps: '99700000062',
+    profession: { code: '10', label: 'Médecin' },
+    idpRoles: ['clinician'],
+    family: 'LEFEVRE',
+    given: 'Thomas',
+  },
   emergency: {
     name: 'emergency',
     description: 'Dr Sophie Roux, emergency physician with the break-the-glass privilege',

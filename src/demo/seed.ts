@@ -31,6 +31,7 @@ import type {
 } from '@medplum/fhirtypes';
 import type { Evidence } from '../relate/types.js';
 import { DemoRepository } from './engine.js';
+import { patientRightsFixtures } from './patient-rights.js';
 import { DEMO_FINESS, IPP_SYSTEM, PERSONAS, STAFF_ID_SYSTEM, STAY_SYSTEM, type PersonaName } from './personas.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -198,6 +199,21 @@ export const DEMO_FIXTURES = {
       { patient: 'pat-dupont', via: 'CareTeam/ct-dupont', status: 'active', why: 'cardiology patient' },
       { patient: 'pat-fx-direct', via: 'CareTeam/ct-fx-direct', status: 'active', why: 'cardiology patient' },
       { patient: 'pat-fx-service', via: 'CareTeam/ct-fx-service', status: 'active', why: "cardiology's service-level team; he belongs to orthopaedics" },
+    ],
+  },
+  colleague: {
+    persona: 'colleague',
+    reference: 'Practitioner/prat-lefevre',
+    mustSee: [
+      { patient: 'pat-fx-direct', via: 'CareTeam/ct-fx-direct', status: 'active', source: 'careteam', why: 'direct participant of an active cardiology team, beside Dr Martin' },
+    ],
+    mustNotSee: [
+      {
+        patient: 'pat-dupont',
+        via: 'Consent/consent-dupont-opposition',
+        status: 'active',
+        why: 'member of her care team ct-dupont, but she opposed him (CSP L1110-4); Dr Martin, in the same team, still sees her',
+      },
     ],
   },
   emergency: {
@@ -506,6 +522,8 @@ class HospitalBuilder {
       this.generatedPatient(`pat-${pad(i, 5)}`);
     }
     this.lateFixtures();
+    // Last, and without the random generator: the generated hospital does not move when they change.
+    this.out.push(...patientRightsFixtures(this.now));
     return this.out;
   }
 
@@ -597,6 +615,7 @@ class HospitalBuilder {
     this.role('role-martin-cardio', 'prat-martin', 'cardiology', 'clinician');
     this.role('role-martin-urg-old', 'prat-martin', 'emergency', 'clinician', false, '2010-11-01', '2014-12-31');
     this.role('role-bernard-cardio', 'prat-bernard', 'cardiology', 'clinician');
+    this.role('role-lefevre-cardio', 'prat-lefevre', 'cardiology', 'clinician');
     this.role('role-roux-urg', 'prat-roux', 'emergency', 'clinician');
     this.role('role-girard-ortho', 'prat-girard', 'orthopaedics', 'clinician');
     this.role('role-leroy-dim', 'prat-leroy', 'dim', 'dim');
@@ -1041,7 +1060,9 @@ class HospitalBuilder {
 
     // Louise Dupont, her mandated husband and his mandate.
     const dupont = this.patient('pat-dupont', { given: 'Louise', family: 'DUPONT', gender: 'female', birthDate: '1958-04-12', cityIndex: 0 });
-    this.careTeam(dupont, 'cardiology', 'active', { start: now - 20 * DAY }, [{ member: martin }, { member: bernardRole }], {}, 'ct-dupont');
+    // Dr Lefevre belongs to her team too; she opposed him (patient-rights.ts).
+    const lefevre = ref('Practitioner', 'prat-lefevre');
+    this.careTeam(dupont, 'cardiology', 'active', { start: now - 20 * DAY }, [{ member: martin }, { member: bernardRole }, { member: lefevre }], {}, 'ct-dupont');
     this.encounter(dupont, 'cardiology', 'in-progress', { start: now - 4 * DAY }, [{ ref: martin }, { ref: bernardRole, type: 'PART' }], 'enc-dupont');
     clinical(dupont, 'cardiology', 'enc-dupont', 'prat-martin');
     this.push<RelatedPerson>({
@@ -1073,7 +1094,7 @@ class HospitalBuilder {
       this.careTeam(p, 'cardiology', status, period, members, extra, ctId);
       clinical(p, 'cardiology', undefined, 'prat-martin');
     };
-    team('pat-fx-direct', 'Albert', 'active', { start: now - 30 * DAY }, [{ member: martin }], 'ct-fx-direct');
+    team('pat-fx-direct', 'Albert', 'active', { start: now - 30 * DAY }, [{ member: martin }, { member: lefevre }], 'ct-fx-direct');
     team('pat-fx-role', 'Bruno', 'active', undefined, [{ member: martinRole }], 'ct-fx-role');
     team('pat-fx-participant-open', 'Cécile', 'active', { start: now - 40 * DAY }, [{ member: martin, period: { start: now - 10 * DAY, end: now + 20 * DAY } }], 'ct-fx-participant-open');
     team('pat-fx-service', 'Denise', 'active', { start: now - 15 * DAY }, [{ member: ref('Organization', DEMO_ORGANIZATIONS.cardiology) }], 'ct-fx-service');

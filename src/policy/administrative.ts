@@ -341,6 +341,13 @@ export function decideAdministrative(ctx: Ctx): Decision {
   const r = ctx.role;
   const rule = `${r.id}.administrative`;
   const type = it.resourceType ?? '';
+  if (type === 'Consent' && isWrite(it) && r.relationshipWrites.includes('Consent.opposition')) {
+    // The admission office records a patient's opposition; it reads no Consent, not even the one it wrote.
+    if (it.kind !== 'delete' && it.prefer.return !== 'minimal') {
+      return deny('interaction-forbidden', `Role "${r.id}" records oppositions without reading Consents: send Prefer: return=minimal.`, rule);
+    }
+    return decideWrite(ctx);
+  }
   if (!ADMIN_TYPES.has(type)) {
     return deny('role-forbidden', `Role "${r.id}" sees patient demographics and stay logistics only, not ${type || 'this interaction'}.`, rule);
   }

@@ -5,7 +5,7 @@ import { isWrite } from '../fhir/interaction.js';
 import type { PatientLink } from '../fhir/patients.js';
 import { ProxyError } from '../http/errors.js';
 import type { PractitionerPrincipal, Principal } from '../identity/principal.js';
-import { parseBreakGlassRequest, withGrants, type BreakGlassRequest } from '../relate/breakglass.js';
+import { parseBreakGlassRequest, type BreakGlassRequest } from '../relate/breakglass.js';
 import type { CareSetKind, CareSets } from '../relate/profiles.js';
 import type { CareSet } from '../relate/types.js';
 import type { Policy, RoleConfig } from './config.js';
@@ -106,9 +106,21 @@ const KIND_OF: Record<RoleConfig['profile'], CareSetKind> = {
 const LOOKED_UP: ReadonlySet<CareSetKind> = new Set(['care-relationships', 'mandates', 'stays']);
 
 export function createAuthorizer(deps: AuthorizerDeps) {
-  async function careSetOf(p: Principal, role: RoleConfig, engagement: Engagement | undefined, fresh: boolean): Promise<CareSet> {
+  async function careSetOf(
+    p: Principal,
+    role: RoleConfig,
+    engagement: Engagement | undefined,
+    fresh: boolean,
+    pending: readonly BreakGlassRequest[] = [],
+  ): Promise<CareSet> {
     const kind = role.profile === 'de-identified' && !engagement ? 'nobody' : KIND_OF[role.profile];
-    return deps.careSets.of({ principal: p, kind, fresh, ...(engagement ? { stays: { id: engagement.id, stays: engagement.stays } } : {}) });
+    return deps.careSets.of({
+      principal: p,
+      kind,
+      fresh,
+      ...(pending.length ? { pending } : {}),
+      ...(engagement ? { stays: { id: engagement.id, stays: engagement.stays } } : {}),
+    });
   }
 
   /** decide() on one interaction, with the facts of a write read first. */
@@ -117,7 +129,7 @@ export function createAuthorizer(deps: AuthorizerDeps) {
     const input: DecideInput = {
       ...base,
       interaction: it,
-      ...(facts ? { writePatients: facts.patients, patientLinkChanged: facts.linkChanged } : {}),
+      ...(facts ? { writePatients: facts.patients, patientLinkChanged: facts.linkChanged, writeResources: { before: facts.before, after: facts.after } } : {}),
     };
     const p = base.principal!;
     const decision = decideShadowed(input, deps.shadow, {
@@ -196,10 +208,10 @@ export function createAuthorizer(deps: AuthorizerDeps) {
       ...(engagement ? { engagement: engagement.id } : {}),
     });
 
-    let careSet = withGrants(await careSetOf(p, role, engagement, false), pending);
+    let careSet = await careSetOf(p, role, engagement, false, pending);
     let verdict = await decideAll(base(careSet), interaction, input.requestId);
     if (LOOKED_UP.has(KIND_OF[role.profile]) && decidedByCareSet(verdict.decision, verdict.entries)) {
-      careSet = withGrants(await careSetOf(p, role, engagement, true), pending);
+      careSet = await careSetOf(p, role, engagement, true, pending);
       verdict = await decideAll(base(careSet), interaction, input.requestId);
     }
 
@@ -222,12 +234,13 @@ export function createAuthorizer(deps: AuthorizerDeps) {
 }
 
 /**
- * Whether the care set decided a refusal (a patient outside it) or an empty answer (no patient in
- * it): what a fresh resolution could change.
+ * Whether the care set decided a refusal (a patient outside it, or her opposition) or an empty
+ * answer (no patient in it): what a fresh resolution could change (an opposition lifted on the
+ * FHIR server is not held against the caller for the rest of the cache lifetime).
  */
 function decidedByCareSet(d: Decision, entries: readonly EntryVerdict[] | undefined): boolean {
   const byCareSet = (x: Decision) =>
-    (x.effect === 'deny' && x.reason === 'no-care-relationship') ||
+    (x.effect === 'deny' && (x.reason === 'no-care-relationship' || x.reason === 'patient-opposition')) ||
     (x.effect === 'permit' && x.obligations.some((o) => o.kind === 'narrow' && o.patients.length === 0));
   return byCareSet(d) || (entries ?? []).some((e) => byCareSet(e.decision));
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { careRelationshipsSchema } from '../relate/config.js';
 import { contractorOf, engagementSchema } from './engagement.js';
+import { patientRightsSchema } from './patient-rights-config.js';
 import { RELATIONSHIP_WRITES } from './relationships.js';
 
 /**
@@ -42,7 +43,7 @@ const roleSchema = z
     relationshipWrites: z
       .array(z.enum(RELATIONSHIP_WRITES))
       .default([])
-      .describe('Relationship resources this role may write (trusted writers).'),
+      .describe('Relationship resources this role may write (trusted writers); Consent.opposition: only a patient’s oppositions (deny Consents).'),
     readAudit: z.boolean().default(false).describe('May read AuditEvents and the DIM review views.'),
     allowSearchFeatures: z.array(z.enum(SEARCH_FEATURES)).default([]),
     operations: z
@@ -100,6 +101,7 @@ export const policySchema = z
       .default([])
       .describe('Coding-contractor engagements: the stays a de-identified role may see, under which DIM physician and CNIL authorisation.'),
     timeZone: z.string().default('Europe/Paris').describe('The establishment’s time zone (engagement days).'),
+    patientRights: patientRightsSchema.prefault({}).describe('Oppositions, the access history, documents held back until released (docs/PATIENT-RIGHTS.md).'),
     paging: z
       .object({
         linkTtlSeconds: z.number().int().min(60).max(86_400).default(3600),
@@ -127,6 +129,10 @@ export const policySchema = z
             message: `the de-identified role "${r.id}" has no engagement: add one under engagements, naming its supervising DIM physician and its CNIL authorisation (CSP R6113-5, CNIL decision 2013-037)`,
           });
         }
+      }
+      if ((r.profile === 'own-record' || r.profile === 'mandate') && r.relationshipWrites.some((w) => w !== 'Consent.opposition')) {
+        // A patient or her mandated person may record an opposition, never a relationship that grants access.
+        ctx.addIssue({ code: 'custom', path: ['roles', i, 'relationshipWrites'], message: `a ${r.profile} role may only write Consent.opposition` });
       }
       if (r.profile === 'none' && (r.readAudit || r.relationshipWrites.length)) {
         ctx.addIssue({ code: 'custom', path: ['roles', i, 'profile'], message: 'a role with profile none cannot read audit or write relationships' });

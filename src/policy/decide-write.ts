@@ -1,21 +1,30 @@
+import type { Resource } from '@medplum/fhirtypes';
 import { isRelationshipType } from './relationships.js';
 import type { Decision } from './decision.js';
+import { notAnOpposition, oppositionEvidence, oppositionMessage } from './opposition.js';
 import { deny, hasPatient, outsideMessage, permit, type Ctx } from './verdicts.js';
 
 /**
  * Writes (create, update, patch, delete): the resource before and after must belong to patients
  * this user may see, may not move to another patient, and relationship resources are written by
  * trusted writers only. The facts (patients before and after) are read by policy/write-facts.ts.
+ *
+ * A role allowed only `Consent.opposition` (a patient, admission staff) writes Consents that stay
+ * oppositions before and after (policy/opposition.ts): never a permit, which would grant access.
  */
 export function decideWrite(ctx: Ctx): Decision {
   const it = ctx.in.interaction;
   const r = ctx.role;
   const type = it.resourceType ?? '';
   const rule = `${r.id}.write`;
-  if (ctx.role.profile === 'own-record' || ctx.role.profile === 'mandate') {
+  const oppositionWriter = type === 'Consent' && !r.relationshipWrites.includes('Consent') && r.relationshipWrites.includes('Consent.opposition');
+  if ((ctx.role.profile === 'own-record' || ctx.role.profile === 'mandate') && !oppositionWriter) {
     return deny('interaction-forbidden', 'This role may read, not write.', rule);
   }
-  if (isRelationshipType(type) && !r.relationshipWrites.includes(type)) {
+  if (oppositionWriter) {
+    const why = oppositionWriteProblem(ctx.in.writeResources, it.kind);
+    if (why) return deny('relationship-write-forbidden', `Role "${r.id}" writes only oppositions (Consent.opposition): ${why}.`, rule);
+  } else if (isRelationshipType(type) && !r.relationshipWrites.includes(type)) {
     return deny('relationship-write-forbidden', `Writes to ${type} change who may see records; role "${r.id}" may not make them.`, rule);
   }
   if (type === 'Patient' && ctx.in.patientLinkChanged && !r.relationshipWrites.includes('Patient.link')) {
@@ -47,5 +56,45 @@ export function decideWrite(ctx: Ctx): Decision {
     return deny('patient-move-forbidden', 'A resource cannot be moved to another patient.', rule);
   }
   const patients = [...new Set([...before, ...after])];
-  return permit(ctx, ctx.careSet.scope === 'all' ? 'role-all-records' : 'care-relationship', rule, 'Write within the care relationships', patients, []);
+  const opposed = opposedWrite(ctx, patients);
+  if (opposed) return opposed;
+  const reason = r.profile === 'own-record' ? 'own-record' : r.profile === 'mandate' ? 'mandate' : ctx.careSet.scope === 'all' ? 'role-all-records' : 'care-relationship';
+  return permit(ctx, reason, rule, 'Write within the care relationships', patients, []);
+}
+
+/** Why a write by an opposition-only writer is refused: both sides must be oppositions (a delete: the one it removes). */
+function oppositionWriteProblem(facts: Ctx['in']['writeResources'], kind: string): string | undefined {
+  if (!facts) return 'the Consent could not be read';
+  const sides: (Resource | undefined)[] = [];
+  if (facts.before) sides.push(facts.before);
+  if (kind !== 'delete') sides.push(facts.after);
+  for (const side of sides) {
+    const why = notAnOpposition(side);
+    if (why) return why;
+  }
+  return undefined;
+}
+
+/**
+ * A write into the record of a patient who opposed this caller, for a kind of data her opposition
+ * covers: refused like a read (CSP L1110-4). An opposition limited by security labels refuses a
+ * body carrying one of them, and a patch or delete, whose result it cannot see.
+ */
+function opposedWrite(ctx: Ctx, patients: readonly string[]): Decision | undefined {
+  const it = ctx.in.interaction;
+  const type = it.resourceType ?? '';
+  const body = it.kind === 'create' || it.kind === 'update' ? (it.body as Resource | undefined) : undefined;
+  const labels = new Set((body?.meta?.security ?? []).map((c) => `${c.system}|${c.code}`));
+  for (const p of patients) {
+    for (const o of ctx.opposition.active.get(p) ?? []) {
+      if (o.classes.length > 0 && !o.classes.includes(type)) continue;
+      if (o.labels.length > 0 && body && !o.labels.some((l) => labels.has(l))) continue;
+      const overrides = ctx.in.policy.patientRights.oppositions.breakGlassOverrides;
+      return deny('patient-opposition', oppositionMessage(ctx.role.breakGlass, overrides), `${ctx.role.id}.write`, {
+        patients: [p],
+        evidence: [oppositionEvidence(o, false)],
+      });
+    }
+  }
+  return undefined;
 }

@@ -7,8 +7,10 @@ import { decideAdministrative } from './administrative.js';
 import type { RoleConfig } from './config.js';
 import type { Decision, DecisionReason, Obligation } from './decision.js';
 import { decideDeidentified } from './decide-deidentified.js';
-import { forbiddenParam, narrowing } from './search-scope.js';
+import { decideAccessHistory } from './decide-access-history.js';
+import { forbiddenParam, narrowing, patientsNamed } from './search-scope.js';
 import { decideWrite } from './decide-write.js';
+import { blockingOpposition, oppositionEvidence, oppositionMessage, oppositionView } from './opposition.js';
 import { deny, hasPatient, outsideMessage, permit, type Ctx, type DecideInput } from './verdicts.js';
 
 /**
@@ -42,7 +44,7 @@ export function decide(input: DecideInput): Decision {
     });
   }
   if (!input.careSet) return deny('lookup-failed', 'Care relationships could not be resolved.', 'default');
-  const ctx: Ctx = { in: input, role, careSet: input.careSet };
+  const ctx: Ctx = { in: input, role, careSet: input.careSet, opposition: oppositionView(input.careSet, input.policy) };
 
   const ceiling = scopeCeiling(input.principal, it);
   if (ceiling) return deny('scope-ceiling', ceiling, `${role.id}.scope`);
@@ -50,6 +52,9 @@ export function decide(input: DecideInput): Decision {
   if (unknown) return deny('parameter-forbidden', unknown, `${role.id}.search-parameters`);
 
   if (it.resourceType === 'AuditEvent' || it.compartment?.type === 'AuditEvent') {
+    if (!role.readAudit && (role.profile === 'own-record' || role.profile === 'mandate') && input.policy.patientRights.accessHistory.enabled) {
+      return decideAccessHistory(ctx);
+    }
     if (!role.readAudit || (it.method !== 'GET' && !isSearchPost(it))) {
       return deny('role-forbidden', 'The audit trail is read by the roles the policy names, and written by caregate only.', `${role.id}.audit`);
     }
@@ -207,6 +212,8 @@ function decideListed(ctx: Ctx): Decision {
   for (const p of inUrl) {
     if (!hasPatient(ctx.careSet, p)) return outside(p, `${r.id}.${r.profile}`);
   }
+  const opposed = refusedByOpposition(ctx, inUrl);
+  if (opposed) return opposed;
 
   const obligations: Obligation[] = [];
   if ((it.kind === 'search-type' || it.kind === 'history-type') && (!ctx.in.paging || ctx.in.renarrow) && it.resourceType) {
@@ -237,16 +244,53 @@ function decideBreakGlassOperation(ctx: Ctx): Decision {
   if (!r.breakGlass || patient === undefined) return deny('interaction-forbidden', `Break-the-glass is not allowed to role "${r.id}".`, rule);
   const grant = (ctx.careSet.patients.get(patient) ?? []).filter((e) => e.source === 'break-glass');
   if (grant.length === 0) return deny('interaction-forbidden', 'Break-the-glass needs a reason (the reason parameter).', rule);
+  // An opposition to the whole record that the policy does not let break-the-glass override keeps it
+  // closed (a narrower one leaves the rest of the record to the grant, and is withheld from its answers).
+  const opposed = blockingOpposition(ctx.opposition, patient, undefined);
+  if (opposed) {
+    return deny('patient-opposition', oppositionMessage(false, false), rule, { patients: [patient], evidence: [oppositionEvidence(opposed, false)] });
+  }
+  const overridden = (ctx.opposition.overridden.get(patient) ?? []).map((o) => oppositionEvidence(o, true));
   return {
     effect: 'permit',
     reason: 'break-glass',
     rule,
-    message: 'Break-the-glass access opened',
-    evidence: grant,
+    message: overridden.length > 0 ? 'Break-the-glass access opened, overriding the patient’s opposition' : 'Break-the-glass access opened',
+    evidence: [...grant, ...overridden],
     obligations: [{ kind: 'audit-severity', severity: 'high' }, { kind: 'mark-break-glass' }],
     patients: [patient],
     purposeOfUse: 'BTG',
   };
+}
+
+/**
+ * A refusal by the patient's opposition (CSP L1110-4), decided on the URL: a patient it names
+ * whose opposition covers what the request reads, or a search naming only such patients (answered
+ * with an empty searchset, recorded as the refusal it is). Anything narrower is withheld by the
+ * response filter (`withhold-opposed`).
+ */
+function refusedByOpposition(ctx: Ctx, inUrl: readonly string[]): Decision | undefined {
+  if (ctx.opposition.active.size === 0) return undefined;
+  const it = ctx.in.interaction;
+  const r = ctx.role;
+  const rule = `${r.id}.${r.profile}`;
+  const type = it.kind === 'operation' ? undefined : it.resourceType;
+  const message = oppositionMessage(r.breakGlass, ctx.in.policy.patientRights.oppositions.breakGlassOverrides);
+  const urlStatus = ctx.in.policy.refusals.urlDecided;
+  for (const p of inUrl) {
+    const o = blockingOpposition(ctx.opposition, p, type);
+    if (o) return deny('patient-opposition', message, rule, { patients: [p], evidence: [oppositionEvidence(o, false)], ...(urlStatus === 404 ? { refuseAs: 'not-found' as const } : {}) });
+  }
+  if (inUrl.length > 0 || it.kind !== 'search-type' || ctx.in.paging) return undefined;
+  const named = [...new Set(patientsNamed(it))];
+  if (named.length === 0 || !named.every((p) => hasPatient(ctx.careSet, p))) return undefined;
+  const blocking = named.map((p) => blockingOpposition(ctx.opposition, p, type));
+  if (blocking.some((o) => o === undefined)) return undefined;
+  return deny('patient-opposition', message, rule, {
+    patients: named,
+    evidence: blocking.map((o) => oppositionEvidence(o!, false)),
+    refuseAs: 'empty-searchset',
+  });
 }
 
 function reasonFor(profile: RoleConfig['profile']): DecisionReason {

@@ -1,5 +1,6 @@
 import { notFound, ProxyError } from '../http/errors.js';
-import type { Evidence } from '../relate/types.js';
+import type { Evidence, Opposition } from '../relate/types.js';
+import type { HoldRule } from './patient-rights-config.js';
 
 /** Closed set of reasons, stable for audit review and `caregate explain`. */
 export type DecisionReason =
@@ -21,6 +22,7 @@ export type DecisionReason =
   | 'relationship-write-forbidden'
   | 'patient-undetermined'
   | 'patient-move-forbidden'
+  | 'patient-opposition'
   | 'lookup-failed';
 
 /**
@@ -36,6 +38,22 @@ export type Obligation =
   | { kind: 'subject-only' }
   /** AuditEvents are shown whole to this caller (the roles that read the trail); withheld from everyone else. */
   | { kind: 'show-audit-trail' }
+  /**
+   * Own record, mandate: AuditEvents about the caller's patients are shown in the patient's reduced
+   * view (when, who by name and profession, which kind of data, outcome, break-the-glass reason,
+   * notification); nothing about other patients or the infrastructure.
+   */
+  | { kind: 'own-access-history' }
+  /**
+   * Own record, mandate: documents and results not yet released by a physician (a held-back status
+   * or security label) are withheld.
+   */
+  | { kind: 'hold-unreleased'; rules: readonly HoldRule[]; labels: readonly string[] }
+  /**
+   * Oppositions in force (CSP L1110-4) that the URL could not decide: resources of these patients
+   * that they cover (every one, or those of their classes and security labels) are withheld.
+   */
+  | { kind: 'withhold-opposed'; oppositions: readonly (Opposition & { patient: string })[] }
   /** Coding contractor: only resources of the stays listed in the care set (`CareSet.encounters`). */
   | { kind: 'stays-only' }
   /** Answers de-identified with the pseudonym key of this engagement. */

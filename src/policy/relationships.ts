@@ -11,8 +11,13 @@
 export const RELATIONSHIP_TYPES = ['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Practitioner', 'Group', 'Consent'] as const;
 export type RelationshipType = (typeof RELATIONSHIP_TYPES)[number];
 
-/** What a role's `relationshipWrites` may list: the types above, and the `link` element of Patient. */
-export const RELATIONSHIP_WRITES = [...RELATIONSHIP_TYPES, 'Patient.link'] as const;
+/**
+ * What a role's `relationshipWrites` may list: the types above, the `link` element of Patient, and
+ * `Consent.opposition`: only Consents that record a patient's opposition (every provision a deny,
+ * naming practitioners, roles, services or care teams), never one that grants access
+ * (policy/opposition.ts).
+ */
+export const RELATIONSHIP_WRITES = [...RELATIONSHIP_TYPES, 'Patient.link', 'Consent.opposition'] as const;
 export type RelationshipWrite = (typeof RELATIONSHIP_WRITES)[number];
 
 const TYPES: ReadonlySet<string> = new Set(RELATIONSHIP_TYPES);

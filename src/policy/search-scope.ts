@@ -4,6 +4,7 @@ import { PATIENT_COMPARTMENT } from '../fhir/generated/patient-compartment.js';
 import { paramKind } from '../fhir/searchparams.js';
 import type { SearchFeature } from './config.js';
 import type { Obligation } from './decision.js';
+import { blockingOpposition } from './opposition.js';
 import { hasPatient, type Ctx } from './verdicts.js';
 
 /**
@@ -91,7 +92,8 @@ export function narrowing(ctx: Ctx, it: FhirInteraction): Narrowing | undefined 
     }
     if (restricted) return undefined;
   }
-  const allowed = [...ctx.careSet.patients.keys()];
+  // A patient whose opposition covers what is searched has nothing to give: the query leaves her out.
+  const allowed = [...ctx.careSet.patients.keys()].filter((p) => !blockingOpposition(ctx.opposition, p, type));
   if (allowed.length === 0) return { kind: 'none' };
   if (allowed.length > ctx.in.policy.search.narrowMaxPatients) return undefined;
   return { kind: 'narrow', param, patients: allowed };

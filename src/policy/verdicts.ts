@@ -1,8 +1,10 @@
+import type { Resource } from '@medplum/fhirtypes';
 import type { CareSet, Evidence } from '../relate/types.js';
 import type { Policy, RoleConfig } from './config.js';
 import type { FhirInteraction } from '../fhir/interaction.js';
 import type { Principal } from '../identity/principal.js';
 import type { Decision, DecisionReason, Obligation } from './decision.js';
+import { oppositionEvidence, type OppositionView } from './opposition.js';
 
 /**
  * What decide() decides on, and the constructors of decisions, shared by the deciders of each
@@ -21,6 +23,8 @@ export interface DecideInput {
   writePatients?: { before: readonly string[] | 'undetermined' | 'none'; after: readonly string[] | 'undetermined' | 'none' };
   /** For writes to Patient: whether `Patient.link` changes. */
   patientLinkChanged?: boolean;
+  /** The resource a write replaces and the one it leaves (read to decide it; a Consent must stay an opposition). */
+  writeResources?: { before: Resource | undefined; after: Resource | undefined };
   /** A request coming back through a signed paging link: the query was judged when the link was issued. */
   paging?: boolean;
   /** That link was stripped of caregate's narrowing when it was sealed: it is narrowed again. */
@@ -33,6 +37,8 @@ export interface Ctx {
   in: DecideInput;
   role: RoleConfig;
   careSet: CareSet;
+  /** The care set's oppositions, in force or overridden by a break-the-glass grant (policy/opposition.ts). */
+  opposition: OppositionView;
 }
 
 export function deny(reason: DecisionReason, message: string, rule: string, extra: Partial<Decision> = {}): Decision {
@@ -47,15 +53,28 @@ export function deny(reason: DecisionReason, message: string, rule: string, extr
 export function permit(ctx: Ctx, reason: DecisionReason, rule: string, message: string, patients: readonly string[], extra: Obligation[]): Decision {
   const r = ctx.role;
   const evidence: Evidence[] = [];
-  for (const p of patients) evidence.push(...(ctx.careSet.patients.get(p) ?? []));
+  for (const p of patients) {
+    const overridden = ctx.opposition.overridden.get(p);
+    // A patient who opposed this caller is open to her only through the grant: the grant is the
+    // evidence, and the Consent it overrides is recorded beside it.
+    if (overridden) {
+      evidence.push(...(ctx.careSet.patients.get(p) ?? []).filter((e) => e.source === 'break-glass'), ...overridden.map((o) => oppositionEvidence(o, true)));
+    } else evidence.push(...(ctx.careSet.patients.get(p) ?? []));
+  }
   // The patients the decision names are reachable only through break-the-glass: the decision itself is a BTG use.
-  const btg = evidence.length > 0 && evidence.every((e) => e.source === 'break-glass');
+  const btg = evidence.length > 0 && evidence.every((e) => e.source === 'break-glass' || (e.source === 'opposition' && e.overridden === true));
   const obligations: Obligation[] = [{ kind: 'filter-response' }, ...roleView(ctx), ...extra];
+  if (ctx.opposition.active.size > 0) {
+    obligations.push({
+      kind: 'withhold-opposed',
+      oppositions: [...ctx.opposition.active].flatMap(([patient, list]) => list.map((o) => ({ patient, ...o }))),
+    });
+  }
   if (btg) obligations.push({ kind: 'mark-break-glass' }, { kind: 'audit-severity', severity: 'high' });
   else {
     if (r.auditSeverity === 'high') obligations.push({ kind: 'audit-severity', severity: 'high' });
-    const only = ctx.careSet.breakGlassOnly;
-    if (only && only.size > 0) obligations.push({ kind: 'break-glass-patients', patients: [...only] });
+    const only = new Set([...(ctx.careSet.breakGlassOnly ?? []), ...ctx.opposition.overridden.keys()]);
+    if (only.size > 0) obligations.push({ kind: 'break-glass-patients', patients: [...only] });
   }
   return {
     effect: 'permit',
@@ -74,10 +93,15 @@ function roleView(ctx: Ctx): Obligation[] {
   const r = ctx.role;
   const out: Obligation[] = [];
   if (r.readAudit) out.push({ kind: 'show-audit-trail' });
+  const rights = ctx.in.policy.patientRights;
   switch (r.profile) {
     case 'own-record':
     case 'mandate':
       out.push({ kind: 'subject-only' });
+      if (rights.accessHistory.enabled) out.push({ kind: 'own-access-history' });
+      if (rights.release.holdBack.length > 0 || rights.release.holdBackLabels.length > 0) {
+        out.push({ kind: 'hold-unreleased', rules: rights.release.holdBack, labels: rights.release.holdBackLabels });
+      }
       break;
     case 'administrative':
       out.push({ kind: 'mask-clinical' });

@@ -107,7 +107,8 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
       const pid = patientOf(enc.subject);
       if (pid) grant(pid, { source: 'encounter', reference: `Encounter/${enc.id}` });
     }
-    const set: CareSet = { scope: 'listed', patients, resolvedAt: t };
+    // The teams she belongs to: an opposition may name a whole care team (relate/oppositions.ts).
+    const set: CareSet = { scope: 'listed', patients, teams: new Set(teams.map((team) => `CareTeam/${team.id}`)), resolvedAt: t };
     for (const m of members) {
       let s = byMember.get(m);
       if (!s) byMember.set(m, (s = new Set()));

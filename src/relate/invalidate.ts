@@ -20,9 +20,12 @@ export interface RelationshipCaches {
   principal(practitioner: string): void;
   /** Drops the cached stays of engagements (Group and Encounter writes). */
   stays(): void;
+  /** Drops the cached oppositions of these patients (a Consent about them was written: it takes effect at once). */
+  oppositions(patients: ReadonlySet<string>): void;
 }
 
 const MEMBER = /^(Practitioner|PractitionerRole|Organization)\/[A-Za-z0-9\-.]+$/;
+const PATIENT = /^Patient\/[A-Za-z0-9\-.]{1,64}$/;
 
 export function invalidateAfterWrite(
   it: FhirInteraction,
@@ -45,5 +48,14 @@ export function invalidateAfterWrite(
     caches.careSets(refs);
     for (const r of refs) if (r.startsWith('Practitioner/')) caches.principal(r);
     if (w.resourceType === 'Group' || w.resourceType === 'Encounter') caches.stays();
+    if (w.resourceType === 'Consent') {
+      // An opposition (or its end) applies to the patient the Consent is about, before and after.
+      const patients = new Set<string>();
+      for (const c of [w.body, before]) {
+        const ref = (c as { patient?: { reference?: unknown } } | undefined)?.patient?.reference;
+        if (typeof ref === 'string' && PATIENT.test(ref)) patients.add(ref.slice('Patient/'.length));
+      }
+      caches.oppositions(patients);
+    }
   }
 }

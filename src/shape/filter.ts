@@ -1,7 +1,9 @@
 import type { AuditEvent, Binary, Bundle, BundleEntry, OperationOutcome, Patient, Resource } from '@medplum/fhirtypes';
 import { removeDisplays, parseReference, walkReferences } from '../fhir/references.js';
 import { REFERENCE_DATA_TYPES, resolvePatientLink, type PatientLink } from '../fhir/patients.js';
-import type { CareSet } from '../relate/types.js';
+import type { HoldRule } from '../policy/patient-rights-config.js';
+import type { CareSet, Opposition } from '../relate/types.js';
+import { dataKindOf, isHeld, oppositionCovers, type DataKind } from './data-kind.js';
 
 /**
  * The security boundary: every resource that leaves is judged by its own content against the care
@@ -26,6 +28,17 @@ export interface FilterContext {
   publicBase: string;
   /** The role reads the audit trail (`readAudit`): AuditEvents are shown to it, and to no one else. */
   readAudit?: boolean;
+  /**
+   * Own record, mandate: an AuditEvent in the patient's reduced view, or undefined when it is not
+   * about one of the caller's patients (withheld).
+   */
+  reduceAuditEvent?: (event: AuditEvent) => AuditEvent | undefined;
+  /** Oppositions in force (CSP L1110-4): a resource of one of these patients that one covers is withheld. */
+  opposed?: ReadonlyMap<string, readonly Opposition[]>;
+  /** Told of each patient whose data an opposition withheld, with the Consent (for the audit). */
+  onOpposed?: (patient: string, consent: string) => void;
+  /** Own record, mandate: documents and results held back until a physician releases them. */
+  held?: { rules: readonly HoldRule[]; labels: readonly string[] };
   /** A further condition of the role (a coding contractor: only the engagement's stays). */
   admit?: (resource: Resource) => boolean;
   /** What the role receives instead of the resource (masked, de-identified); undefined withholds it. */
@@ -50,7 +63,13 @@ export async function present(resource: Resource, ctx: FilterContext): Promise<P
   const { resource: own, removed } = withoutHiddenLinks(resource, ctx);
   const j = await judge(own, ctx);
   if (!j.visible) return undefined;
+  if (own.resourceType === 'AuditEvent' && !ctx.readAudit) {
+    // The patient's reduced view, built afresh: nothing of the original passes unless chosen.
+    const reduced = ctx.reduceAuditEvent?.(own as AuditEvent);
+    return reduced ? { resource: reduced, patients: j.patients, linksRemoved: 0 } : undefined;
+  }
   if (ctx.admit && !ctx.admit(own)) return undefined;
+  if (await withheldByKind(own, j.patients, ctx)) return undefined;
   scrubDisplays(own, ctx);
   const out = ctx.transform ? ctx.transform(own) : own;
   return out ? { resource: out, patients: j.patients, linksRemoved: removed } : undefined;
@@ -138,9 +157,14 @@ function allowed(set: CareSet, id: string): boolean {
 export async function judge(resource: Resource, ctx: FilterContext): Promise<Judgement> {
   if (resource.resourceType === 'AuditEvent') {
     // The audit trail is judged by who reads it, not by the patients it names: whole to the roles
-    // the policy lets read it (the DIM), withheld from everyone else, even their own patients' trail.
-    if (!ctx.readAudit) return { visible: false, patients: [], reason: 'audit trail' };
-    return { visible: true, patients: auditedPatients(resource as AuditEvent, ctx.localBases) };
+    // the policy lets read it (the DIM), reduced for a patient to the events about her, withheld
+    // from everyone else, even their own patients' trail.
+    const audited = auditedPatients(resource as AuditEvent, ctx.localBases);
+    if (ctx.readAudit) return { visible: true, patients: audited };
+    if (ctx.reduceAuditEvent && audited.some((id) => ctx.careSet.patients.has(id))) {
+      return { visible: true, patients: audited.filter((id) => ctx.careSet.patients.has(id)) };
+    }
+    return { visible: false, patients: [], reason: 'audit trail' };
   }
   let link: PatientLink = ctx.linkOf(resource);
   if (resource.resourceType === 'Binary' && (resource as Binary).securityContext === undefined && ctx.ownersOf && resource.id) {
@@ -167,6 +191,27 @@ export async function judge(resource: Resource, ctx: FilterContext): Promise<Jud
     default:
       return { visible: false, patients: [], reason: 'indirect link unresolved' };
   }
+}
+
+/**
+ * Rules on kinds of data rather than patients: an opposition in force that covers this resource
+ * (its type, its security labels) for one of its patients, or a document or result not yet
+ * released by a physician.
+ */
+async function withheldByKind(resource: Resource, patients: readonly string[], ctx: FilterContext): Promise<boolean> {
+  const opposed = ctx.opposed;
+  const concerned = opposed ? patients.filter((p) => opposed.has(p)) : [];
+  if (concerned.length === 0 && !ctx.held) return false;
+  if (REFERENCE_DATA_TYPES.has(resource.resourceType)) return false;
+  const kind: DataKind = await dataKindOf(resource, ctx.read, ctx.localBases);
+  for (const p of concerned) {
+    const o = opposed!.get(p)!.find((x) => oppositionCovers(x, kind));
+    if (o) {
+      ctx.onOpposed?.(p, o.consent);
+      return true;
+    }
+  }
+  return ctx.held !== undefined && isHeld(kind, ctx.held);
 }
 
 /** The patients an AuditEvent is about (its entities' literal Patient references). */

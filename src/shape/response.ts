@@ -1,4 +1,4 @@
-import type { Binary, Bundle, Resource } from '@medplum/fhirtypes';
+import type { AuditEvent, Binary, Bundle, Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { isSearchOrHistory } from '../fhir/interaction.js';
 import type { PatientLink } from '../fhir/patients.js';
@@ -8,7 +8,7 @@ import { maskForAdministration } from '../policy/administrative.js';
 import type { Authorization } from '../policy/authorize.js';
 import { obligation, obliges, type Decision } from '../policy/decision.js';
 import { narrowValue } from './plan.js';
-import type { CareSet } from '../relate/types.js';
+import type { CareSet, Opposition } from '../relate/types.js';
 import type { UpstreamResponse } from '../upstream/proxy.js';
 import { buildAnswer, parseUpstreamBody } from './answer.js';
 import { mergeBatch } from './batch.js';
@@ -45,6 +45,8 @@ export interface Shaped {
   breakGlassUse: readonly string[];
   /** Links of Patients to records the caller may not see, removed from the answer (audited). */
   linksRemoved: number;
+  /** Patients whose data the answer left out under their opposition (CSP L1110-4), with the Consents. */
+  opposed?: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 export interface ResponseShaperDeps {
@@ -56,6 +58,11 @@ export interface ResponseShaperDeps {
   rewriter: BaseRewriter;
   pages: PageLinks;
   pseudonyms: Pseudonyms;
+  /**
+   * The patient's reduced view of an AuditEvent about one of `patients` (audit/patient-view.ts),
+   * or undefined when it is about none of them. Without it, AuditEvents are withheld from patients.
+   */
+  reduceAuditEvent?(event: AuditEvent, patients: ReadonlySet<string>): AuditEvent | undefined;
   logger: Logger;
 }
 
@@ -63,7 +70,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
   const localBases = deps.rewriter.upstreamBases;
 
   /** How each resource is judged and shown, from the decision's obligations and the care set alone. */
-  function filterContext(a: Authorization, subsetting: Subsetting | undefined): FilterContext {
+  function filterContext(a: Authorization, subsetting: Subsetting | undefined, opposedSink: Map<string, Set<string>>): FilterContext {
     const d = a.decision;
     const careSet: CareSet = a.careSet ?? { scope: 'listed', patients: new Map(), resolvedAt: 0 };
     const cache = new Map<string, Promise<Resource | undefined>>();
@@ -80,10 +87,27 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
       };
     }
     const stays = careSet.encounters;
+    const withheld = obligation(d, 'withhold-opposed');
+    const held = obligation(d, 'hold-unreleased');
+    const ownPatients = new Set(careSet.patients.keys());
     return {
       careSet,
       subjectOnly: obliges(d, 'subject-only'),
       readAudit: obliges(d, 'show-audit-trail'),
+      ...(obliges(d, 'own-access-history') && deps.reduceAuditEvent
+        ? { reduceAuditEvent: (e: AuditEvent) => deps.reduceAuditEvent!(e, ownPatients) }
+        : {}),
+      ...(withheld
+        ? {
+            opposed: byPatient(withheld.oppositions),
+            onOpposed: (patient: string, consent: string) => {
+              let s = opposedSink.get(patient);
+              if (!s) opposedSink.set(patient, (s = new Set()));
+              s.add(consent);
+            },
+          }
+        : {}),
+      ...(held ? { held: { rules: held.rules, labels: held.labels } } : {}),
       linkOf: deps.linkOf,
       localBases,
       publicBase: deps.rewriter.publicBase,
@@ -143,7 +167,15 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
     const patients = new Set<string>();
     const resources: string[] = [];
     let linksRemoved = 0;
-    const done = (answer: Answer): Shaped => ({ answer, patients, resources, breakGlassUse: breakGlassUse(d, patients), linksRemoved });
+    const opposed = new Map<string, Set<string>>();
+    const done = (answer: Answer): Shaped => ({
+      answer,
+      patients,
+      resources,
+      breakGlassUse: breakGlassUse(d, patients),
+      linksRemoved,
+      ...(opposed.size > 0 ? { opposed } : {}),
+    });
     const answer = (httpStatus: number, headers: UpstreamResponse['headers'], body: unknown) => done(buildAnswer(it, httpStatus, headers, body, deps.rewriter));
 
     if (status === 304) return done({ status, headers: {}, body: undefined, contentType: undefined });
@@ -158,7 +190,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
     checkUpstreamShape(body, it);
     learnOwners(body);
 
-    const fctx = filterContext(a, input.subsetting);
+    const fctx = filterContext(a, input.subsetting, opposed);
     if (it.kind === 'batch' || it.kind === 'transaction') {
       const merged = await mergeBatch(a, body as Bundle, fctx, (b, entry) => signLinks(b, input.userKey, entry), (url) => deps.rewriter.url(url));
       for (const pid of merged.patients) patients.add(pid);
@@ -231,6 +263,13 @@ function rawBinary(b: Binary, status: number, upstreamHeaders: UpstreamResponse[
     if (typeof v === 'string') headers[h] = v;
   }
   return { status, headers, body: Buffer.from(typeof b.data === 'string' ? b.data : '', 'base64'), contentType: type };
+}
+
+/** The oppositions of a `withhold-opposed` obligation, by patient. */
+function byPatient(list: readonly (Opposition & { patient: string })[]): Map<string, Opposition[]> {
+  const out = new Map<string, Opposition[]>();
+  for (const { patient, ...o } of list) out.set(patient, [...(out.get(patient) ?? []), o]);
+  return out;
 }
 
 /** The patients of the answer reachable only through break-the-glass (unless the decision itself is a break-the-glass use). */

@@ -236,6 +236,11 @@ function notesFor(e: Pick<Explanation, 'decision' | 'interaction'>, btg: { patie
     if (o.kind === 'break-glass-patients') {
       notes.push(`${o.patients.length} patient(s) are reachable only through a break-the-glass grant: an answer holding their data is marked and audited as break-the-glass.`);
     }
+    if (o.kind === 'withhold-opposed') {
+      notes.push(`${o.oppositions.length} opposition(s) of patients of the care set are in force (CSP L1110-4): the resources they cover are withheld from the answer.`);
+    }
+    if (o.kind === 'hold-unreleased') notes.push('Documents and results not yet released by a physician are withheld from the answer.');
+    if (o.kind === 'own-access-history') notes.push('AuditEvents about the caller’s patients are shown in the patient’s reduced view.');
   }
   if (d.effect === 'deny') {
     notes.push(
@@ -264,6 +269,7 @@ function list(items: readonly string[]): string {
 
 function evidenceText(e: Evidence): string {
   if (e.source === 'break-glass') return `break-the-glass grant${e.until ? ` until ${e.until}` : ''}${e.reason ? ` (reason: ${e.reason})` : ''}`;
+  if (e.source === 'opposition') return `the patient's opposition ${e.reference ?? ''}${e.overridden ? ', overridden by break-the-glass' : ''}`;
   return `${e.source}${e.reference ? ` ${e.reference}` : ''}`;
 }
 
@@ -287,6 +293,8 @@ function decisionLines(d: Decision, indent = ''): string[] {
         return `de-identify (engagement ${o.engagement})`;
       case 'break-glass-patients':
         return `break-the-glass marking for ${o.patients.length} patient(s)`;
+      case 'withhold-opposed':
+        return `withhold what ${o.oppositions.length} opposition(s) cover`;
       default:
         return o.kind;
     }

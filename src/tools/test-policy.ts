@@ -106,6 +106,7 @@ const EFFECT_OF: Record<DecisionReason, 'permit' | 'deny'> = {
   'relationship-write-forbidden': 'deny',
   'patient-undetermined': 'deny',
   'patient-move-forbidden': 'deny',
+  'patient-opposition': 'deny',
   'lookup-failed': 'deny',
 };
 

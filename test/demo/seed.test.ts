@@ -103,6 +103,11 @@ function visiblePatients(personaRef: string, settings: Settings): Set<string> {
     const recent = enc.status === 'finished' && end !== undefined && NOW - end < settings.encounterWindowDays * DAY;
     if (current || recent) out.add(enc.subject.reference.slice('Patient/'.length));
   }
+  // The patient's opposition (CSP L1110-4): an active deny Consent naming one of the practitioner's references.
+  for (const c of of<Consent>('Consent')) {
+    const opposed = c.provision?.type === 'deny' && c.provision.actor?.some((a) => a.reference.reference && members.has(a.reference.reference));
+    if (c.status === 'active' && opposed && covers(c.provision?.period, NOW) && c.patient?.reference) out.delete(c.patient.reference.slice('Patient/'.length));
+  }
   void practitionerId;
   return out;
 }
@@ -274,8 +279,8 @@ describe('demo config', () => {
 
   it('seeds a repository with the configured sizes', async () => {
     const repo = new DemoRepository();
-    const stats = await seedHospital(repo, { ...seedOptionsFromConfig(demoConfigSchema.parse({ patients: 5, practitioners: 13 })), now: NOW });
+    const stats = await seedHospital(repo, { ...seedOptionsFromConfig(demoConfigSchema.parse({ patients: 5, practitioners: 14 })), now: NOW });
     expect(repo.counts()['Patient']).toBe(stats.byType['Patient']);
-    expect(stats.byType['Practitioner']).toBe(13);
+    expect(stats.byType['Practitioner']).toBe(14);
   });
 });

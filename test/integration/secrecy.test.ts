@@ -25,7 +25,7 @@ const as = (persona: PersonaName) => ({
 type Entry = { resource: { resourceType: string; id: string; subject?: { reference?: string }; patient?: { reference?: string } }; search?: { mode?: string } };
 const entries = (b: { entry?: Entry[] }) => b.entry ?? [];
 
-const practitionerPersonas = ['clinician', 'nurse', 'surgeon', 'emergency'] as const;
+const practitionerPersonas = ['clinician', 'nurse', 'colleague', 'surgeon', 'emergency'] as const;
 
 describe('care relationships: each clinician sees exactly their patients', () => {
   for (const persona of practitionerPersonas) {

@@ -68,6 +68,13 @@ describe('caregate explain', () => {
     expect(e.notes.join('\n')).toContain('403');
   });
 
+  it('explains a refusal by the patient’s opposition by the Consent that records it', async () => {
+    const e = await explainer.explain(req('colleague', 'GET', '/Patient/pat-dupont'));
+    expect(e.decision).toMatchObject({ effect: 'deny', reason: 'patient-opposition', rule: 'clinician.care-team', patients: ['pat-dupont'] });
+    expect(e.decision!.evidence).toEqual([{ source: 'opposition', reference: 'Consent/consent-dupont-opposition' }]);
+    expect(formatExplanation(e)).toContain("the patient's opposition Consent/consent-dupont-opposition");
+  });
+
   it('shows every role that matches and the one that applies', async () => {
     const e = await explainer.explain(req('emergency', 'GET', '/Patient/pat-fx-er-1'));
     expect(e.role).toEqual({ applied: 'emergency', profile: 'care-team', matching: ['emergency', 'clinician'] });
