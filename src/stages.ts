@@ -4,6 +4,8 @@ import type { Logger } from 'pino';
 import { buildAuditEvents } from './audit/build.js';
 import { reduceForPatients } from './audit/patient-view.js';
 import { auditInputOf } from './audit/record.js';
+import { serializeAuditEvents } from './audit/serialize.js';
+import type { SerializedAuditEvents } from './audit/spool.js';
 import { configPath, type LoadedConfig } from './config/load.js';
 import { classify } from './fhir/classify.js';
 import { patientsOf } from './fhir/patients.js';
@@ -50,8 +52,8 @@ export interface StageEnv {
   logger: Logger;
   /** The active policy, read at each request (a reload replaces it). */
   policy: () => LoadedPolicy;
-  /** Where AuditEvents go; resolves once they are durable, rejects when they cannot be. */
-  audit(events: AuditEvent[]): Promise<void>;
+  /** Where AuditEvents go (as objects, or serialised); resolves once they are durable, rejects when they cannot be. */
+  audit(events: AuditEvent[] | SerializedAuditEvents): Promise<void>;
   shadow?: ShadowPolicy;
   /** Secret contractor pseudonyms derive from (stable across restarts); random per process without it. */
   pseudonymSecret?: Buffer;
@@ -293,7 +295,8 @@ export function buildStages(env: StageEnv): BuiltStages {
       if (members.size + principals.size + caches.size + patientsDropped.size > 0) shared.bus.publish(m);
     },
 
-    audit: (s, answer) => env.audit(buildAuditEvents(auditInputOf(s, answer, site))),
+    // Serialised here, sharing the text of what the events of one interaction have in common.
+    audit: (s, answer) => env.audit({ json: serializeAuditEvents(buildAuditEvents(auditInputOf(s, answer, site))) }),
   };
 
   return {

@@ -44,7 +44,7 @@ export interface AuditSpool {
    * `ERR_AUDIT_UNAVAILABLE` when they could not be written (the caller must then refuse the request).
    * Async mode: resolves at once, the write follows in the background.
    */
-  append(events: readonly AuditEvent[]): Promise<void>;
+  append(events: readonly AuditEvent[] | SerializedAuditEvents): Promise<void>;
   /** Resolves when everything appended so far is on disk. */
   flush(): Promise<void>;
   /** For `/readyz`: `ok: false` with a reason (no PHI) while the spool cannot be written. */
@@ -58,6 +58,14 @@ export interface AuditSpool {
   stats(): SpoolStats;
   /** Flushes, then releases the files and the directory lock. */
   close(): Promise<void>;
+}
+
+/**
+ * AuditEvents already serialised to JSON (audit/serialize.ts), so that the events of one
+ * interaction share the text of their common parts.
+ */
+export interface SerializedAuditEvents {
+  readonly json: readonly string[];
 }
 
 export interface SpoolHealth {
@@ -580,14 +588,16 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
   const spool: AuditSpool = {
     append(events) {
       if (closed || failure) return Promise.reject(unavailable());
-      const text = events.length === 1 ? spoolLine(events[0]!) : events.map(spoolLine).join('');
+      const lines = 'json' in events ? events.json : events.map((e) => JSON.stringify(e));
+      const text = lines.length === 1 ? spoolLine(lines[0]!) : lines.map(spoolLine).join('');
+      const count = lines.length;
       if (mode === 'async') {
-        pending.push({ text, count: events.length, strict: false, resolve: noop, reject: noop });
+        pending.push({ text, count, strict: false, resolve: noop, reject: noop });
         schedule();
         return Promise.resolve();
       }
       return new Promise<void>((resolve, reject) => {
-        pending.push({ text, count: events.length, strict: true, resolve, reject });
+        pending.push({ text, count, strict: true, resolve, reject });
         schedule();
       });
     },
@@ -654,12 +664,11 @@ export async function readSpoolDir(dir: string): Promise<{ events: AuditEvent[];
 
 /** One spool line: `<crc32 of the JSON, 8 hex> <JSON>\n`. */
 export function encodeSpoolLine(event: AuditEvent): Buffer {
-  return Buffer.from(spoolLine(event), 'utf8');
+  return Buffer.from(spoolLine(JSON.stringify(event)), 'utf8');
 }
 
-/** The line as text. zlib's crc32 reads a string as UTF-8, the encoding it is written in. */
-function spoolLine(event: AuditEvent): string {
-  const json = JSON.stringify(event);
+/** The line of an event's JSON. zlib's crc32 reads a string as UTF-8, the encoding it is written in. */
+function spoolLine(json: string): string {
   return `${crc32(json).toString(16).padStart(8, '0')} ${json}\n`;
 }
 
