@@ -38,6 +38,8 @@ export function tryParseJsonStrict(input: string | Buffer): { ok: true; value: u
       return { ok: false, problem: { kind: 'not-utf8' } };
     }
   }
+  const fast = parseWhenPlain(text);
+  if (fast !== undefined) return { ok: true, value: fast.value };
   try {
     const dup = scan(text);
     if (dup !== undefined) return { ok: false, problem: { kind: 'duplicate-key', pointer: dup } };
@@ -46,6 +48,58 @@ export function tryParseJsonStrict(input: string | Buffer): { ok: true; value: u
     throw err;
   }
   return { ok: true, value: JSON.parse(text) as unknown };
+}
+
+/** A JSON string token (the unrolled form: no backtracking point but at escapes). */
+const STRING_TOKEN = /"[^"\\]*(?:\\.[^"\\]*)*"/g;
+/** An escaped high or low surrogate: parsers disagree on lone ones (the scanner decides). */
+const ESCAPED_SURROGATE = /\\u[dD][89a-fA-F]/;
+
+/**
+ * The fast path, taken by every well-formed body: the native parser builds the value, and the text
+ * is proven to hold no duplicate key by counting its key separators (the colons outside strings)
+ * against the members of the value built (a duplicate key leaves one member for two colons). Any
+ * doubt (a syntax error, a duplicate, an escaped surrogate, `__proto__`, excessive depth) returns
+ * undefined, and the scanner below decides and says what is wrong. Both give the same answer; this
+ * one costs about half as much on a resource and a tenth as much on a large Bundle.
+ */
+function parseWhenPlain(text: string): { value: unknown } | undefined {
+  if (!isWellFormed(text) || ESCAPED_SURROGATE.test(text)) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const members = countMembers(value, 0);
+  if (members < 0) return undefined;
+  const outside = text.replace(STRING_TOKEN, '');
+  let colons = 0;
+  for (let i = outside.indexOf(':'); i !== -1; i = outside.indexOf(':', i + 1)) colons++;
+  return colons === members ? { value } : undefined;
+}
+
+/** Members of every object in `v`; -1 when it is nested too deeply or has a `__proto__` key. */
+function countMembers(v: unknown, depth: number): number {
+  if (v === null || typeof v !== 'object') return 0;
+  if (depth >= MAX_JSON_DEPTH) return -1;
+  let n = 0;
+  if (Array.isArray(v)) {
+    for (const x of v) {
+      const c = countMembers(x, depth + 1);
+      if (c < 0) return -1;
+      n += c;
+    }
+    return n;
+  }
+  const o = v as Record<string, unknown>;
+  for (const k in o) {
+    if (k === '__proto__') return -1;
+    const c = countMembers(o[k], depth + 1);
+    if (c < 0) return -1;
+    n += c + 1;
+  }
+  return n;
 }
 
 /**
