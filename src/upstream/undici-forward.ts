@@ -59,34 +59,53 @@ export function createUndiciForwarder(opts: UpstreamProxyOptions) {
 }
 
 /** The whole body, decompressed (gzip, deflate, br), refusing more than `max` bytes. */
-async function readAll(res: Dispatcher.ResponseData, max: number): Promise<Buffer> {
+function readAll(res: Dispatcher.ResponseData, max: number): Promise<Buffer> {
   const encoding = String(res.headers['content-encoding'] ?? 'identity').toLowerCase().trim();
-  let stream: AsyncIterable<Buffer> = res.body;
+  let stream: NodeJS.ReadableStream = res.body;
   if (encoding === 'gzip' || encoding === 'x-gzip') stream = res.body.pipe(zlib.createGunzip());
   else if (encoding === 'deflate') stream = res.body.pipe(zlib.createInflate());
   else if (encoding === 'br') stream = res.body.pipe(zlib.createBrotliDecompress());
   else if (encoding !== 'identity' && encoding !== '') {
     res.body.destroy();
-    throw new ProxyError('ERR_UPSTREAM_BAD_RESPONSE', 'The FHIR server answered in an encoding caregate cannot read.', { expose: true, detail: 'unknown content-encoding' });
+    return Promise.reject(
+      new ProxyError('ERR_UPSTREAM_BAD_RESPONSE', 'The FHIR server answered in an encoding caregate cannot read.', { expose: true, detail: 'unknown content-encoding' }),
+    );
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const c of stream) {
+  // Plain data events: the async iterator of a stream costs more per answer than the copy itself.
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    const fail = (err: ProxyError) => {
+      if (done) return;
+      done = true;
+      res.body.destroy();
+      reject(err);
+    };
+    stream.on('data', (c: Buffer) => {
+      if (done) return;
       size += c.length;
       if (size > max) {
-        res.body.destroy();
-        throw new ProxyError('ERR_UPSTREAM_TOO_LARGE', 'The FHIR server answer is larger than caregate accepts.', { expose: true, detail: `upstream body over ${max} bytes` });
+        fail(new ProxyError('ERR_UPSTREAM_TOO_LARGE', 'The FHIR server answer is larger than caregate accepts.', { expose: true, detail: `upstream body over ${max} bytes` }));
+        return;
       }
       chunks.push(c);
-    }
-  } catch (err) {
-    if (err instanceof ProxyError) throw err;
-    throw err instanceof undiciErrors.BodyTimeoutError
-      ? timeout()
-      : new ProxyError('ERR_UPSTREAM_BAD_RESPONSE', 'The FHIR server answer could not be read.', { expose: true, detail: 'upstream body stream error' });
-  }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+    });
+    stream.on('end', () => {
+      if (done) return;
+      done = true;
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    });
+    // pipe() does not pass the source's errors on: a body that fails under a decompressor fails here too.
+    if (stream !== res.body) res.body.on('error', () => fail(new ProxyError('ERR_UPSTREAM_BAD_RESPONSE', 'The FHIR server answer could not be read.', { expose: true, detail: 'upstream body stream error' })));
+    stream.on('error', (err: unknown) =>
+      fail(
+        err instanceof undiciErrors.BodyTimeoutError
+          ? timeout()
+          : new ProxyError('ERR_UPSTREAM_BAD_RESPONSE', 'The FHIR server answer could not be read.', { expose: true, detail: 'upstream body stream error' }),
+      ),
+    );
+  });
 }
 
 function timeout(): ProxyError {
