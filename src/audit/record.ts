@@ -48,9 +48,17 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
   const careSet = a?.careSet;
   // Per-patient evidence: the care set's (a listed set), and the decision's for the one patient it
   // names (the Consent of an opposition that refused, or that a break-the-glass grant overrode).
-  let evidence: ReadonlyMap<string, readonly Evidence[]> | undefined = careSet?.scope === 'listed' && careSet.patients.size > 0 ? careSet.patients : undefined;
+  // Only the patients the events name are looked up: the care set itself may hold a thousand.
+  let evidence: Map<string, readonly Evidence[]> | undefined;
+  if (careSet?.scope === 'listed' && careSet.patients.size > 0) {
+    evidence = new Map();
+    for (const p of patients) {
+      const e = careSet.patients.get(p);
+      if (e) evidence.set(p, e);
+    }
+  }
   if (decision && decision.patients.length === 1 && decision.evidence.length > 0) {
-    evidence = new Map([...(evidence ?? []), [decision.patients[0]!, decision.evidence]]);
+    (evidence ??= new Map()).set(decision.patients[0]!, decision.evidence);
   }
   const breakGlassUse = s.shaped?.breakGlassUse ?? [];
   return {

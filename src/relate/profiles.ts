@@ -91,7 +91,9 @@ export function createCareSets(opts: CareSetsOptions): CareSets {
       memo = { version, until: now() + opts.ttlMs(), opposed: await opposedAmong([...base.patients.keys()], p, base, fresh) };
       matched.set(base, memo);
     }
-    const others = [...set.patients.keys()].filter((id) => !base.patients.has(id));
+    // Only a grant adds patients to the cached set: theirs are matched each time.
+    const others = grants.length === 0 ? [] : [...new Set(grants.map((g) => g.patient))].filter((id) => !base.patients.has(id));
+    if (others.length === 0) return memo.opposed.size > 0 ? { ...set, opposed: memo.opposed } : set;
     const opposed = new Map([...memo.opposed, ...(await opposedAmong(others, p, set, fresh))]);
     return opposed.size > 0 ? { ...set, opposed } : set;
   }
