@@ -150,6 +150,8 @@ export function createPipeline(opts: PipelineOptions) {
         decision: decision?.reason,
         rule: decision?.rule,
         ...(state.shaped?.breakGlassUse.length ? { breakGlass: true } : {}),
+        // The minimisation rules that withheld something (rule names only, no PHI).
+        ...(withheldRules(state) ? { withheld: withheldRules(state) } : {}),
         error: (auditFailure ?? state.failure)?.code,
         ms: Math.round((performance.now() - head.started) * 10) / 10,
         upstreamMs: state.upstream === undefined ? undefined : Math.round(state.upstream.durationMs * 10) / 10,
@@ -157,6 +159,13 @@ export function createPipeline(opts: PipelineOptions) {
       'request',
     );
   };
+}
+
+function withheldRules(s: RequestState): string[] | undefined {
+  const rules = [...(s.shaped?.minimised?.keys() ?? [])];
+  const detail = s.failure?.detail;
+  if (detail?.startsWith('withheld by ')) rules.push(detail.slice('withheld by '.length));
+  return rules.length > 0 ? rules : undefined;
 }
 
 /**

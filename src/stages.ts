@@ -190,7 +190,7 @@ export function buildStages(env: StageEnv): BuiltStages {
     shapeRequest: createRequestShaper({ serviceHeaders, publicBaseUrl: env.publicBaseUrl, forwardedHeaders: config.upstream.forwardedHeaders }),
     rewriter,
   });
-  const shape = createResponseShaper({ linkOf, read, binaryOwners, rewriter, pages, pseudonyms, reduceAuditEvent: reduceForPatients, logger: env.logger });
+  const shape = createResponseShaper({ linkOf, read, binaryOwners, rewriter, pages, pseudonyms, reduceAuditEvent: reduceForPatients, categories: () => policy().minimisation, logger: env.logger });
 
   // What a relationship write made stale, dropped here and on every other instance (shared/state.ts).
   const unsubscribe = shared.bus.subscribe((m) => {

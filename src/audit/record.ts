@@ -79,8 +79,17 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
     ...(s.shaped?.resources.length ? { resourceRefs: s.shaped.resources } : {}),
     ...(evidence ? { evidenceByPatient: evidence } : {}),
     ...(breakGlassUse.length ? { breakGlassPatients: new Set(breakGlassUse) } : {}),
-    ...(s.shaped?.linksRemoved ? { redactions: [`Patient.link: ${s.shaped.linksRemoved} link(s) to records outside the caller's rights removed`] } : {}),
+    ...(redactionsOf(s) ? { redactions: redactionsOf(s)! } : {}),
     ...(s.shaped?.opposed ? { opposedWithheld: s.shaped.opposed } : {}),
-    ...(s.failure ? { failure: { code: s.failure.code, message: s.failure.message } } : {}),
+    // The rule that withheld a resource read by id is named in the trail (the caller gets a plain miss).
+    ...(s.failure ? { failure: { code: s.failure.code, message: s.failure.detail?.startsWith('withheld by ') ? `${s.failure.message} (${s.failure.detail})` : s.failure.message } } : {}),
   };
+}
+
+/** What was removed from the answer: Patient links, resources minimisation withheld (by rule). */
+function redactionsOf(s: RequestState): string[] | undefined {
+  const out: string[] = [];
+  if (s.shaped?.linksRemoved) out.push(`Patient.link: ${s.shaped.linksRemoved} link(s) to records outside the caller's rights removed`);
+  for (const [rule, n] of s.shaped?.minimised ?? []) out.push(`${rule}: ${n} resource(s) withheld`);
+  return out.length > 0 ? out : undefined;
 }

@@ -30,6 +30,11 @@ export interface DemoPersona {
   profession?: { code: string; label: string };
   /** Roles as the hospital IdP (Keycloak) would put them in `realm_access.roles`. */
   idpRoles: string[];
+  /**
+   * Seeded with the late fixtures (after the generated hospital) rather than with the first
+   * personas, so that adding the persona does not move the generated data.
+   */
+  seededLate?: true;
   family: string;
   given: string;
 }
@@ -94,6 +99,30 @@ export const PERSONAS = {
     idpRoles: ['clinician'],
     family: 'GIRARD',
     given: 'Paul',
+  },
+  psychiatrist: {
+    name: 'psychiatrist',
+    description: 'Dr Camille Faure, liaison psychiatrist (Médecin, specialty psychiatry), in Mathilde Roche’s care team with the nurse',
+    kind: 'practitioner',
+    id: 'prat-faure',
+    idNatPs: '899700000070',
+    rpps: '99700000070',
+    profession: { code: '10', label: 'Médecin' },
+    idpRoles: ['clinician'],
+    family: 'FAURE',
+    given: 'Camille',
+    seededLate: true,
+  },
+  secretary: {
+    name: 'secretary',
+    description: 'Nathalie Garnier, medical secretary of the cardiology service (no RPPS): stays and demographics, no clinical data',
+    kind: 'practitioner',
+    id: 'prat-garnier',
+    staffId: 'SEC-0001',
+    idpRoles: ['secretary'],
+    family: 'GARNIER',
+    given: 'Nathalie',
+    seededLate: true,
   },
   dim: {
     name: 'dim',

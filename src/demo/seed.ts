@@ -32,6 +32,7 @@ import type {
 import type { Evidence } from '../relate/types.js';
 import { DemoRepository } from './engine.js';
 import { patientRightsFixtures } from './patient-rights.js';
+import { MINIMISATION_FIXTURES, PSY_LABEL, SPECIALTY_SYSTEM } from './minimisation.js';
 import { DEMO_FINESS, IPP_SYSTEM, PERSONAS, STAFF_ID_SYSTEM, STAY_SYSTEM, type PersonaName } from './personas.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -41,7 +42,7 @@ import { DEMO_FINESS, IPP_SYSTEM, PERSONAS, STAFF_ID_SYSTEM, STAY_SYSTEM, type P
 /** Local code system of PractitionerRole.code in the demo hospital. */
 export const ROLE_CODE_SYSTEM = 'https://chu-demo.example/fhir/CodeSystem/role';
 /** Role codes carried by PractitionerRole.code. */
-export const ROLE_CODES = ['clinician', 'dim', 'admission', 'coder', 'director'] as const;
+export const ROLE_CODES = ['clinician', 'dim', 'admission', 'coder', 'director', 'secretary'] as const;
 export type RoleCode = (typeof ROLE_CODES)[number];
 
 export const FINESS_SYSTEM = 'https://finess.esante.gouv.fr';
@@ -602,7 +603,7 @@ class HospitalBuilder {
 
   private personas(): void {
     for (const persona of Object.values(PERSONAS)) {
-      if (persona.kind !== 'practitioner') continue;
+      if (persona.kind !== 'practitioner' || 'seededLate' in persona) continue;
       this.practitioner({
         id: persona.id,
         given: persona.given,
@@ -625,7 +626,7 @@ class HospitalBuilder {
   }
 
   private generatedStaff(): void {
-    const personaCount = Object.values(PERSONAS).filter((p) => p.kind === 'practitioner').length;
+    const personaCount = Object.values(PERSONAS).filter((p) => p.kind === 'practitioner' && !('seededLate' in p)).length;
     const n = Math.max(CLINICAL.length, this.opts.practitioners - personaCount);
     // Physicians of each clinical service first, so that small hospitals still staff every service.
     const slots: { service: ServiceKey; profession?: { code: string; label: string }; role: RoleCode; staffPrefix?: string }[] = [
@@ -1226,6 +1227,93 @@ class HospitalBuilder {
         { fullUrl: 'urn:uuid:6d2a1a2e-0003-4a4b-9a51-000000000003', resource: obs('obs-in-bundle-3', 'pat-fx-ortho') },
       ],
     } as Resource);
+
+    this.minimisationFixtures();
+  }
+
+  /** Minimisation (src/demo/minimisation.ts): a psychiatric note in a team with a nurse and a secretary. */
+  private minimisationFixtures(): void {
+    const now = this.now;
+    const F = MINIMISATION_FIXTURES;
+    for (const persona of [PERSONAS.psychiatrist, PERSONAS.secretary]) {
+      this.practitioner({
+        id: persona.id,
+        given: persona.given,
+        family: persona.family,
+        ...('rpps' in persona ? { rpps: persona.rpps } : {}),
+        ...('staffId' in persona ? { staffId: persona.staffId } : {}),
+        ...('profession' in persona ? { profession: persona.profession } : {}),
+      });
+    }
+    this.push<Organization>({
+      resourceType: 'Organization',
+      id: F.liaisonPsychiatry,
+      active: true,
+      identifier: [{ system: UF_SYSTEM, value: '1600' }],
+      type: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/organization-type', code: 'dept', display: 'Hospital Department' }] }],
+      name: 'Équipe de psychiatrie de liaison',
+      partOf: ref('Organization', DEMO_ORGANIZATIONS.establishment, 'CHU Demo'),
+    });
+    this.push<PractitionerRole>({
+      resourceType: 'PractitionerRole',
+      id: F.psychiatristRole,
+      active: true,
+      period: { start: '2018-09-01' },
+      practitioner: ref('Practitioner', PERSONAS.psychiatrist.id),
+      organization: ref('Organization', F.liaisonPsychiatry),
+      code: [{ coding: [{ system: ROLE_CODE_SYSTEM, code: 'clinician', display: 'clinician' }] }],
+      specialty: [{ coding: [{ system: SPECIALTY_SYSTEM, code: 'psychiatry', display: 'Psychiatrie' }] }],
+    });
+    this.role(F.secretaryRole, PERSONAS.secretary.id, 'cardiology', 'secretary', true, '2019-03-01');
+
+    const patient = this.patient(F.patient, { given: 'Mathilde', family: 'ROCHE', gender: 'female', birthDate: '1987-09-14' });
+    const martin = ref('Practitioner', PERSONAS.clinician.id);
+    const faure = ref('Practitioner', PERSONAS.psychiatrist.id);
+    this.encounter(patient, 'cardiology', 'in-progress', { start: now - 3 * DAY }, [{ ref: martin }, { ref: faure, type: 'CON' }], F.stay);
+    this.careTeam(patient, 'cardiology', 'active', { start: now - 3 * DAY }, [
+      { member: martin },
+      { member: ref('PractitionerRole', 'role-bernard-cardio') },
+      { member: faure },
+      { member: ref('PractitionerRole', F.secretaryRole) },
+    ], {}, F.careTeam);
+    const subject = ref('Patient', patient.id);
+    const encounter = ref('Encounter', F.stay);
+    const category = (code: string) => [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code }] }];
+    this.push<Observation>({
+      resourceType: 'Observation', id: F.heartRate, status: 'final', category: category('vital-signs'),
+      code: { coding: [{ system: LOINC, code: '8867-4', display: 'Heart rate' }] },
+      subject, encounter, effectiveDateTime: dt(now - 2 * DAY), performer: [ref('PractitionerRole', 'role-bernard-cardio')],
+      valueQuantity: { value: 112, unit: '/min', system: UCUM, code: '/min' },
+    });
+    this.push<Observation>({
+      resourceType: 'Observation', id: F.troponin, status: 'final', category: category('laboratory'),
+      code: { coding: [{ system: LOINC, code: '89579-7', display: 'Troponin I.cardiac [Mass/volume] in Serum or Plasma by High sensitivity method' }] },
+      subject, encounter, effectiveDateTime: dt(now - 2 * DAY), performer: [martin],
+      valueQuantity: { value: 4, unit: 'ng/L', system: UCUM, code: 'ng/L' },
+    });
+    this.push<Condition>({
+      resourceType: 'Condition', id: F.diagnosis,
+      clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] },
+      category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'encounter-diagnosis' }] }],
+      code: { coding: [{ system: ICD10, code: 'R07.4', display: 'Douleur thoracique, sans précision' }] },
+      subject, encounter, recordedDate: dt(now - 2 * DAY), recorder: martin,
+    });
+    const note = (docId: string, binId: string, author: Ref, title: string, text: string, labelled: boolean) => {
+      const data = Buffer.from(text, 'utf8');
+      const meta = labelled ? { meta: { security: [{ ...PSY_LABEL }] } } : {};
+      this.push<Binary>({ resourceType: 'Binary', id: binId, ...meta, contentType: 'text/plain', securityContext: ref('DocumentReference', docId), data: data.toString('base64') });
+      this.push<DocumentReference>({
+        resourceType: 'DocumentReference', id: docId, ...meta, status: 'current', docStatus: 'final',
+        type: { coding: [{ system: LOINC, code: '11488-4', display: 'Consult note' }] },
+        subject, date: dt(now - DAY), author: [author], custodian: ref('Organization', DEMO_ORGANIZATIONS.establishment), description: title,
+        content: [{ attachment: { contentType: 'text/plain', language: 'fr-FR', url: `Binary/${binId}`, size: data.length, title, creation: dt(now - DAY) } }],
+        context: { encounter: [encounter] },
+      });
+    };
+    note(F.psychiatricNote, F.psychiatricBinary, faure, 'Avis de psychiatrie de liaison',
+      'Avis de psychiatrie de liaison\nPatiente : Mathilde ROCHE, née le 1987-09-14\nTrouble panique avec attaques récurrentes ; suivi proposé en consultation.\n', true);
+    note(F.cardiologyNote, F.cardiologyBinary, martin, 'Observation de cardiologie',
+      'Observation de cardiologie\nPatiente : Mathilde ROCHE, née le 1987-09-14\nDouleur thoracique ; troponine négative, ECG normal.\n', false);
   }
 
   /**

@@ -75,7 +75,7 @@ export interface PractitionerPrincipal {
   practitionerRoles: readonly string[];
   /** `Organization/<id>` of those roles. */
   organizations: readonly string[];
-  /** PractitionerRole.code codings as `system|code`. */
+  /** PractitionerRole.code and .specialty codings, as `system|code`. */
   roleCodes: readonly string[];
   /** Roles resolved by the policy's role mapping (e.g. `clinician`, `dim`, `admission`). */
   policyRoles: readonly string[];

@@ -179,7 +179,9 @@ export function createPrincipalResolver(opts: PrincipalResolverOptions): Princip
       practitionerRoles.push(refOf(role));
       const org = role.organization?.reference;
       if (org && ORG_REF.test(org)) organizations.add(org);
-      for (const c of role.code ?? []) {
+      // Codes and specialties both: the policy's roles and minimisation rows match either
+      // (a psychiatrist is a physician whose role's specialty is psychiatry).
+      for (const c of [...(role.code ?? []), ...(role.specialty ?? [])]) {
         for (const coding of c.coding ?? []) {
           if (coding.system && coding.code) roleCodes.add(`${coding.system}|${coding.code}`);
         }

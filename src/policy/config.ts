@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { careRelationshipsSchema } from '../relate/config.js';
 import { contractorOf, engagementSchema } from './engagement.js';
 import { patientRightsSchema } from './patient-rights-config.js';
+import { minimisationSchema } from './minimisation.js';
 import { RELATIONSHIP_WRITES } from './relationships.js';
 
 /**
@@ -101,6 +102,9 @@ export const policySchema = z
       .default([])
       .describe('Coding-contractor engagements: the stays a de-identified role may see, under which DIM physician and CNIL authorisation.'),
     timeZone: z.string().default('Europe/Paris').describe('The establishment’s time zone (engagement days).'),
+    minimisation: minimisationSchema
+      .prefault({})
+      .describe('Only what each profession needs: the profession × data-category matrix and sensitive records (docs/POLICY.md).'),
     patientRights: patientRightsSchema.prefault({}).describe('Oppositions, the access history, documents held back until released (docs/PATIENT-RIGHTS.md).'),
     paging: z
       .object({

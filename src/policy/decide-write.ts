@@ -1,6 +1,7 @@
 import type { Resource } from '@medplum/fhirtypes';
 import { isRelationshipType } from './relationships.js';
 import type { Decision } from './decision.js';
+import { categoriesOf } from './minimisation.js';
 import { notAnOpposition, oppositionEvidence, oppositionMessage } from './opposition.js';
 import { deny, hasPatient, outsideMessage, permit, type Ctx } from './verdicts.js';
 
@@ -54,6 +55,26 @@ export function decideWrite(ctx: Ctx): Decision {
   }
   if (ctx.careSet.scope !== 'all' && before.length > 0 && (after.length !== before.length || after.some((p) => !before.includes(p)))) {
     return deny('patient-move-forbidden', 'A resource cannot be moved to another patient.', rule);
+  }
+  // Minimisation: a profession writes only the categories of data the policy gives it.
+  const w = ctx.minimisation.write;
+  const labels = ctx.minimisation.labels;
+  if (labels.length > 0 && (before.length > 0 || after.length > 0)) {
+    // A sensitive record the caller may not read, she may not overwrite (answered as a miss, as
+    // its read is) nor write under that label.
+    const hitOf = (res: Resource | undefined) => (res ? labels.find((l) => (res.meta?.security ?? []).some((c) => `${c.system}|${c.code}` === l.label)) : undefined);
+    const old = hitOf(ctx.in.writeResources?.before);
+    if (old) return deny('category-forbidden', `The current version carries a sensitivity label this caller does not see (${old.rule}; answered as a miss).`, old.rule, { refuseAs: 'not-found' });
+    const labelled = hitOf(ctx.in.writeResources?.after);
+    if (labelled) return deny('category-forbidden', `Your profession does not write records under this sensitivity label (${labelled.rule}).`, labelled.rule);
+  }
+  if (w && (before.length > 0 || after.length > 0)) {
+    for (const r of [ctx.in.writeResources?.after, ctx.in.writeResources?.before]) {
+      if (!r) continue;
+      const cats = categoriesOf(ctx.in.policy.minimisation, r);
+      const refused = cats.length === 0 ? (w.uncategorised ? undefined : 'uncategorised data') : cats.find((c) => w.categories.includes(c));
+      if (refused) return deny('category-forbidden', `Your profession does not write ${refused} under the policy's minimisation rules (${w.rule}).`, w.rule);
+    }
   }
   const patients = [...new Set([...before, ...after])];
   const opposed = opposedWrite(ctx, patients);

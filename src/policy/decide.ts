@@ -12,6 +12,7 @@ import { forbiddenParam, narrowing, patientsNamed } from './search-scope.js';
 import { decideWrite } from './decide-write.js';
 import { blockingOpposition, oppositionEvidence, oppositionMessage, oppositionView } from './opposition.js';
 import { deny, hasPatient, outsideMessage, permit, type Ctx, type DecideInput } from './verdicts.js';
+import { minimisationFor, typeWhollyIn } from './minimisation.js';
 
 /**
  * The policy: principal × interaction × care set → Decision. Pure, synchronous, default deny.
@@ -44,7 +45,13 @@ export function decide(input: DecideInput): Decision {
     });
   }
   if (!input.careSet) return deny('lookup-failed', 'Care relationships could not be resolved.', 'default');
-  const ctx: Ctx = { in: input, role, careSet: input.careSet, opposition: oppositionView(input.careSet, input.policy) };
+  const ctx: Ctx = {
+    in: input,
+    role,
+    careSet: input.careSet,
+    opposition: oppositionView(input.careSet, input.policy),
+    minimisation: minimisationFor(input.policy.minimisation, input.principal, role),
+  };
 
   const ceiling = scopeCeiling(input.principal, it);
   if (ceiling) return deny('scope-ceiling', ceiling, `${role.id}.scope`);
@@ -214,6 +221,14 @@ function decideListed(ctx: Ctx): Decision {
   }
   const opposed = refusedByOpposition(ctx, inUrl);
   if (opposed) return opposed;
+
+  // Minimisation: a type the caller's profession may not read at all is refused before anything is asked.
+  const read = ctx.minimisation.read;
+  const type = it.resourceType && it.resourceType !== '*' ? it.resourceType : undefined;
+  const whole = read && type ? typeWhollyIn(ctx.in.policy.minimisation, type, read.categories) : undefined;
+  if (whole) {
+    return deny('category-forbidden', `Your profession does not read ${whole} (${type}) under the policy's minimisation rules (${read!.rule}).`, read!.rule);
+  }
 
   const obligations: Obligation[] = [];
   if ((it.kind === 'search-type' || it.kind === 'history-type') && (!ctx.in.paging || ctx.in.renarrow) && it.resourceType) {

@@ -23,6 +23,7 @@ export type DecisionReason =
   | 'patient-undetermined'
   | 'patient-move-forbidden'
   | 'patient-opposition'
+  | 'category-forbidden'
   | 'lookup-failed';
 
 /**
@@ -34,6 +35,13 @@ export type Obligation =
   | { kind: 'filter-response' }
   /** Restrict the upstream search to these patients (`param`); an empty list answers an empty searchset locally. */
   | { kind: 'narrow'; param: string; patients: readonly string[] }
+  /**
+   * Minimisation (CSP L1110-4 II): resources of these data categories (and, unless `uncategorised`,
+   * of none) are withheld; `rule` names the matrix row (policy/minimisation.ts).
+   */
+  | { kind: 'withhold-categories'; categories: readonly string[]; uncategorised: boolean; rule: string }
+  /** Sensitive records: resources carrying one of these labels are withheld, each label with its rule. */
+  | { kind: 'withhold-labels'; labels: readonly { label: string; rule: string }[] }
   /** Own record, mandate: a resource is shown only when its subject (not a performer) is in the care set. */
   | { kind: 'subject-only' }
   /** AuditEvents are shown whole to this caller (the roles that read the trail); withheld from everyone else. */

@@ -1,4 +1,5 @@
 import type { Resource } from '@medplum/fhirtypes';
+import type { Minimisation } from './minimisation.js';
 import type { CareSet, Evidence } from '../relate/types.js';
 import type { Policy, RoleConfig } from './config.js';
 import type { FhirInteraction } from '../fhir/interaction.js';
@@ -39,6 +40,8 @@ export interface Ctx {
   careSet: CareSet;
   /** The care set's oppositions, in force or overridden by a break-the-glass grant (policy/opposition.ts). */
   opposition: OppositionView;
+  /** What the caller's profession may not read or write, and the sensitive labels she may not see (policy/minimisation.ts). */
+  minimisation: Minimisation;
 }
 
 export function deny(reason: DecisionReason, message: string, rule: string, extra: Partial<Decision> = {}): Decision {
@@ -112,6 +115,9 @@ function roleView(ctx: Ctx): Obligation[] {
     default:
       break;
   }
+  const m = ctx.minimisation;
+  if (m.read) out.push({ kind: 'withhold-categories', ...m.read });
+  if (m.labels.length > 0) out.push({ kind: 'withhold-labels', labels: m.labels });
   return out;
 }
 

@@ -4,6 +4,7 @@ import { REFERENCE_DATA_TYPES, resolvePatientLink, type PatientLink } from '../f
 import type { HoldRule } from '../policy/patient-rights-config.js';
 import type { CareSet, Opposition } from '../relate/types.js';
 import { dataKindOf, isHeld, oppositionCovers, type DataKind } from './data-kind.js';
+import { withheldBy, type MinimisationConfig } from '../policy/minimisation.js';
 
 /**
  * The security boundary: every resource that leaves is judged by its own content against the care
@@ -39,6 +40,16 @@ export interface FilterContext {
   onOpposed?: (patient: string, consent: string) => void;
   /** Own record, mandate: documents and results held back until a physician releases them. */
   held?: { rules: readonly HoldRule[]; labels: readonly string[] };
+  /**
+   * Minimisation (policy/minimisation.ts): the categories and labels withheld from this caller,
+   * with the category definitions; `onWithheld` is told the rule of each resource withheld.
+   */
+  minimisation?: {
+    config: MinimisationConfig;
+    read: { categories: readonly string[]; uncategorised: boolean; rule: string } | undefined;
+    labels: readonly { label: string; rule: string }[];
+    onWithheld?: (rule: string) => void;
+  };
   /** A further condition of the role (a coding contractor: only the engagement's stays). */
   admit?: (resource: Resource) => boolean;
   /** What the role receives instead of the resource (masked, de-identified); undefined withholds it. */
@@ -70,9 +81,34 @@ export async function present(resource: Resource, ctx: FilterContext): Promise<P
   }
   if (ctx.admit && !ctx.admit(own)) return undefined;
   if (await withheldByKind(own, j.patients, ctx)) return undefined;
+  if (ctx.minimisation && j.patients.length > 0) {
+    const rule = await minimisedBy(own, ctx.minimisation, ctx);
+    if (rule) {
+      ctx.minimisation.onWithheld?.(rule);
+      return undefined;
+    }
+  }
   scrubDisplays(own, ctx);
   const out = ctx.transform ? ctx.transform(own) : own;
   return out ? { resource: out, patients: j.patients, linksRemoved: removed } : undefined;
+}
+
+/**
+ * The rule under which minimisation withholds a patient's resource from this caller, if any. A
+ * Binary is judged with the document its securityContext names; one whose document cannot be told
+ * is withheld whenever a rule applies (fail closed).
+ */
+async function minimisedBy(r: Resource, m: NonNullable<FilterContext['minimisation']>, ctx: FilterContext): Promise<string | undefined> {
+  const own = withheldBy(m.config, r, m);
+  if (own || r.resourceType !== 'Binary') return own;
+  const kind = await dataKindOf(r, ctx.read, ctx.localBases);
+  if (kind.types === 'unknown') return m.read?.rule ?? m.labels[0]?.rule;
+  for (const subject of kind.subjects) {
+    if (subject.resourceType === 'Binary') continue;
+    const rule = withheldBy(m.config, subject, m);
+    if (rule) return rule;
+  }
+  return undefined;
 }
 
 /**

@@ -2,13 +2,14 @@ import type { AuditEvent, Binary, Bundle, Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { isSearchOrHistory } from '../fhir/interaction.js';
 import type { PatientLink } from '../fhir/patients.js';
-import { notFound } from '../http/errors.js';
+import { notFound, ProxyError } from '../http/errors.js';
 import type { Answer } from '../http/send.js';
 import { maskForAdministration } from '../policy/administrative.js';
 import type { Authorization } from '../policy/authorize.js';
 import { obligation, obliges, type Decision } from '../policy/decision.js';
 import { narrowValue } from './plan.js';
 import type { CareSet, Opposition } from '../relate/types.js';
+import type { MinimisationConfig } from '../policy/minimisation.js';
 import type { UpstreamResponse } from '../upstream/proxy.js';
 import { buildAnswer, parseUpstreamBody } from './answer.js';
 import { mergeBatch } from './batch.js';
@@ -45,12 +46,16 @@ export interface Shaped {
   breakGlassUse: readonly string[];
   /** Links of Patients to records the caller may not see, removed from the answer (audited). */
   linksRemoved: number;
+  /** Resources minimisation withheld from the answer, by rule (audited). */
+  minimised?: ReadonlyMap<string, number>;
   /** Patients whose data the answer left out under their opposition (CSP L1110-4), with the Consents. */
   opposed?: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 export interface ResponseShaperDeps {
   linkOf(resource: Resource): PatientLink;
+  /** The data categories the policy defines (what a `withhold-categories` obligation names). */
+  categories?: () => MinimisationConfig;
   /** Who points at a Binary stored without securityContext, and what passes through that tells it. */
   binaryOwners?: { of(binaryId: string): Promise<string[]>; learn(resource: Resource): void };
   /** Reads a resource with the proxy's credential (an indirect link: the DocumentReference of a Binary). */
@@ -70,8 +75,24 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
   const localBases = deps.rewriter.upstreamBases;
 
   /** How each resource is judged and shown, from the decision's obligations and the care set alone. */
-  function filterContext(a: Authorization, subsetting: Subsetting | undefined, opposedSink: Map<string, Set<string>>): FilterContext {
+  function filterContext(
+    a: Authorization,
+    subsetting: Subsetting | undefined,
+    opposedSink: Map<string, Set<string>>,
+    minimisedSink: Map<string, number>,
+  ): FilterContext {
     const d = a.decision;
+    const cats = obligation(d, 'withhold-categories');
+    const labels = obligation(d, 'withhold-labels');
+    const minimisation =
+      (cats || labels) && deps.categories
+        ? {
+            config: deps.categories(),
+            read: cats ? { categories: cats.categories, uncategorised: cats.uncategorised, rule: cats.rule } : undefined,
+            labels: labels?.labels ?? [],
+            onWithheld: (rule: string) => minimisedSink.set(rule, (minimisedSink.get(rule) ?? 0) + 1),
+          }
+        : undefined;
     const careSet: CareSet = a.careSet ?? { scope: 'listed', patients: new Map(), resolvedAt: 0 };
     const cache = new Map<string, Promise<Resource | undefined>>();
     const deid = obligation(d, 'de-identify');
@@ -108,6 +129,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
           }
         : {}),
       ...(held ? { held: { rules: held.rules, labels: held.labels } } : {}),
+      ...(minimisation ? { minimisation } : {}),
       linkOf: deps.linkOf,
       localBases,
       publicBase: deps.rewriter.publicBase,
@@ -168,6 +190,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
     const resources: string[] = [];
     let linksRemoved = 0;
     const opposed = new Map<string, Set<string>>();
+    const minimised = new Map<string, number>();
     const done = (answer: Answer): Shaped => ({
       answer,
       patients,
@@ -175,6 +198,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
       breakGlassUse: breakGlassUse(d, patients),
       linksRemoved,
       ...(opposed.size > 0 ? { opposed } : {}),
+      ...(minimised.size > 0 ? { minimised } : {}),
     });
     const answer = (httpStatus: number, headers: UpstreamResponse['headers'], body: unknown) => done(buildAnswer(it, httpStatus, headers, body, deps.rewriter));
 
@@ -190,7 +214,7 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
     checkUpstreamShape(body, it);
     learnOwners(body);
 
-    const fctx = filterContext(a, input.subsetting, opposed);
+    const fctx = filterContext(a, input.subsetting, opposed, minimised);
     if (it.kind === 'batch' || it.kind === 'transaction') {
       const merged = await mergeBatch(a, body as Bundle, fctx, (b, entry) => signLinks(b, input.userKey, entry), (url) => deps.rewriter.url(url));
       for (const pid of merged.patients) patients.add(pid);
@@ -236,7 +260,14 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
     const shown = await present(body, fctx);
     if (!shown) {
       deps.logger.debug({ type: body.resourceType }, 'response withheld');
-      throw notFound('response withheld');
+      // A category the caller's profession does not read is no secret: she is told the rule. A
+      // sensitive record is answered as a miss (that one exists says something); the audit names
+      // the rule either way.
+      const rule = [...minimised.keys()][0];
+      if (rule?.startsWith('minimisation.')) {
+        throw new ProxyError('ERR_FORBIDDEN', `Your profession does not read this kind of data under the policy's minimisation rules (${rule}).`, { detail: `withheld by ${rule}` });
+      }
+      throw notFound(rule ? `withheld by ${rule}` : 'response withheld');
     }
     for (const pid of shown.patients) patients.add(pid);
     linksRemoved += shown.linksRemoved;

@@ -10,6 +10,7 @@ import { createLogger } from '../ops/logger.js';
 import type { Policy } from '../policy/config.js';
 import type { Decision } from '../policy/decision.js';
 import { loadPolicy, type LoadedPolicy } from '../policy/load.js';
+import { withheldBy } from '../policy/minimisation.js';
 import { matchRoles, roleFactsOf } from '../policy/roles.js';
 import type { Evidence } from '../relate/types.js';
 import { buildStages, type BuiltStages } from '../stages.js';
@@ -173,10 +174,33 @@ export function createExplainer(opts: ExplainerOptions): Explainer {
     }
     // Notes and revision last, so that the JSON reads in the order of the pipeline.
     const notes = notesFor(out, grant, opts.policy.policy);
+    const withheld = await minimisationOfRead(out, built, opts.policy.policy);
+    if (withheld) notes.push(withheld);
     return Object.assign(out, { notes, policyRevision: opts.policy.revision });
   }
 
   return { explain, close: () => void built.close() };
+}
+
+/**
+ * For a permitted read under minimisation rules, whether this very resource would be withheld and
+ * by which rule: the one place explain reads a resource (with caregate's credential), since the
+ * rule depends on the resource's categories and labels. Names the rule, never the content.
+ */
+async function minimisationOfRead(e: Pick<Explanation, 'decision' | 'interaction'>, built: BuiltStages, policy: Policy): Promise<string | undefined> {
+  const d = e.decision;
+  const it = e.interaction;
+  if (!d || d.effect !== 'permit' || !it || (it.kind !== 'read' && it.kind !== 'vread') || !it.resourceType || !it.id) return undefined;
+  const cats = d.obligations.find((o) => o.kind === 'withhold-categories');
+  const labels = d.obligations.find((o) => o.kind === 'withhold-labels');
+  if (!cats && !labels) return undefined;
+  const resource = await built.client.read(it.resourceType, it.id).catch(() => undefined);
+  if (!resource) return undefined;
+  const rule = withheldBy(policy.minimisation, resource, { ...(cats ? { read: cats } : {}), labels: labels?.labels ?? [] });
+  if (!rule) return `${it.resourceType}/${it.id} falls under no minimisation rule that applies to this caller.`;
+  return rule.startsWith('minimisation.')
+    ? `${it.resourceType}/${it.id} would be refused (403) under ${rule}: a category of data the caller's profession does not read.`
+    : `${it.resourceType}/${it.id} would be withheld (404, existence hidden) under ${rule}: a sensitivity label the caller is not in the audience of.`;
 }
 
 function principalSummary(p: Principal): NonNullable<Explanation['principal']> {
@@ -240,6 +264,14 @@ function notesFor(e: Pick<Explanation, 'decision' | 'interaction'>, btg: { patie
       notes.push(`${o.oppositions.length} opposition(s) of patients of the care set are in force (CSP L1110-4): the resources they cover are withheld from the answer.`);
     }
     if (o.kind === 'hold-unreleased') notes.push('Documents and results not yet released by a physician are withheld from the answer.');
+    if (o.kind === 'withhold-categories') {
+      notes.push(
+        `Minimisation (${o.rule}): resources of ${o.categories.length ? o.categories.join(', ') : 'no category'}${o.uncategorised ? '' : ', and of none of the policy’s categories,'} are withheld from the answer (a read of one answers 403 naming the rule).`,
+      );
+    }
+    if (o.kind === 'withhold-labels') {
+      notes.push(`Sensitive records: resources labelled ${o.labels.map((l) => `${l.label.split('|')[1]} (${l.rule})`).join(', ')} are withheld from the answer (a read of one answers 404).`);
+    }
     if (o.kind === 'own-access-history') notes.push('AuditEvents about the caller’s patients are shown in the patient’s reduced view.');
   }
   if (d.effect === 'deny') {
@@ -295,6 +327,10 @@ function decisionLines(d: Decision, indent = ''): string[] {
         return `break-the-glass marking for ${o.patients.length} patient(s)`;
       case 'withhold-opposed':
         return `withhold what ${o.oppositions.length} opposition(s) cover`;
+      case 'withhold-categories':
+        return `withhold ${o.categories.join(', ') || 'nothing categorised'}${o.uncategorised ? '' : ' and uncategorised data'} (${o.rule})`;
+      case 'withhold-labels':
+        return `withhold labels ${o.labels.map((l) => l.label.split('|')[1]).join(', ')}`;
       default:
         return o.kind;
     }

@@ -51,6 +51,7 @@ const caseSchema = z
         status: z.number().int().min(100).max(599).optional(),
         reason: z.string().min(1).optional().describe('The decision reason, or the error code when refused before a decision.'),
         rule: z.string().min(1).optional(),
+        withheld: z.string().min(1).optional().describe('The minimisation rule that withheld the answer or part of it (minimisation.<row>, sensitivity.<name>).'),
       })
       .strict(),
   })
@@ -107,6 +108,7 @@ const EFFECT_OF: Record<DecisionReason, 'permit' | 'deny'> = {
   'patient-undetermined': 'deny',
   'patient-move-forbidden': 'deny',
   'patient-opposition': 'deny',
+  'category-forbidden': 'deny',
   'lookup-failed': 'deny',
 };
 
@@ -119,6 +121,8 @@ export interface CaseOutcome {
   rule: string | undefined;
   /** caregate's error code when the answer is its own refusal (ERR_FORBIDDEN, ERR_NOT_FOUND, ERR_BAD_REQUEST…). */
   error: string | undefined;
+  /** The minimisation rules that withheld the answer or part of it. */
+  withheld: readonly string[];
   /** The OperationOutcome text of a refusal. */
   message: string | undefined;
 }
@@ -146,6 +150,7 @@ interface RequestLine {
   decision?: string;
   rule?: string;
   error?: string;
+  withheld?: string[];
 }
 
 /** Runs the cases, in order, through one in-process caregate in front of a fresh demo hospital. */
@@ -203,7 +208,7 @@ async function runInHarness(opts: RunCasesOptions, policyFile: string, dir: stri
           return;
         }
         if (o.msg !== 'request' || !o.reqId) return;
-        lines.set(o.reqId, { status: o.status, decision: o.decision, rule: o.rule, error: o.error });
+        lines.set(o.reqId, { status: o.status, decision: o.decision, rule: o.rule, error: o.error, ...(o.withheld ? { withheld: o.withheld } : {}) });
         waiters.get(o.reqId)?.();
       },
     },
@@ -260,6 +265,7 @@ async function runInHarness(opts: RunCasesOptions, policyFile: string, dir: stri
       reason,
       rule: line.rule,
       error: line.error,
+      withheld: line.withheld ?? [],
       message: res.status >= 400 ? outcomeText(text) : undefined,
     };
     const problems: string[] = [];
@@ -268,6 +274,7 @@ async function runInHarness(opts: RunCasesOptions, policyFile: string, dir: stri
     if (e.status !== undefined && got.status !== e.status) problems.push(`status: expected ${e.status}, got ${got.status}`);
     if (e.reason !== undefined && e.reason !== (got.reason ?? got.error)) problems.push(`reason: expected ${e.reason}, got ${got.reason ?? got.error ?? 'none'}`);
     if (e.rule !== undefined && e.rule !== got.rule) problems.push(`rule: expected ${e.rule}, got ${got.rule ?? 'none'}`);
+    if (e.withheld !== undefined && !got.withheld.includes(e.withheld)) problems.push(`withheld: expected ${e.withheld}, got ${got.withheld.join(', ') || 'nothing withheld'}`);
     return { name: c.name, ok: problems.length === 0, problems, got };
   }
 
@@ -301,7 +308,7 @@ export function formatCaseResults(results: readonly CaseResult[]): string {
     for (const p of r.problems) out.push(`          ${p}`);
     if (r.got) {
       const g = r.got;
-      out.push(`          got: ${g.effect} ${g.status}${g.reason ? ` reason ${g.reason}` : ''}${g.rule ? ` rule ${g.rule}` : ''}${g.error ? ` error ${g.error}` : ''}`);
+      out.push(`          got: ${g.effect} ${g.status}${g.reason ? ` reason ${g.reason}` : ''}${g.rule ? ` rule ${g.rule}` : ''}${g.error ? ` error ${g.error}` : ''}${g.withheld.length ? ` withheld ${g.withheld.join(', ')}` : ''}`);
       if (g.message) out.push(`          message: ${g.message}`);
     }
   }

@@ -31,6 +31,8 @@ import {
 
 const NOW = Date.UTC(2026, 0, 15, 12);
 const DAY = 86_400_000;
+/** Personas seeded after the generated hospital (src/demo/personas.ts `seededLate`). */
+const LATE_PERSONAS = Object.values(PERSONAS).filter((p) => 'seededLate' in p).length;
 let hospital: Resource[];
 let byRef: Map<string, Resource>;
 
@@ -130,7 +132,8 @@ describe('the demo hospital seed', () => {
     const patients = all.filter((r) => r.resourceType === 'Patient').length;
     const fixturePatients = of<Patient>('Patient').filter((p) => !/^pat-\d+$/.test(p.id ?? '')).length;
     expect(patients).toBe(2000 + fixturePatients);
-    expect(all.filter((r) => r.resourceType === 'Practitioner')).toHaveLength(50);
+    // The personas seeded with the late fixtures come on top of the configured staff.
+    expect(all.filter((r) => r.resourceType === 'Practitioner')).toHaveLength(50 + LATE_PERSONAS);
     expect(new Set(all.map((r) => `${r.resourceType}/${r.id}`)).size).toBe(all.length);
   });
 
@@ -281,6 +284,6 @@ describe('demo config', () => {
     const repo = new DemoRepository();
     const stats = await seedHospital(repo, { ...seedOptionsFromConfig(demoConfigSchema.parse({ patients: 5, practitioners: 14 })), now: NOW });
     expect(repo.counts()['Patient']).toBe(stats.byType['Patient']);
-    expect(stats.byType['Practitioner']).toBe(14);
+    expect(stats.byType['Practitioner']).toBe(14 + LATE_PERSONAS);
   });
 });

@@ -75,6 +75,20 @@ describe('caregate explain', () => {
     expect(formatExplanation(e)).toContain("the patient's opposition Consent/consent-dupont-opposition");
   });
 
+  it('names the sensitivity rule that would withhold a psychiatric note from a nurse of the team', async () => {
+    const e = await explainer.explain(req('nurse', 'GET', '/DocumentReference/doc-fx-psy-note'));
+    expect(e.decision).toMatchObject({ effect: 'permit', reason: 'care-relationship' });
+    expect(e.notes.join('\n')).toContain('DocumentReference/doc-fx-psy-note would be withheld (404, existence hidden) under sensitivity.psychiatry');
+    const psychiatrist = await explainer.explain(req('psychiatrist', 'GET', '/DocumentReference/doc-fx-psy-note'));
+    expect(psychiatrist.notes.join('\n')).not.toContain('sensitivity.psychiatry');
+  });
+
+  it('names the matrix row that refuses a secretary the clinical notes', async () => {
+    const e = await explainer.explain(req('secretary', 'GET', '/DocumentReference?patient=pat-fx-psy'));
+    expect(e.decision).toMatchObject({ effect: 'deny', reason: 'category-forbidden', rule: 'minimisation.service-secretary' });
+    expect(formatExplanation(e)).toContain('DENY  reason category-forbidden  rule minimisation.service-secretary');
+  });
+
   it('shows every role that matches and the one that applies', async () => {
     const e = await explainer.explain(req('emergency', 'GET', '/Patient/pat-fx-er-1'));
     expect(e.role).toEqual({ applied: 'emergency', profile: 'care-team', matching: ['emergency', 'clinician'] });
