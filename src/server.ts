@@ -25,7 +25,11 @@ import { openSpool } from './audit/spool.js';
 import { createShipper } from './audit/shipper.js';
 import { createReviewRoute } from './audit/review-route.js';
 import { openSharedState } from './shared/open.js';
+import type { Monitor } from './oversight/monitor.js';
+import { oversightRoute } from './oversight/routes.js';
+import { startOversight } from './oversight/start.js';
 import { Counter, Gauge } from 'prom-client';
+import type { AuditEvent } from '@medplum/fhirtypes';
 
 /** Where caregate serves the DIM review (outside the FHIR base path). */
 export const REVIEW_PREFIX = '/caregate/review';
@@ -52,6 +56,8 @@ export interface Caregate {
   policyRevision(): string;
   /** Upstream lookups made for care sets so far (benchmark). */
   careSetLookups(): number;
+  /** The live oversight (alerts), when enabled. */
+  oversight: Monitor | undefined;
   close(): Promise<void>;
 }
 
@@ -154,13 +160,18 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const pseudonymSecret = readPseudonymSecret(opts.loaded, logger);
   const shared = await openSharedState(opts.loaded, { logger, registry: metrics.registry, ...(opts.now ? { now: opts.now } : {}) });
 
+  // The live oversight sees every AuditEvent once it is durable (a cheap update in memory; what
+  // needs more happens afterwards, off the answer's path).
+  let monitor: Monitor | undefined;
+  const audit = (events: AuditEvent[]) => spool.append(events).then(() => monitor?.observe(events));
+
   const built = buildStages({
     loaded: opts.loaded,
     upstreamUrl: opts.upstreamUrl,
     publicBaseUrl,
     logger,
     policy: () => active,
-    audit: (events) => spool.append(events),
+    audit,
     ...(opts.now ? { now: opts.now } : {}),
     onLookup: (kind, ok) => metrics.lookups.inc({ kind, result: ok ? 'ok' : 'error' }),
     ...(shadow ? { shadow } : {}),
@@ -194,32 +205,60 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   });
 
   const reviewCfg = config.audit.review;
+  // The FHIR server holds the whole trail: the spool deletes what it has shipped.
+  const trail =
+    ship.target === 'url'
+      ? { baseUrl: ship.url!, headers: ship.headers ?? {}, timeoutMs: ship.timeoutMs, maxPages: Math.ceil(reviewCfg.maxEvents / 500) }
+      : {
+          baseUrl: opts.upstreamUrl,
+          headers: serviceHeaders,
+          timeoutMs: ship.timeoutMs,
+          maxPages: Math.ceil(reviewCfg.maxEvents / 500),
+          ...(dispatcher ? { dispatcher } : {}),
+        };
+  const stageNow = opts.now ?? Date.now;
+  const oversight = await startOversight({
+    loaded: opts.loaded,
+    client,
+    careSets: built.careSets,
+    shared,
+    trail,
+    audit,
+    identify: (req) => identifier.identify(identifyInputFrom(req)),
+    roleOf: (p) => roleOf(active.policy, p),
+    policy: () => active.policy,
+    publicBaseUrl,
+    logger,
+    registry: metrics.registry,
+    now: stageNow,
+    ...(pseudonymSecret ? { pseudonymSecret } : {}),
+  });
+  monitor = oversight.monitor;
   const handleReview = createReviewRoute({
     identify: (req) => identifier.identify(identifyInputFrom(req)),
     roleOf: (p) => roleOf(active.policy, p),
-    // The FHIR server holds the whole trail: the spool deletes what it has shipped.
-    source:
-      ship.target === 'url'
-        ? { baseUrl: ship.url!, headers: ship.headers ?? {}, timeoutMs: ship.timeoutMs, maxPages: Math.ceil(reviewCfg.maxEvents / 500) }
-        : {
-            baseUrl: opts.upstreamUrl,
-            headers: serviceHeaders,
-            timeoutMs: ship.timeoutMs,
-            maxPages: Math.ceil(reviewCfg.maxEvents / 500),
-            ...(dispatcher ? { dispatcher } : {}),
-          },
+    source: trail,
     hours: { timeZone: reviewCfg.timeZone, offHoursStart: reviewCfg.offHoursStart, offHoursEnd: reviewCfg.offHoursEnd, weekends: reviewCfg.weekends },
     unusual: { minPatients: reviewCfg.unusualMinPatients, ...(reviewCfg.unusualThreshold !== undefined ? { threshold: reviewCfg.unusualThreshold } : {}) },
     maxDays: reviewCfg.maxDays,
-    audit: (events) => spool.append(events),
+    audit,
     publicBaseUrl,
     site: config.audit.site,
     logger,
+    now: () => new Date(stageNow()),
+    formToken: oversight.formToken,
+    verdictDueDays: config.oversight.breakGlassReview.dueDays,
   });
 
   let upstreamReady: { at: number; ok: boolean } = { at: 0, ok: false };
   app = createApp({
-    review: { prefix: REVIEW_PREFIX, handle: handleReview },
+    review: {
+      prefix: REVIEW_PREFIX,
+      handle: (req, res, sub) => {
+        const route = oversightRoute(sub);
+        return route ? oversight.handle(req, res, route) : handleReview(req, res, sub);
+      },
+    },
     routes: (a) => {
       // The break-the-glass page holds no data; its form POSTs Patient/<id>/$break-glass to the FHIR API.
       a.get('/caregate/break-glass', (_req, res) => {
@@ -348,6 +387,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     reloadPolicy,
     policyRevision: () => active.revision,
     careSetLookups: () => built.careSets.lookups,
+    oversight: monitor,
     async close() {
       watcher?.close();
       await new Promise<void>((resolve) => {
@@ -356,6 +396,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
         setTimeout(() => server.closeAllConnections(), config.server.shutdownGraceMs).unref();
       });
       proxy.close();
+      await monitor?.close();
       await built.close();
       await shared.close();
       await shipper.stop();

@@ -62,6 +62,8 @@ export interface AuditInput {
   redactions?: readonly string[];
   /** Break-the-glass details: the justification the user typed and the grant's expiry. */
   breakGlass?: { reason: string; until?: string };
+  /** A contractor's engagement in force: its id and the contract (or CNIL authorisation) it rests on. */
+  engagement?: { id: string; contractReference: string };
   /** Policy reload: the new revision (hash) and the one it replaced. */
   policy?: { revision: string; previousRevision?: string };
 }

@@ -158,6 +158,9 @@ export function outcomeEntity(input: AuditInput): AuditEventEntity {
       details.push(detail(DetailType.severity, 'high'));
     }
   }
+  if (input.engagement) {
+    details.push(detail(DetailType.engagement, input.engagement.id), detail(DetailType.contractReference, input.engagement.contractReference));
+  }
   for (const r of input.redactions ?? []) details.push(detail(DetailType.redaction, r));
   if (input.failure) details.push(detail(DetailType.failureCode, input.failure.code));
   if (input.httpStatus !== undefined) details.push(detail(DetailType.httpStatus, String(input.httpStatus)));

@@ -22,6 +22,8 @@ export const Systems = {
   policyRole: 'https://caregate.example/fhir/CodeSystem/policy-role',
   /** Identifier system of a policy revision (sha-256 of the policy). */
   policyRevision: 'https://caregate.example/fhir/NamingSystem/policy-revision',
+  /** caregate's own event subtypes (the DIM's break-the-glass verdicts). */
+  oversightEvent: 'https://caregate.example/fhir/CodeSystem/oversight-event',
 } as const;
 
 /** `AuditEvent.type`. */
@@ -36,6 +38,11 @@ export const DcmSubtype = {
   emergencyOverrideStarted: { system: Systems.dcm, code: '110127', display: 'Emergency Override Started' },
   securityConfiguration: { system: Systems.dcm, code: '110129', display: 'Security Configuration' },
   login: { system: Systems.dcm, code: '110122', display: 'Login' },
+} as const;
+
+/** `AuditEvent.subtype` of caregate's own security events (no DICOM code says "a break-the-glass was reviewed"). */
+export const OversightSubtype = {
+  breakGlassVerdict: { system: Systems.oversightEvent, code: 'break-glass-verdict', display: 'Break-the-glass verdict' },
 } as const;
 
 /** `http://hl7.org/fhir/restful-interaction` codes used as `AuditEvent.subtype` (R4). */
@@ -132,6 +139,13 @@ export const DetailType = {
   severity: 'audit-severity',
   /** What was removed from the answer (`Patient.link: 1 link…`). */
   redaction: 'redaction',
+  /** A contractor's engagement in force (its id), and the contract (or CNIL authorisation) it rests on. */
+  engagement: 'engagement',
+  contractReference: 'contract-reference',
+  /** A break-the-glass verdict: `justified` or `unjustified`, the DIM's comment, who opened the glass. */
+  verdict: 'verdict',
+  verdictComment: 'verdict-comment',
+  openedBy: 'opened-by',
 } as const;
 
 /** `entity.name` markers of caregate's own entities (R4 entity.name is a string). */
@@ -141,4 +155,7 @@ export const EntityName = {
   breakGlass: 'break-glass-justification',
   policy: 'caregate-policy',
   failure: 'caregate-failure',
+  /** The break-the-glass opening a verdict is about (`what` = `AuditEvent/<id>`), and the verdict itself. */
+  breakGlassOpening: 'break-glass-opening',
+  verdict: 'break-glass-verdict',
 } as const;

@@ -1,5 +1,6 @@
 import type { ErrorCode } from '../http/errors.js';
 import type { Answer } from '../http/send.js';
+import { contractOf } from '../policy/engagement.js';
 import type { RequestState } from '../state.js';
 import type { AuditInput } from './audit-input.js';
 
@@ -51,6 +52,7 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
         ? new Map([[decision.patients[0]!, decision.evidence]])
         : undefined;
   const breakGlassUse = s.shaped?.breakGlassUse ?? [];
+  const engagement = a?.engagement;
   return {
     ...(isLoginFailure(s) ? { kind: 'login-failure' as const } : {}),
     requestId: s.head.id,
@@ -70,6 +72,7 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
     ...(evidence ? { evidenceByPatient: evidence } : {}),
     ...(breakGlassUse.length ? { breakGlassPatients: new Set(breakGlassUse) } : {}),
     ...(s.shaped?.linksRemoved ? { redactions: [`Patient.link: ${s.shaped.linksRemoved} link(s) to records outside the caller's rights removed`] } : {}),
+    ...(engagement ? { engagement: { id: engagement.id, contractReference: contractOf(engagement) } } : {}),
     ...(s.failure ? { failure: { code: s.failure.code, message: s.failure.message } } : {}),
   };
 }
