@@ -41,11 +41,18 @@ describe('engagementSchema', () => {
     expect(issue?.message).toContain('2013-037');
   });
 
+  it('refuses an engagement with neither a contract reference nor a CNIL authorisation, and says why', () => {
+    const [issue] = issues(without('cnilAuthorisation'));
+    expect(issue?.path).toBe('contractReference');
+    expect(issue?.message).toContain('R6113-5-2');
+    expect(issue?.message).toContain('2023-498');
+    expect(issue?.message).toContain('2013-037');
+  });
+
   it.each([
-    ['missing', without('cnilAuthorisation')],
     ['empty', { ...VALID, cnilAuthorisation: '' }],
     ['blank', { ...VALID, cnilAuthorisation: '   ' }],
-  ])('refuses a %s CNIL authorisation reference, and says why', (_name, input) => {
+  ])('refuses an %s CNIL authorisation reference, and says why', (_name, input) => {
     const [issue] = issues(input);
     expect(issue?.path).toBe('cnilAuthorisation');
     expect(issue?.message).toContain('2013-037');
