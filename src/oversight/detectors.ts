@@ -168,8 +168,11 @@ export function createDetectors(opts: DetectorOptions): Detectors {
       const key = userKeyOf(o);
       if (!key || o.kind === 'other') return [];
       const t = opts.now();
-      const w = windowsOf(key, o);
       const out: Alert[] = [];
+      // Windows only for what a counting rule counts (a read of the capabilities counts for nothing).
+      const counted = (o.kind === 'break-glass-start' && o.granted) || o.refused || (o.kind === 'access' && o.granted && o.patients.length > 0);
+      if (!counted) return out;
+      const w = windowsOf(key, o);
 
       if (o.kind === 'break-glass-start' && o.granted && d.breakGlassBurst.enabled && !ignored(d.breakGlassBurst.ignoreRoles, o)) {
         const c = d.breakGlassBurst;

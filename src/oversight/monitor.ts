@@ -67,7 +67,8 @@ export async function openMonitor(opts: MonitorOptions): Promise<Monitor> {
 
   const detectors = createDetectors({ detectors: cfg.detectors, cooldownMinutes: cfg.cooldownMinutes, hours: opts.hours, site: opts.site, now });
   const saved = await readState(join(opts.dir, STATE_FILE));
-  if (saved) detectors.restore(saved);
+  if (saved === 'unreadable') log.warn('oversight: the detectors’ saved state is unreadable; counting starts afresh');
+  else if (saved) detectors.restore(saved);
   const facts = createFacts({ client: opts.client, ttlMs: cfg.detectors.sensitivePatients.lookupCacheMinutes * 60_000 });
   const outbox: Outbox | undefined = cfg.webhook
     ? await openOutbox({
@@ -163,7 +164,7 @@ export async function openMonitor(opts: MonitorOptions): Promise<Monitor> {
         try {
           const o = observationOf(ev);
           const alerts = detectors.observe(o);
-          if (o.kind !== 'other') dirty = true;
+          if (o.kind !== 'other' && (o.refused || o.patients.length > 0)) dirty = true;
           for (const a of alerts) raise(a);
           if (detectors.needsFacts(o)) {
             track(
@@ -185,7 +186,8 @@ export async function openMonitor(opts: MonitorOptions): Promise<Monitor> {
       clearInterval(stateTimer);
       clearInterval(sweepTimer);
       clearTimeout(firstSweep);
-      await Promise.allSettled([...inflight]);
+      // Lookups under way may still raise alerts: wait for them, and for what they raise.
+      while (inflight.size) await Promise.allSettled([...inflight]);
       dirty = true;
       await save();
       await outbox?.close();
@@ -193,11 +195,18 @@ export async function openMonitor(opts: MonitorOptions): Promise<Monitor> {
   };
 }
 
-async function readState(path: string): Promise<DetectorState | undefined> {
+async function readState(path: string): Promise<DetectorState | undefined | 'unreadable'> {
+  let text: string;
   try {
-    return JSON.parse(await readFile(path, 'utf8')) as DetectorState;
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return 'unreadable';
+  }
+  try {
+    return JSON.parse(text) as DetectorState;
   } catch {
-    return undefined;
+    return 'unreadable';
   }
 }
 
