@@ -134,9 +134,8 @@ export function createOversightRoutes(opts: OversightRouteOptions) {
     if (err instanceof ReviewTooLargeError) {
       return new ProxyError('ERR_BAD_REQUEST', 'This period holds too many AuditEvents for one view: narrow it.', { issue: 'too-costly' });
     }
-    const code = (err as { code?: string })?.code;
-    if (code === 'ERR_LOOKUP_FAILED') return new ProxyError('ERR_LOOKUP_FAILED', 'The FHIR server could not be read.', { cause: err });
-    opts.logger.warn({ reqId: requestId, err: { type: (err as Error)?.name, code } }, 'oversight view failed');
+    // Only the error's type and code: a message could quote what it failed on (a patient id).
+    opts.logger.warn({ reqId: requestId, err: { type: (err as Error)?.name, code: (err as { code?: string })?.code } }, 'oversight view failed');
     return new ProxyError('ERR_UPSTREAM_BAD_RESPONSE', 'The FHIR server could not be read.', { cause: err });
   }
 
