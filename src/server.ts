@@ -22,14 +22,18 @@ import { createUpstreamProxy, type UpstreamRequest } from './upstream/proxy.js';
 import { createUndiciForwarder } from './upstream/undici-forward.js';
 import { loadPolicy, type LoadedPolicy } from './policy/load.js';
 import { buildAuditEvents } from './audit/build.js';
-import { openSpool } from './audit/spool.js';
+import { openSpool, type SerializedAuditEvents } from './audit/spool.js';
 import { createShipper } from './audit/shipper.js';
 import { createReviewRoute } from './audit/review-route.js';
 import { openSharedState } from './shared/open.js';
 import { createPatientAccessRoute } from './audit/patient-route.js';
 import { createBreakGlassNotifier } from './notify/breakglass.js';
 import { createFhirClient } from './upstream/client.js';
+import type { Monitor } from './oversight/monitor.js';
+import { oversightRoute } from './oversight/routes.js';
+import { startOversight } from './oversight/start.js';
 import { Counter, Gauge } from 'prom-client';
+import type { AuditEvent } from '@medplum/fhirtypes';
 
 /** Where caregate serves the DIM review (outside the FHIR base path). */
 export const REVIEW_PREFIX = '/caregate/review';
@@ -58,6 +62,8 @@ export interface Caregate {
   policyRevision(): string;
   /** Upstream lookups made for care sets so far (benchmark). */
   careSetLookups(): number;
+  /** The live oversight (alerts), when enabled. */
+  oversight: Monitor | undefined;
   close(): Promise<void>;
 }
 
@@ -160,6 +166,12 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const pseudonymSecret = readPseudonymSecret(opts.loaded, logger);
   const shared = await openSharedState(opts.loaded, { logger, registry: metrics.registry, ...(opts.now ? { now: opts.now } : {}) });
 
+  // The live oversight sees every AuditEvent once it is durable (a cheap update in memory; what
+  // needs more happens afterwards, off the answer's path).
+  let monitor: Monitor | undefined;
+  const audit = (events: readonly AuditEvent[] | SerializedAuditEvents) =>
+    spool.append(events).then(() => monitor?.observe(isSerialized(events) ? (events.events ?? events.json.map((j) => JSON.parse(j) as AuditEvent)) : events));
+
   // Where the trail is read back (the DIM review, the patient's access history, notifications not yet sent).
   const reviewCfg = config.audit.review;
   const trailSource =
@@ -176,7 +188,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
       ...(dispatcher ? { dispatcher } : {}),
     }),
     trail,
-    audit: (events) => spool.append(events),
+    audit,
     config: () => config.notifications.breakGlass,
     encounterStatuses: () => active.policy.careRelationships.encounter.statuses,
     site: config.audit.site,
@@ -189,13 +201,15 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     publicBaseUrl,
     logger,
     policy: () => active,
-    audit: (events) => spool.append(events),
+    audit,
     ...(opts.now ? { now: opts.now } : {}),
     onLookup: (kind, ok) => metrics.lookups.inc({ kind, result: ok ? 'ok' : 'error' }),
     ...(shadow ? { shadow } : {}),
     ...(pseudonymSecret ? { pseudonymSecret } : {}),
     shared,
     onBreakGlassOpened: (opening) => notifier.notify(opening),
+    // Staff members' and flagged patients' records: every access at high severity (the monitor starts below).
+    sensitivePatients: (ids) => monitor?.sensitivePatients(ids) ?? Promise.resolve(new Set()),
   });
   const { client, identifier } = built;
   notifier.start();
@@ -232,18 +246,40 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     compress: config.server.compression,
   });
 
+  // The FHIR server holds the whole trail: the spool deletes what it has shipped.
+  const trailPages = { ...trailSource, maxPages: Math.ceil(reviewCfg.maxEvents / 500) };
+  const stageNow = opts.now ?? Date.now;
+  const oversight = await startOversight({
+    loaded: opts.loaded,
+    client,
+    careSets: built.careSets,
+    shared,
+    trail: trailPages,
+    audit,
+    identify: (req) => identifier.identify(identifyInputFrom(req)),
+    roleOf: (p) => roleOf(active.policy, p),
+    policy: () => active.policy,
+    publicBaseUrl,
+    logger,
+    registry: metrics.registry,
+    now: stageNow,
+    ...(pseudonymSecret ? { pseudonymSecret } : {}),
+  });
+  monitor = oversight.monitor;
   const handleReview = createReviewRoute({
     identify: (req) => identifier.identify(identifyInputFrom(req)),
     roleOf: (p) => roleOf(active.policy, p),
-    // The FHIR server holds the whole trail: the spool deletes what it has shipped.
-    source: { ...trailSource, maxPages: Math.ceil(reviewCfg.maxEvents / 500) },
+    source: trailPages,
     hours: { timeZone: reviewCfg.timeZone, offHoursStart: reviewCfg.offHoursStart, offHoursEnd: reviewCfg.offHoursEnd, weekends: reviewCfg.weekends },
     unusual: { minPatients: reviewCfg.unusualMinPatients, ...(reviewCfg.unusualThreshold !== undefined ? { threshold: reviewCfg.unusualThreshold } : {}) },
     maxDays: reviewCfg.maxDays,
-    audit: (events) => spool.append(events),
+    audit,
     publicBaseUrl,
     site: config.audit.site,
     logger,
+    now: () => new Date(stageNow()),
+    formToken: oversight.formToken,
+    verdictDueDays: config.oversight.breakGlassReview.dueDays,
   });
 
   const handleAccesses = createPatientAccessRoute({
@@ -255,7 +291,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
       return new Set(set.patients.keys());
     },
     trail,
-    audit: (events) => spool.append(events),
+    audit,
     publicBaseUrl,
     site: config.audit.site,
     timeZone: reviewCfg.timeZone,
@@ -265,7 +301,13 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   let upstreamReady: { at: number; ok: boolean } = { at: 0, ok: false };
   app = createApp({
     views: [
-      { prefix: REVIEW_PREFIX, handle: handleReview },
+      {
+        prefix: REVIEW_PREFIX,
+        handle: (req, res, sub) => {
+          const route = oversightRoute(sub);
+          return route ? oversight.handle(req, res, route) : handleReview(req, res, sub);
+        },
+      },
       { prefix: MY_ACCESSES_PREFIX, handle: handleAccesses },
     ],
     routes: (a) => {
@@ -396,6 +438,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     reloadPolicy,
     policyRevision: () => active.revision,
     careSetLookups: () => built.careSets.lookups,
+    oversight: monitor,
     async close() {
       watcher?.close();
       await new Promise<void>((resolve) => {
@@ -405,6 +448,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
       });
       await proxy.close();
       await notifier.stop();
+      await monitor?.close();
       await built.close();
       await shared.close();
       await shipper.stop();
@@ -441,4 +485,8 @@ function fileRevision(file: string): string {
   } catch {
     return 'unreadable';
   }
+}
+
+function isSerialized(e: readonly AuditEvent[] | SerializedAuditEvents): e is SerializedAuditEvents {
+  return !Array.isArray(e);
 }

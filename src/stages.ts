@@ -53,7 +53,7 @@ export interface StageEnv {
   /** The active policy, read at each request (a reload replaces it). */
   policy: () => LoadedPolicy;
   /** Where AuditEvents go (as objects, or serialised); resolves once they are durable, rejects when they cannot be. */
-  audit(events: AuditEvent[] | SerializedAuditEvents): Promise<void>;
+  audit: (events: readonly AuditEvent[] | SerializedAuditEvents) => Promise<void>;
   shadow?: ShadowPolicy;
   /** Secret contractor pseudonyms derive from (stable across restarts); random per process without it. */
   pseudonymSecret?: Buffer;
@@ -68,6 +68,11 @@ export interface StageEnv {
    * never waits for the notification.
    */
   onBreakGlassOpened?: (opening: Opening) => void;
+  /**
+   * Which of these patients the oversight watches (staff members, flagged patients): their
+   * interactions are recorded at high severity. A label lookup, batched and cached, may be awaited.
+   */
+  sensitivePatients?: (ids: readonly string[]) => Promise<ReadonlySet<string>>;
 }
 
 
@@ -296,7 +301,15 @@ export function buildStages(env: StageEnv): BuiltStages {
     },
 
     // Serialised here, sharing the text of what the events of one interaction have in common.
-    audit: (s, answer) => env.audit({ json: serializeAuditEvents(buildAuditEvents(auditInputOf(s, answer, site))) }),
+    audit: async (s, answer) => {
+      const input = auditInputOf(s, answer, site);
+      if (env.sensitivePatients && input.patients.length > 0) {
+        const watched = await env.sensitivePatients(input.patients);
+        if (watched.size > 0) input.sensitivePatients = watched;
+      }
+      const events = buildAuditEvents(input);
+      return env.audit({ json: serializeAuditEvents(events), events });
+    },
   };
 
   return {

@@ -58,10 +58,17 @@ export interface AuditInput {
    * include): their per-patient events are break-the-glass uses, whatever the decision's reason.
    */
   breakGlassPatients?: ReadonlySet<string>;
+  /**
+   * Patients of this interaction the oversight watches (a staff member, a public figure: configured
+   * ids or Patient labels, docs/OVERSIGHT.md): the interaction is recorded at high severity.
+   */
+  sensitivePatients?: ReadonlySet<string>;
   /** What was removed from an answer the caller received (e.g. Patient links to records outside the care set). */
   redactions?: readonly string[];
   /** Break-the-glass details: the justification the user typed and the grant's expiry. */
   breakGlass?: { reason: string; until?: string };
+  /** A contractor's engagement in force: its id and the contract (or CNIL authorisation) it rests on. */
+  engagement?: { id: string; contractReference: string };
   /** Policy reload: the new revision (hash) and the one it replaced. */
   policy?: { revision: string; previousRevision?: string };
   /**

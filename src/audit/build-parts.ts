@@ -154,9 +154,12 @@ export function outcomeEntity(input: AuditInput): AuditEventEntity {
   const details: AuditEventEntityDetail[] = [];
   if (d) {
     details.push(detail(DetailType.decisionEffect, d.effect), detail(DetailType.decisionReason, d.reason), detail(DetailType.decisionRule, d.rule));
-    if (d.obligations.some((o) => o.kind === 'audit-severity' && o.severity === 'high') || (input.breakGlassPatients?.size ?? 0) > 0) {
+    if (d.obligations.some((o) => o.kind === 'audit-severity' && o.severity === 'high') || (input.breakGlassPatients?.size ?? 0) > 0 || (input.sensitivePatients?.size ?? 0) > 0) {
       details.push(detail(DetailType.severity, 'high'));
     }
+  }
+  if (input.engagement) {
+    details.push(detail(DetailType.engagement, input.engagement.id), detail(DetailType.contractReference, input.engagement.contractReference));
   }
   for (const r of input.redactions ?? []) details.push(detail(DetailType.redaction, r));
   if (input.failure) details.push(detail(DetailType.failureCode, input.failure.code));

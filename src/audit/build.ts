@@ -121,6 +121,7 @@ function accessEvents(input: AuditInput, patients: string[], ids: () => string):
     request: requestIdEntity(input.requestId),
     decision: outcomeEntity(input),
     data: split ? [] : dataEntities(input),
+    period: { start: input.recorded },
   };
   return groups.map((group) => {
     const btg = btgDecision || (btgUse !== undefined && group.some((p) => btgUse.has(p.slice('Patient/'.length))));
@@ -141,6 +142,8 @@ function accessEvents(input: AuditInput, patients: string[], ids: () => string):
       type: EventType.rest,
       subtype: shared.subtype,
       action: shared.action,
+      // The occurrence (CI-SIS TDE requires period.start): when caregate received the request.
+      period: shared.period,
       recorded: input.recorded,
       outcome: shared.outcome,
       outcomeDesc: shared.outcomeDesc,
@@ -160,6 +163,7 @@ function breakGlassStartEvent(input: AuditInput, patient: string | undefined, id
     type: EventType.securityAlert,
     subtype: [DcmSubtype.emergencyOverrideStarted],
     action: AuditAction.execute,
+    period: { start: input.recorded },
     recorded: input.recorded,
     outcome: auditOutcome(input),
     outcomeDesc: input.decision?.effect === 'deny' || input.failure ? outcomeDescription(input) : 'Break-the-glass access opened',
@@ -183,6 +187,7 @@ function loginFailureEvent(input: AuditInput, patients: string[], id: string): A
     type: EventType.userAuthentication,
     subtype: [DcmSubtype.login],
     action: AuditAction.execute,
+    period: { start: input.recorded },
     recorded: input.recorded,
     outcome: AuditOutcome.minorFailure,
     outcomeDesc: outcomeDescription({ ...input, kind: 'login-failure' }),
@@ -217,6 +222,7 @@ function policyReloadEvent(input: AuditInput, id: string): AuditEvent {
     type: EventType.securityAlert,
     subtype: [DcmSubtype.securityConfiguration],
     action: AuditAction.execute,
+    period: { start: input.recorded },
     recorded: input.recorded,
     outcome: failed ? AuditOutcome.seriousFailure : AuditOutcome.success,
     outcomeDesc: failed

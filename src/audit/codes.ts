@@ -22,7 +22,7 @@ export const Systems = {
   policyRole: 'https://caregate.example/fhir/CodeSystem/policy-role',
   /** Identifier system of a policy revision (sha-256 of the policy). */
   policyRevision: 'https://caregate.example/fhir/NamingSystem/policy-revision',
-  /** caregate's own event subtypes (the notification of a break-the-glass opening). */
+  /** caregate's own event subtypes: the notification of a break-the-glass opening, the DIM's verdict on it. */
   caregateEvent: 'https://caregate.example/fhir/CodeSystem/audit-event',
 } as const;
 
@@ -40,10 +40,12 @@ export const DcmSubtype = {
   login: { system: Systems.dcm, code: '110122', display: 'Login' },
 } as const;
 
-/** caregate's own `AuditEvent.subtype` codes, on security-alert events. */
+/** caregate's own `AuditEvent.subtype` codes, on security-alert events (no DICOM code says these). */
 export const CaregateSubtype = {
   /** The patient and her attending physician were told of a break-the-glass opening (or could not be yet). */
   breakGlassNotification: { system: Systems.caregateEvent, code: 'break-glass-notification', display: 'Break-the-glass notification' },
+  /** The DIM's verdict on a break-the-glass opening. */
+  breakGlassVerdict: { system: Systems.caregateEvent, code: 'break-glass-verdict', display: 'Break-the-glass verdict' },
 } as const;
 
 /** `http://hl7.org/fhir/restful-interaction` codes used as `AuditEvent.subtype` (R4). */
@@ -150,6 +152,13 @@ export const DetailType = {
   severity: 'audit-severity',
   /** What was removed from the answer (`Patient.link: 1 link…`). */
   redaction: 'redaction',
+  /** A contractor's engagement in force (its id), and the contract (or CNIL authorisation) it rests on. */
+  engagement: 'engagement',
+  contractReference: 'contract-reference',
+  /** A break-the-glass verdict: `justified` or `unjustified`, the DIM's comment, who opened the glass. */
+  verdict: 'verdict',
+  verdictComment: 'verdict-comment',
+  openedBy: 'opened-by',
 } as const;
 
 /** `entity.name` markers of caregate's own entities (R4 entity.name is a string). */
@@ -163,4 +172,7 @@ export const EntityName = {
   opposition: 'caregate-opposition',
   /** The notification of a break-the-glass opening. */
   notification: 'break-glass-notification',
+  /** The break-the-glass opening a verdict is about (`what` = `AuditEvent/<id>`), and the verdict itself. */
+  breakGlassOpening: 'break-glass-opening',
+  verdict: 'break-glass-verdict',
 } as const;

@@ -1,6 +1,7 @@
 import type { ErrorCode } from '../http/errors.js';
 import type { Evidence } from '../relate/types.js';
 import type { Answer } from '../http/send.js';
+import { contractOf } from '../policy/engagement.js';
 import type { RequestState } from '../state.js';
 import type { AuditInput } from './audit-input.js';
 
@@ -61,6 +62,7 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
     (evidence ??= new Map()).set(decision.patients[0]!, decision.evidence);
   }
   const breakGlassUse = s.shaped?.breakGlassUse ?? [];
+  const engagement = a?.engagement;
   return {
     ...(isLoginFailure(s) ? { kind: 'login-failure' as const } : {}),
     requestId: s.head.id,
@@ -81,6 +83,7 @@ export function auditInputOf(s: RequestState, answer: Answer, site: AuditSite): 
     ...(breakGlassUse.length ? { breakGlassPatients: new Set(breakGlassUse) } : {}),
     ...(redactionsOf(s) ? { redactions: redactionsOf(s)! } : {}),
     ...(s.shaped?.opposed ? { opposedWithheld: s.shaped.opposed } : {}),
+    ...(engagement ? { engagement: { id: engagement.id, contractReference: contractOf(engagement) } } : {}),
     // The rule that withheld a resource read by id is named in the trail (the caller gets a plain miss).
     ...(s.failure ? { failure: { code: s.failure.code, message: s.failure.detail?.startsWith('withheld by ') ? `${s.failure.message} (${s.failure.detail})` : s.failure.message } } : {}),
   };

@@ -1,3 +1,4 @@
+import type { BreakGlassItem } from './review-items.js';
 import type { AccessRow, ReviewModel } from './review-model.js';
 
 /**
@@ -17,6 +18,11 @@ export interface RenderOptions {
    * relative to the page (`review/<file>.csv?<same query>`).
    */
   nav?: { from: string; to: string; patient?: string; files?: readonly string[] };
+  /**
+   * When served to a DIM physician: each break-the-glass opening gets a form that records a verdict
+   * (`POST review/break-glass/<id>/verdict`), carrying this anti-forgery token.
+   */
+  verdictForm?: { token: string };
 }
 
 /** Escapes text for HTML element content and quoted attribute values. */
@@ -71,7 +77,9 @@ ${card('Events', t.events)}${card('Accesses granted', t.accesses)}${card('Refusa
 
   sections.push(`<section><h2>Activity per day</h2>${dailyChart(model.daily)}</section>`);
 
-  sections.push(`<section><h2>Break-the-glass accesses awaiting review <span class="count">${model.breakGlass.length}</span></h2>
+  sections.push(breakGlassItemsSection(model.breakGlassItems, opts.verdictForm, maxRows));
+
+  sections.push(`<section><h2>Break-the-glass accesses <span class="count">${model.breakGlass.length}</span></h2>
 <p class="hint">Each emergency access with the justification typed by the user. Check it against the patient's stay. Notification: whether the patient and her attending physician were told of the opening (sent, failed and retrying, or pending).</p>
 ${table(model.breakGlass, [
   { title: 'Recorded (UTC)', value: (r) => r.recorded },
@@ -156,6 +164,42 @@ ${sections.join('\n')}
   function card(label: string, value: number, cls = ''): string {
     return `<div class="card ${cls}"><div class="v">${h(value)}</div><div class="l">${h(label)}</div></div>`;
   }
+}
+
+/**
+ * Break-the-glass openings as review items: open, justified or unjustified (the latest verdict), the
+ * overdue ones flagged; with a verdict form per opening when served to the DIM.
+ */
+function breakGlassItemsSection(items: readonly BreakGlassItem[], form: RenderOptions['verdictForm'], maxRows: number): string {
+  const h = escapeHtml;
+  const open = items.filter((i) => i.status === 'open').length;
+  const overdue = items.filter((i) => i.overdue).length;
+  if (!items.length) return '<section id="break-glass-items"><h2>Break-the-glass openings to review <span class="count">0</span></h2><p class="empty">None.</p></section>';
+  const rows = items.slice(0, maxRows).map((i) => {
+    const status = i.status === 'open' ? (i.overdue ? '<b class="overdue">open, overdue</b>' : 'open') : h(i.status);
+    const verdict = i.verdict
+      ? `${h(i.verdict.byName || i.verdict.by)}, ${h(i.verdict.recorded)}${i.verdicts > 1 ? ` (${i.verdicts} verdicts)` : ''}<br>${h(i.verdict.comment)}`
+      : '';
+    const cell = form
+      ? `<td><form method="post" action="review/break-glass/${encodeURIComponent(i.openingId)}/verdict" class="verdict">
+<input type="hidden" name="token" value="${h(form.token)}">
+<select name="verdict" required><option value="">verdict…</option><option value="justified">justified</option><option value="unjustified">unjustified</option></select>
+<input name="comment" required maxlength="2000" placeholder="comment">
+<button type="submit">Record</button></form></td>`
+      : '';
+    return `<tr data-opening="${h(i.openingId)}"><td>${h(i.recorded)}</td><td>${h(i.user)}</td><td>${h(i.userName)}</td><td>${h(i.patient)}</td><td>${h(i.reason)}</td><td class="n">${h(i.accesses)}</td><td class="n">${h(i.ageDays)}</td><td>${status}</td><td>${verdict}</td>${cell}</tr>`;
+  });
+  const head = ['Opened (UTC)', 'User', 'Name', 'Patient', 'Justification', 'Accesses', 'Age (days)', 'Status', 'Verdict', ...(form ? ['Record a verdict'] : [])]
+    .map((t) => `<th scope="col" tabindex="0">${h(t)}</th>`)
+    .join('');
+  const more = items.length > maxRows ? `<p class="hint">${maxRows} of ${items.length} rows shown; the CSV file has them all.</p>` : '';
+  return `<section id="break-glass-items"><h2>Break-the-glass openings to review <span class="count">${items.length}</span> <span class="count">${open} open</span>${
+    overdue ? ` <span class="count overdue">${overdue} overdue</span>` : ''
+  }</h2>
+<p class="hint">Each opening is closed by the DIM's verdict, justified or unjustified with a comment, recorded in the audit trail as an AuditEvent that points at the opening. The latest verdict counts.</p>
+<div class="scroll"><table class="sortable"><thead><tr>${head}</tr></thead><tbody>
+${rows.join('\n')}
+</tbody></table></div>${more}</section>`;
 }
 
 /** The served page's own controls: a GET form for the period and patient, and the CSV downloads. */
@@ -282,6 +326,7 @@ tbody tr:nth-child(even){background:#fafbfc}
 .chart{max-width:100%;height:auto;display:block;margin:8px 0}.lbl,.num{font-size:11px;fill:#333}.axis{stroke:#999}
 .nav form{display:flex;flex-wrap:wrap;gap:12px;align-items:end}.nav label{display:flex;flex-direction:column;color:#5b6470}
 .nav input{font:inherit;padding:3px 6px;min-width:200px}.nav a{color:#123}
+.overdue{color:#c0142b}form.verdict{display:flex;gap:4px}form.verdict input{min-width:140px}
 .bar{fill:#3b6ea8}.bar.warn{fill:#e08a1e}.bar.alert,.bar.flag{fill:#c0142b}
 @media print{.nav{display:none}header{background:none;color:#000}.scroll{max-height:none}th{position:static}}
 `;

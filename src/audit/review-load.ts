@@ -1,5 +1,6 @@
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { tryParseJsonStrict } from '../fhir/json.js';
+import { CaregateSubtype } from './codes.js';
 import { readSpoolDir } from './spool.js';
 
 /**
@@ -38,19 +39,37 @@ export async function loadAuditEvents(source: ReviewSource, from: string, to: st
   return [...byId.values()].sort((a, b) => a.recorded.localeCompare(b.recorded));
 }
 
-async function fetchAuditEvents(
-  source: Extract<ReviewSource, { baseUrl: string }>,
-  from: string,
-  to: string,
-): Promise<AuditEvent[]> {
+/**
+ * The DIM's break-the-glass verdicts recorded from `from` on (audit/verdict.ts), without an upper
+ * bound: a verdict comes after the opening it closes, possibly after the period reviewed.
+ */
+export async function loadVerdictEvents(source: ReviewSource, from: string): Promise<AuditEvent[]> {
+  const fromMs = Date.parse(from);
+  const isVerdict = (e: AuditEvent) =>
+    e.subtype?.some((c) => c.system === CaregateSubtype.breakGlassVerdict.system && c.code === CaregateSubtype.breakGlassVerdict.code) === true;
+  if ('spoolDir' in source) {
+    return (await readSpoolDir(source.spoolDir)).events.filter((e) => isVerdict(e) && Date.parse(e.recorded) >= fromMs);
+  }
+  const s = CaregateSubtype.breakGlassVerdict;
+  return (await searchAuditEvents(source, [['subtype', `${s.system}|${s.code}`], ['date', `ge${from}`]])).filter(isVerdict);
+}
+
+async function fetchAuditEvents(source: Extract<ReviewSource, { baseUrl: string }>, from: string, to: string): Promise<AuditEvent[]> {
+  return searchAuditEvents(source, [
+    ['date', `ge${from}`],
+    ['date', `le${to}`],
+  ]);
+}
+
+/**
+ * `AuditEvent?<params>` on the audit FHIR server, every page followed (same origin only, at most
+ * `maxPages`): the `match` entries.
+ */
+export async function searchAuditEvents(source: Extract<ReviewSource, { baseUrl: string }>, params: readonly (readonly [string, string])[]): Promise<AuditEvent[]> {
   const base = source.baseUrl.replace(/\/+$/, '');
   const origin = new URL(base).origin;
   const out: AuditEvent[] = [];
-  const qs = new URLSearchParams([
-    ['date', `ge${from}`],
-    ['date', `le${to}`],
-    ['_count', '500'],
-  ]);
+  const qs = new URLSearchParams([...params.map(([k, v]): [string, string] => [k, v]), ['_count', '500']]);
   let url: string | undefined = `${base}/AuditEvent?${qs}`;
   for (let page = 0; url; page++) {
     if (page >= (source.maxPages ?? 100_000)) throw new ReviewTooLargeError(source.maxPages ?? 100_000);

@@ -1,6 +1,7 @@
 import type { AuditEvent } from '@medplum/fhirtypes';
 import { notificationStatuses } from './notification-event.js';
 import { AgentType, DcmSubtype, DetailType, EntityName, EntityType, EventType, ObjectRole, Systems } from './codes.js';
+import { breakGlassItems, type BreakGlassItem } from './review-items.js';
 import { localClock, resolveBound, type LocalTime } from './review-time.js';
 
 /**
@@ -34,8 +35,10 @@ export interface ReviewOptions {
   patient?: string;
   hours?: Partial<ReviewHours>;
   unusual?: Partial<ReviewUnusual>;
-  /** Clock for `generatedAt`. */
+  /** Clock for `generatedAt` and the age of break-the-glass review items. */
   now?: () => Date;
+  /** A break-the-glass opening without a verdict is overdue after this many days (default 7). */
+  verdictDueDays?: number;
 }
 
 /** One AuditEvent, flattened for review. */
@@ -124,6 +127,8 @@ export interface ReviewModel {
   totals: { events: number; accesses: number; refusals: number; failures: number; breakGlass: number; users: number; patients: number };
   daily: { day: string; accesses: number; refusals: number; breakGlass: number }[];
   breakGlass: BreakGlassRow[];
+  /** Each break-the-glass opening of the period, open or closed by the DIM's verdict. */
+  breakGlassItems: BreakGlassItem[];
   refusals: RefusalRow[];
   refusalsByUser: { user: string; userName: string; refusals: number; patients: number; last: string }[];
   refusalsByPatient: { patient: string; refusals: number; users: number; last: string }[];
@@ -322,10 +327,11 @@ export function buildReviewModel(events: readonly AuditEvent[], opts: ReviewOpti
     patient = { patient: ref, accesses: rows.filter((s) => s.patients.includes(ref)).map((s) => toAccessRow(s, ref)) };
   }
 
+  const generatedAt = opts.now?.() ?? new Date();
   return {
     from,
     to,
-    generatedAt: (opts.now?.() ?? new Date()).toISOString(),
+    generatedAt: generatedAt.toISOString(),
     hours,
     unusual,
     sites: [...new Set(rows.map((s) => s.site).filter((s): s is string => Boolean(s)))],
@@ -340,6 +346,8 @@ export function buildReviewModel(events: readonly AuditEvent[], opts: ReviewOpti
     },
     daily: [...daily.values()].sort((a, b) => a.day.localeCompare(b.day)),
     breakGlass,
+    // Verdicts are looked for among every event given, including those after the period.
+    breakGlassItems: breakGlassItems(rows, events, { now: generatedAt, dueDays: opts.verdictDueDays ?? 7 }),
     refusals: refusalRows,
     refusalsByUser: [...byUser.entries()]
       .map(([user, b]) => ({ user, userName: nameOf(user), refusals: b.refusals, patients: b.patients.size, last: b.last }))

@@ -44,6 +44,10 @@ export interface ReviewRouteOptions {
   site: string;
   logger: Logger;
   now?: () => Date;
+  /** An anti-forgery token for this DIM's verdict forms (oversight/); without it the page has no forms. */
+  formToken?(principal: Principal): string;
+  /** A break-the-glass opening without a verdict is overdue after this many days. */
+  verdictDueDays?: number;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -105,7 +109,8 @@ export function createReviewRoute(opts: ReviewRouteOptions) {
       if (badQuery !== undefined || !query) throw badQuery;
       const csvName = csvNameOf(sub);
       const nonce = randomBytes(16).toString('base64');
-      const report = await loadReport(opts, query, csvName === undefined ? nonce : undefined);
+      const form = csvName === undefined && opts.formToken ? { token: opts.formToken(principal) } : undefined;
+      const report = await loadReport(opts, query, csvName === undefined ? nonce : undefined, form, now);
       if (csvName === undefined) {
         answer = {
           status: 200,
@@ -144,22 +149,35 @@ export function createReviewRoute(opts: ReviewRouteOptions) {
       { reqId: requestId, route: 'audit-review', status: answer.status, rule: decision?.rule, error: failure?.code },
       'audit review',
     );
-    if (res.headersSent || res.destroyed) return;
-    res.statusCode = answer.status;
-    for (const [k, v] of Object.entries(answer.headers)) res.setHeader(k, v);
-    res.setHeader('content-type', answer.contentType);
-    res.setHeader('cache-control', 'no-store');
-    res.setHeader('x-content-type-options', 'nosniff');
-    res.setHeader('referrer-policy', 'no-referrer');
-    res.setHeader('x-frame-options', 'DENY');
-    const body = Buffer.from(answer.body);
-    res.setHeader('content-length', String(body.length));
-    res.end(body);
+    sendReviewAnswer(res, answer);
   };
 }
 
+/** An answer of the DIM's views: never cached, never framed, never sniffed, never sent as a referrer. */
+export function sendReviewAnswer(res: ServerResponse, answer: ReviewAnswer): void {
+  if (res.headersSent || res.destroyed) return;
+  res.statusCode = answer.status;
+  for (const [k, v] of Object.entries(answer.headers)) res.setHeader(k, v);
+  res.setHeader('content-type', answer.contentType);
+  res.setHeader('cache-control', 'no-store');
+  res.setHeader('x-content-type-options', 'nosniff');
+  res.setHeader('referrer-policy', 'no-referrer');
+  res.setHeader('x-frame-options', 'DENY');
+  const body = Buffer.from(answer.body);
+  res.setHeader('content-length', String(body.length));
+  res.end(body);
+}
+
+/** An answer of the DIM's views, before it is sent. */
+export interface ReviewAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+  contentType: string;
+}
+
 /** `readAudit` on the role that applies, and a token whose scopes allow searching AuditEvent. */
-function authorise(p: Principal, role: RoleConfig | undefined): Decision {
+export function authorise(p: Principal, role: RoleConfig | undefined): Decision {
   const deny = (message: string, rule: string): Decision => ({
     effect: 'deny',
     reason: 'role-forbidden',
@@ -229,13 +247,23 @@ function csvNameOf(sub: string): string | undefined {
   return name;
 }
 
-async function loadReport(opts: ReviewRouteOptions, q: ReviewQuery, nonce: string | undefined) {
+async function loadReport(opts: ReviewRouteOptions, q: ReviewQuery, nonce: string | undefined, verdictForm: { token: string } | undefined, now: () => Date) {
   try {
     return await reviewReport(
-      { from: q.from, to: q.to, source: opts.source, hours: opts.hours, unusual: opts.unusual, ...(q.patient ? { patient: q.patient } : {}) },
+      {
+        from: q.from,
+        to: q.to,
+        source: opts.source,
+        hours: opts.hours,
+        unusual: opts.unusual,
+        now,
+        ...(opts.verdictDueDays !== undefined ? { verdictDueDays: opts.verdictDueDays } : {}),
+        ...(q.patient ? { patient: q.patient } : {}),
+      },
       {
         ...(nonce ? { nonce } : {}),
         nav: { from: q.fromInput, to: q.toInput, ...(q.patient ? { patient: q.patient } : {}) },
+        ...(verdictForm ? { verdictForm } : {}),
       },
     );
   } catch (err) {
@@ -253,7 +281,8 @@ async function loadReport(opts: ReviewRouteOptions, q: ReviewQuery, nonce: strin
   }
 }
 
-function refusal(err: ProxyError): { status: number; headers: Record<string, string>; body: string; contentType: string } {
+/** An error as the OperationOutcome answer of a DIM view. */
+export function refusal(err: ProxyError): ReviewAnswer {
   const o = outcomeFor(err);
   return { status: o.status, headers: { ...o.headers }, body: JSON.stringify(o.body), contentType: 'application/fhir+json; charset=utf-8' };
 }

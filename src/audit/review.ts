@@ -2,7 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { renderReviewHtml, type RenderOptions } from './report-html.js';
 import { reviewCsvFiles } from './review-csv.js';
-import { loadAuditEvents, type ReviewSource } from './review-load.js';
+import { loadAuditEvents, loadVerdictEvents, type ReviewSource } from './review-load.js';
 import { buildReviewModel, DEFAULT_HOURS, type ReviewModel, type ReviewOptions } from './review-model.js';
 import { resolveBound } from './review-time.js';
 
@@ -34,8 +34,10 @@ export async function reviewReport(
   const from = resolveBound(opts.from, 'start', timeZone);
   const to = resolveBound(opts.to, 'end', timeZone);
   if (Date.parse(from) > Date.parse(to)) throw new TypeError('review: `from` is after `to`');
-  const events = await loadAuditEvents(opts.source, from, to);
-  const model = buildReviewModel(events, { ...opts, from, to });
+  // The verdicts on the period's break-the-glass openings may have been given after it.
+  const [events, verdicts] = await Promise.all([loadAuditEvents(opts.source, from, to), loadVerdictEvents(opts.source, from)]);
+  const inPeriod = new Set(events.map((e) => e.id));
+  const model = buildReviewModel([...events, ...verdicts.filter((v) => !inPeriod.has(v.id))], { ...opts, from, to });
   const csv = reviewCsvFiles(model);
   const html = renderReviewHtml(model, render.nav ? { ...render, nav: { ...render.nav, files: Object.keys(csv) } } : render);
   return { model, html, csv };

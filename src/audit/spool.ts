@@ -37,6 +37,11 @@ import { ProxyError } from '../http/errors.js';
  * recorded even on a full disk) and commits it after the server accepted a batch; every sealed
  * segment behind the cursor is deleted, the last one included once it is fully shipped, which is
  * how a disk filled by a long outage frees itself, whatever the segment size.
+ *
+ * Why one file of this length: appends, the shape queue, recovery, the cursor and deletion share
+ * the invariants above (which segment is active, what is durable in each, where the readers stop);
+ * split across modules, each would have to expose the state the others must not touch. The line
+ * format and the cursor slots, which hold no such state, are small helpers at the end.
  */
 export interface AuditSpool {
   /**
@@ -66,6 +71,8 @@ export interface AuditSpool {
  */
 export interface SerializedAuditEvents {
   readonly json: readonly string[];
+  /** The events the text was made from, for observers in the same process (the live oversight). */
+  readonly events?: readonly AuditEvent[];
 }
 
 export interface SpoolHealth {

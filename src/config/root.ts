@@ -4,6 +4,7 @@ import { identityConfigSchema } from '../identity/config.js';
 import { auditConfigSchema } from '../audit/config.js';
 import { stateConfigSchema } from '../shared/config.js';
 import { notificationsSchema } from '../notify/config.js';
+import { oversightConfigSchema } from '../oversight/config.js';
 
 const policyRefSchema = z
   .object({
@@ -46,6 +47,7 @@ export const configSchema = z
     policy: policyRefSchema.prefault({}),
     state: stateConfigSchema.prefault({}).describe('State shared by several instances (break-the-glass grants, cache invalidation, the paging-link key): memory or redis.'),
     demo: demoSchema.prefault({}).describe('The embedded demo hospital, used when upstream.url is null.'),
+    oversight: oversightConfigSchema.prefault({}).describe('Alerts to the DIM within a minute (detectors, webhook) and the overdue break-the-glass reviews.'),
   })
   .strict();
 

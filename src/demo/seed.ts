@@ -8,9 +8,11 @@
  */
 import type { FhirRepository } from '@medplum/fhir-router';
 import type {
+  AuditEvent,
   Binary,
   CareTeam,
   CareTeamParticipant,
+  Coding,
   Condition,
   Consent,
   DiagnosticReport,
@@ -33,6 +35,7 @@ import type { Evidence } from '../relate/types.js';
 import { DemoRepository } from './engine.js';
 import { patientRightsFixtures } from './patient-rights.js';
 import { MINIMISATION_FIXTURES, PSY_LABEL, SPECIALTY_SYSTEM } from './minimisation.js';
+import { breakGlassHistory, FLAGGED_LABEL, OVERSIGHT_FIXTURES, STAFF_LABEL } from './oversight.js';
 import { DEMO_FINESS, IPP_SYSTEM, PERSONAS, STAFF_ID_SYSTEM, STAY_SYSTEM, type PersonaName } from './personas.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -1229,6 +1232,7 @@ class HospitalBuilder {
     } as Resource);
 
     this.minimisationFixtures();
+    this.oversightFixtures();
   }
 
   /** Minimisation (src/demo/minimisation.ts): a psychiatric note in a team with a nurse and a secretary. */
@@ -1315,6 +1319,39 @@ class HospitalBuilder {
     note(F.cardiologyNote, F.cardiologyBinary, martin, 'Observation de cardiologie',
       'Observation de cardiologie\nPatiente : Mathilde ROCHE, née le 1987-09-14\nDouleur thoracique ; troponine négative, ECG normal.\n', false);
   }
+
+  // --- Oversight (issue 14): begin ----------------------------------------------------------
+  /**
+   * The DIM's oversight (src/demo/oversight.ts): a staff member who is also a patient, a public
+   * figure, a patient who shares Dr Martin's surname, and a break-the-glass history (one opening
+   * left without a verdict, one judged justified).
+   */
+  private oversightFixtures(): void {
+    const now = this.now;
+    const F = OVERSIGHT_FIXTURES;
+    const martin = ref('Practitioner', 'prat-martin');
+    const label = (id: string, security: Coding) => {
+      const p = this.out.find((r) => r.resourceType === 'Patient' && r.id === id) as Patient;
+      p.meta = { security: [security] };
+    };
+    // Dr Paul Girard, the orthopaedic surgeon, hospitalised in cardiology; admitted by Dr Roux.
+    const girard = this.patient(F.staffPatient, { given: 'Paul', family: 'GIRARD', gender: 'male', birthDate: '1971-06-03' });
+    label(girard.id, STAFF_LABEL);
+    this.careTeam(girard, 'cardiology', 'active', { start: now - 5 * DAY }, [{ member: martin }, { member: ref('PractitionerRole', 'role-bernard-cardio') }], {}, F.staffCareTeam);
+    this.encounter(girard, 'cardiology', 'in-progress', { start: now - 2 * DAY }, [{ ref: martin }, { ref: ref('Practitioner', 'prat-roux'), type: 'ADM' }], F.staffStay);
+    this.clinical(girard, 'cardiology', F.staffStay, 'prat-martin', now - DAY, 3);
+    // Hélène Vasseur, a public figure.
+    const vasseur = this.patient(F.flaggedPatient, { given: 'Hélène', family: 'VASSEUR', gender: 'female', birthDate: '1966-11-21' });
+    label(vasseur.id, FLAGGED_LABEL);
+    this.careTeam(vasseur, 'cardiology', 'active', { start: now - 12 * DAY }, [{ member: martin }], {}, F.flaggedCareTeam);
+    this.clinical(vasseur, 'cardiology', undefined, 'prat-martin', now - 2 * DAY, 3);
+    // Lucien Martin, who shares Dr Claire Martin's surname.
+    const namesake = this.patient(F.namesakePatient, { given: 'Lucien', family: 'MARTIN', gender: 'male', birthDate: '1949-03-30' });
+    this.careTeam(namesake, 'cardiology', 'active', { start: now - 3 * DAY }, [{ member: martin }], {}, F.namesakeCareTeam);
+    this.clinical(namesake, 'cardiology', undefined, 'prat-martin', now - DAY, 2);
+    for (const e of breakGlassHistory(now)) this.push<AuditEvent>(e);
+  }
+  // --- Oversight (issue 14): end --------------------------------------------------------------
 
   /**
    * A Binary without securityContext and the resource that points at it: a DocumentReference

@@ -197,7 +197,8 @@ export function createAuthorizer(deps: AuthorizerDeps) {
     const pending = btg ? [btg] : [];
 
     const engagement = role.profile === 'de-identified' ? engagementFor(policy, p, role.id, new Date(now)) : undefined;
-    const interaction = engagement ? await deps.reveal(engagement, classified, input.paging) : classified;
+    // A de-identified contractor names records by pseudonyms; an identified one by their real ids.
+    const interaction = engagement && engagement.access !== 'identified' ? await deps.reveal(engagement, classified, input.paging) : classified;
     const base = (careSet: CareSet): Omit<DecideInput, 'interaction'> => ({
       principal: p,
       role,

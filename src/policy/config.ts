@@ -100,7 +100,7 @@ export const policySchema = z
     engagements: z
       .array(engagementSchema)
       .default([])
-      .describe('Coding-contractor engagements: the stays a de-identified role may see, under which DIM physician and CNIL authorisation.'),
+      .describe('DIM contractor engagements: the stays and kinds of data a contractor role may see, its authorised staff, under which DIM physician and contract (or, under the former rules, CNIL authorisation).'),
     timeZone: z.string().default('Europe/Paris').describe('The establishment’s time zone (engagement days).'),
     minimisation: minimisationSchema
       .prefault({})
@@ -130,7 +130,7 @@ export const policySchema = z
           ctx.addIssue({
             code: 'custom',
             path: ['roles', i, 'profile'],
-            message: `the de-identified role "${r.id}" has no engagement: add one under engagements, naming its supervising DIM physician and its CNIL authorisation (CSP R6113-5, CNIL decision 2013-037)`,
+            message: `the de-identified role "${r.id}" has no engagement: add one under engagements, naming its supervising DIM physician, its contract and authorised staff (CSP R6113-5, R6113-5-2)`,
           });
         }
       }

@@ -1,18 +1,16 @@
 import { isWrite, patientsInUrl } from '../fhir/interaction.js';
 import type { Decision, Obligation } from './decision.js';
+import { categoriesOf } from './engagement.js';
 import { narrowing } from './search-scope.js';
 import { deny, hasPatient, permit, type Ctx } from './verdicts.js';
 
 
 const DEID_PARAMS: ReadonlySet<string> = new Set(['_id', 'patient', 'subject', 'encounter', 'code', 'category', 'status', 'clinical-status', '_count']);
-const DEID_TYPES: ReadonlySet<string> = new Set([
-  'Patient', 'Encounter', 'Condition', 'Procedure', 'Observation', 'MedicationRequest', 'MedicationAdministration',
-  'DiagnosticReport', 'ServiceRequest', 'AllergyIntolerance', 'Claim', 'ChargeItem',
-]);
 
 /**
- * Coding-optimisation contractor: only the stays of a valid engagement, read-only, and every answer
- * de-identified (the response stage replaces ids by keyed pseudonyms and removes what identifies).
+ * A DIM contractor: only the stays of an engagement in force, only the kinds of data it lists
+ * (CSP R6113-5-2 I: strictly necessary), read-only; every answer de-identified (keyed pseudonyms,
+ * nothing that identifies) unless the engagement's contract asks for identified access.
  */
 export function decideDeidentified(ctx: Ctx): Decision {
   const it = ctx.in.interaction;
@@ -28,7 +26,8 @@ export function decideDeidentified(ctx: Ctx): Decision {
     return deny('interaction-forbidden', `Role "${r.id}" may read and search, not ${it.kind}.`, rule);
   }
   const type = it.resourceType ?? '';
-  if (!DEID_TYPES.has(type)) return deny('role-forbidden', `Role "${r.id}" does not see ${type}.`, rule);
+  const engagement = ctx.in.policy.engagements.find((e) => e.id === ctx.in.engagement);
+  if (!engagement || !categoriesOf(engagement).includes(type)) return deny('role-forbidden', `Role "${r.id}" does not see ${type} under this engagement.`, rule);
   // A signed paging link continues a search judged when it was issued (its `_offset`... are the FHIR server's).
   for (const p of ctx.in.paging ? [] : it.params) {
     if (!DEID_PARAMS.has(p.name) || p.modifier !== undefined) {

@@ -110,7 +110,12 @@ function roleView(ctx: Ctx): Obligation[] {
       out.push({ kind: 'mask-clinical' });
       break;
     case 'de-identified':
-      if (ctx.in.engagement !== undefined) out.push({ kind: 'stays-only' }, { kind: 'de-identify', engagement: ctx.in.engagement });
+      if (ctx.in.engagement !== undefined) {
+        out.push({ kind: 'stays-only' });
+        // Identified access only when the engagement's contract says so (CSP R6113-5-2, decree 2023-498).
+        const e = ctx.in.policy.engagements.find((x) => x.id === ctx.in.engagement);
+        if (e?.access !== 'identified') out.push({ kind: 'de-identify', engagement: ctx.in.engagement });
+      }
       break;
     default:
       break;

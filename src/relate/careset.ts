@@ -197,7 +197,8 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
   };
 }
 
-function encounterStatuses(cfg: CareRelationshipsConfig): string[] {
+/** The Encounter statuses a care-set lookup searches: the configured ones, and `finished` when a window applies. */
+export function encounterStatuses(cfg: CareRelationshipsConfig): string[] {
   const s = new Set<string>(cfg.encounter.statuses);
   if (cfg.encounter.finishedWithinDays > 0) s.add('finished');
   return [...s];

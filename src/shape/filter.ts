@@ -95,17 +95,29 @@ export async function present(resource: Resource, ctx: FilterContext): Promise<P
 
 /**
  * The rule under which minimisation withholds a patient's resource from this caller, if any. A
- * Binary is judged with the document its securityContext names; one whose document cannot be told
- * is withheld whenever a rule applies (fail closed).
+ * Binary is judged by its own labels and with every document known to hold it: the resource its
+ * `securityContext` names and the DocumentReferences, DiagnosticReports and Media that point at it
+ * (relate/binary-owners.ts). A `securityContext` that cannot be read withholds it whenever a rule
+ * applies (fail closed).
  */
 async function minimisedBy(r: Resource, m: NonNullable<FilterContext['minimisation']>, ctx: FilterContext): Promise<string | undefined> {
   const own = withheldBy(m.config, r, m);
   if (own || r.resourceType !== 'Binary') return own;
-  const kind = await dataKindOf(r, ctx.read, ctx.localBases);
-  if (kind.types === 'unknown') return m.read?.rule ?? m.labels[0]?.rule;
-  for (const subject of kind.subjects) {
-    if (subject.resourceType === 'Binary') continue;
-    const rule = withheldBy(m.config, subject, m);
+  const closed = m.read?.rule ?? m.labels[0]?.rule;
+  const context = (r as Binary).securityContext?.reference;
+  const target = typeof context === 'string' ? parseReference(context, ctx.localBases) : undefined;
+  if (context !== undefined && !target) return closed;
+  const contextRef = target && target.type !== 'Patient' ? `${target.type}/${target.id}` : undefined;
+  if (contextRef) {
+    const doc = await ctx.read(contextRef);
+    if (!doc) return closed;
+    const rule = withheldBy(m.config, doc, m);
+    if (rule) return rule;
+  }
+  for (const ref of r.id && ctx.ownersOf ? await ctx.ownersOf(r.id) : []) {
+    if (ref === contextRef) continue;
+    const doc = await ctx.read(ref);
+    const rule = doc ? withheldBy(m.config, doc, m) : undefined;
     if (rule) return rule;
   }
   return undefined;

@@ -319,6 +319,7 @@ export async function openRedisState(opts: RedisStateOptions): Promise<SharedSta
       assertWritable() {
         if (!available()) throw sharedStateUnavailable(metrics, 'grant', `shared state unavailable (${lastError})`);
       },
+      all: (t) => mirror.all(t),
     },
     bus: {
       publish(m) {

@@ -50,6 +50,8 @@ export interface GrantTable {
   confirmed(user: string, now: number): GrantRecord[];
   /** Throws a 503 when a grant cannot be stored now (checked before its alert is recorded). */
   assertWritable(): void;
+  /** Every open grant known to this instance (the DIM's "who can see this patient"). */
+  all(now: number): GrantRecord[];
 }
 
 /**
@@ -153,6 +155,8 @@ export interface GrantMirror {
   open(user: string, now: number): GrantRecord[];
   /** Replaces every grant (a resynchronisation). */
   replace(gs: Iterable<GrantRecord>): void;
+  /** Every open grant. */
+  all(now: number): GrantRecord[];
   readonly size: number;
 }
 
@@ -176,6 +180,11 @@ export function createGrantMirror(maxUsers = 50_000): GrantMirror {
     replace(gs) {
       byUser.clear();
       for (const g of gs) add(g);
+    },
+    all(now) {
+      const out: GrantRecord[] = [];
+      for (const m of byUser.values()) for (const g of m.values()) if (g.until > now) out.push(g);
+      return out;
     },
     get size() {
       let n = 0;
@@ -248,6 +257,7 @@ export function createMemoryState(opts: { pagingKey?: Buffer; metrics?: SharedSt
       open: (user, now) => mirror.open(user, now),
       confirmed: (user, now) => mirror.open(user, now),
       assertWritable() {},
+      all: (now) => mirror.all(now),
     },
     bus: {
       publish(m) {

@@ -192,6 +192,8 @@ async function runInHarness(opts: RunCasesOptions, policyFile: string, dir: stri
     }),
     audit: { ...base.audit, mode: 'strict', spoolDir: join(dir, 'audit'), ship: { ...base.audit.ship, target: 'upstream', url: undefined, headers: undefined } },
     policy: { file: policyFile, watch: false },
+    // The cases are about decisions: no alert to the establishment's webhook, no state beside the real one.
+    oversight: { ...base.oversight, enabled: false, webhook: undefined, dir: join(dir, 'oversight') },
   };
   const loaded: LoadedConfig = { config, file: opts.loaded.file, dir };
 

@@ -279,6 +279,7 @@ describe('audit.review: runReview', () => {
     expect(model.unusualUsers).toHaveLength(1);
     expect((await readdir(out)).sort()).toEqual(
       [
+        'break-glass-items.csv',
         'break-glass.csv',
         'off-hours.csv',
         'patient-pat-vip.csv',
@@ -289,7 +290,7 @@ describe('audit.review: runReview', () => {
         'report.html',
       ].sort(),
     );
-    expect(files).toHaveLength(8);
+    expect(files).toHaveLength(9);
     expect((await stat(join(out, 'report.html'))).mode & 0o077).toBe(0);
     const patientCsv = await readFile(join(out, 'patient-pat-vip.csv'), 'utf8');
     expect(patientCsv.split('\r\n').filter(Boolean)).toHaveLength(1 + 8);
@@ -327,8 +328,13 @@ describe('audit.review: runReview', () => {
     await new Promise<void>((r) => fhir!.listen(0, '127.0.0.1', r));
     const base = `http://127.0.0.1:${(fhir.address() as AddressInfo).port}/fhir`;
     const { model } = await runReview({ ...period, source: { baseUrl: base, headers: { authorization: 'Bearer x' } }, outDir: join(dir, 'out') });
-    expect(seen[0]).toBe('/fhir/AuditEvent?date=ge2025-02-09T23%3A00%3A00.000Z&date=le2025-02-16T22%3A59%3A59.999Z&_count=500');
-    expect(seen).toHaveLength(Math.ceil(evs.length / 30));
+    // The period, and the break-the-glass verdicts given since its start (they may come after it).
+    // Two searches, each followed over every page.
+    expect(seen).toContain('/fhir/AuditEvent?date=ge2025-02-09T23%3A00%3A00.000Z&date=le2025-02-16T22%3A59%3A59.999Z&_count=500');
+    expect(seen).toHaveLength(2 * Math.ceil(evs.length / 30));
+    expect(seen.find((u) => u.includes('subtype='))).toBe(
+      '/fhir/AuditEvent?subtype=https%3A%2F%2Fcaregate.example%2Ffhir%2FCodeSystem%2Faudit-event%7Cbreak-glass-verdict&date=ge2025-02-09T23%3A00%3A00.000Z&_count=500',
+    );
     expect(model.totals.events).toBe(evs.length - 1);
     // A trail longer than maxPages is refused, not loaded.
     await expect(

@@ -267,7 +267,8 @@ describe('DEMO_FIXTURES', () => {
     const surgeon = visiblePatients('Practitioner/prat-girard', DEFAULT);
     expect(surgeon.size).toBeGreaterThan(1);
     for (const p of surgeon) expect(orthoPatients.has(p), p).toBe(true);
-    expect([...visiblePatients('Practitioner/prat-roux', DEFAULT)].sort()).toEqual(['pat-fx-er-1', 'pat-fx-er-2']);
+    // Her two emergency stays, and the stay of Dr Girard (a staff member) she admitted (src/demo/oversight.ts).
+    expect([...visiblePatients('Practitioner/prat-roux', DEFAULT)].sort()).toEqual(['pat-fx-er-1', 'pat-fx-er-2', 'pat-fx-staff-girard']);
   });
 });
 

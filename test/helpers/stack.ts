@@ -73,7 +73,7 @@ ${demoIdentityYaml(keysDir)}audit: { mode: ${opts.auditMode ?? 'strict'}, spoolD
 policy: { file: policy.yaml, watch: ${opts.watchPolicy ? 'true' : 'false'} }
 ${opts.extraYaml ?? ''}`;
   const loaded = parseConfig(yaml, join(dir, 'caregate.yaml'), {}, dir);
-  const gate = await startCaregate({ loaded, upstreamUrl, logger: pino({ level: 'silent' }), ...(opts.now ? { now: opts.now } : {}) });
+  const gate = await startCaregate({ loaded, upstreamUrl, logger: pino({ level: process.env.CAREGATE_TEST_LOG ?? 'silent' }), ...(opts.now ? { now: opts.now } : {}) });
   const token = (persona: PersonaName, o: { scope?: string } = {}) => demoToken(persona, { dir: keysDir, ...(o.scope ? { scope: o.scope } : {}) });
   return {
     gate,

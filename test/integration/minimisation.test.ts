@@ -68,6 +68,27 @@ describe('sensitive records inside the care team', () => {
     expect((await as('nurse').get(`/Binary/${F.cardiologyBinary}`, 'min-nurse-cardio-binary')).status).toBe(200);
   });
 
+  it('withholds an unlabelled Binary whose labelled document points at it, and shows the psychiatrist both', async () => {
+    // As a server stores attachments: the Binary names the patient, only the document carries the label.
+    const put = (type: string, id: string, body: object) =>
+      fetch(`${stack.upstreamUrl}/${type}/${id}`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: type, id, ...body }) });
+    expect((await put('Binary', 'bin-min-psy-letter', { contentType: 'text/plain', securityContext: { reference: `Patient/${F.patient}` }, data: Buffer.from('Lettre de liaison').toString('base64') })).ok).toBe(true);
+    expect(
+      (
+        await put('DocumentReference', 'doc-min-psy-letter', {
+          status: 'current',
+          meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' }] },
+          subject: { reference: `Patient/${F.patient}` },
+          content: [{ attachment: { contentType: 'text/plain', url: 'Binary/bin-min-psy-letter' } }],
+        })
+      ).ok,
+    ).toBe(true);
+    expect((await as('nurse').get('/Binary/bin-min-psy-letter', 'min-nurse-letter')).status).toBe(404);
+    const [event] = await eventsOf('min-nurse-letter');
+    expect(event?.outcomeDesc).toContain('withheld by sensitivity.psychiatry');
+    expect((await as('psychiatrist').get('/Binary/bin-min-psy-letter', 'min-psy-letter')).status).toBe(200);
+  });
+
   it('hides the note from the cardiologist of the same team too, and shows it to the DIM', async () => {
     expect((await as('clinician').get(`/DocumentReference/${F.psychiatricNote}`, 'min-martin-psy')).status).toBe(404);
     expect((await as('dim').get(`/DocumentReference/${F.psychiatricNote}`, 'min-dim-psy')).status).toBe(200);

@@ -118,7 +118,7 @@ describe('coding contractor (profile de-identified)', () => {
 });
 
 describe('policy.engagements', () => {
-  it('refuses to load a policy whose de-identified role has no engagement naming its DIM physician and CNIL authorisation', () => {
+  it('refuses to load a policy whose de-identified role has no engagement naming its DIM physician and its contract', () => {
     const text = readFileSync(resolve(import.meta.dirname, '../../config/policy.yaml'), 'utf8');
     const without = text.replace(/\nengagements:[\s\S]*?\n(?=careRelationships:)/, '\n');
     expect(() => parsePolicy(without, 'policy.yaml')).toThrow(ConfigError);
@@ -127,7 +127,9 @@ describe('policy.engagements', () => {
     } catch (e) {
       expect((e as ConfigError).problems.join('\n')).toMatch(/roles\[\d+\]\.profile: the de-identified role "coding-contractor" has no engagement/);
     }
-    const noCnil = text.replace(/\n {4}cnilAuthorisation: .*/, '');
-    expect(() => parsePolicy(noCnil, 'policy.yaml')).toThrow(/cnilAuthorisation/);
+    const noContract = text.replace(/\n {4}contractReference: .*/, '');
+    expect(() => parsePolicy(noContract, 'policy.yaml')).toThrow(/contractReference/);
+    const noStaff = text.replace(/\n {4}staff: .*/, '');
+    expect(() => parsePolicy(noStaff, 'policy.yaml')).toThrow(/staff.*R6113-5-2/);
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { contractorOf, engagementActive, engagementSchema } from '../../src/policy/engagement.js';
+import { categoriesOf, contractOf, contractorOf, engagementActive, engagementFor, engagementSchema } from '../../src/policy/engagement.js';
+import { practitioner } from '../audit/fixtures.js';
 
 const VALID = {
   id: 'optim-codage-2024',
@@ -41,11 +42,18 @@ describe('engagementSchema', () => {
     expect(issue?.message).toContain('2013-037');
   });
 
+  it('refuses an engagement with neither a contract reference nor a CNIL authorisation, and says why', () => {
+    const [issue] = issues(without('cnilAuthorisation'));
+    expect(issue?.path).toBe('contractReference');
+    expect(issue?.message).toContain('R6113-5-2');
+    expect(issue?.message).toContain('2023-498');
+    expect(issue?.message).toContain('2013-037');
+  });
+
   it.each([
-    ['missing', without('cnilAuthorisation')],
     ['empty', { ...VALID, cnilAuthorisation: '' }],
     ['blank', { ...VALID, cnilAuthorisation: '   ' }],
-  ])('refuses a %s CNIL authorisation reference, and says why', (_name, input) => {
+  ])('refuses an %s CNIL authorisation reference, and says why', (_name, input) => {
     const [issue] = issues(input);
     expect(issue?.path).toBe('cnilAuthorisation');
     expect(issue?.message).toContain('2013-037');
@@ -101,5 +109,41 @@ describe('engagementActive', () => {
 
   it('is not active at an invalid date', () => {
     expect(engagementActive(e, new Date('nonsense'))).toBe(false);
+  });
+});
+
+describe('engagements under the 2023 rules (CSP R6113-5-2)', () => {
+  const CONTRACT = { ...VALID, cnilAuthorisation: undefined, contractReference: 'Contrat DIM-2026-007', staff: ['Practitioner/ext-1'] };
+
+  it('accepts a contract with its named staff, and defaults to de-identified access to the coding categories', () => {
+    const e = engagementSchema.parse(CONTRACT);
+    expect(e.access).toBe('de-identified');
+    expect(categoriesOf(e)).toContain('Condition');
+    expect(contractOf(e)).toBe('Contrat DIM-2026-007');
+    expect(contractOf(engagementSchema.parse(VALID))).toBe('CNIL DR-2024-123');
+  });
+
+  it('refuses a contract without its individually authorised staff, unless the contractor is one person', () => {
+    const [issue] = issues({ ...CONTRACT, staff: undefined });
+    expect(issue).toMatchObject({ path: 'staff' });
+    expect(issue!.message).toContain('R6113-5-2');
+    expect(issues({ ...CONTRACT, staff: undefined, contractor: 'Practitioner/ext-1' })).toEqual([]);
+    expect(issues({ ...CONTRACT, staff: ['Practitioner/ext-1', 'Practitioner/ext-1'] }).map((i) => i.path)).toContain('staff');
+  });
+
+  it('allows identified access only under a contract, and de-identified access only to what caregate de-identifies', () => {
+    expect(issues({ ...CONTRACT, access: 'identified', categories: ['Encounter', 'DocumentReference'] })).toEqual([]);
+    expect(issues({ ...VALID, access: 'identified' }).map((i) => i.path)).toContain('access');
+    expect(issues({ ...CONTRACT, categories: ['DocumentReference'] }).map((i) => i.path)).toContain('categories.0');
+    expect(issues({ ...CONTRACT, access: 'identified', categories: ['AuditEvent'] }).map((i) => i.path)).toContain('categories.0');
+  });
+
+  it('gives the engagement to its listed staff only', () => {
+    const e = engagementSchema.parse({ ...CONTRACT, contractor: 'coding-contractor', validFrom: '2024-01-01', validUntil: '2030-12-31' });
+    const policy = { engagements: [e], timeZone: 'Europe/Paris' };
+    const now = new Date('2026-03-03T10:00:00Z');
+    const who = (ref: string) => practitioner({ practitioner: ref, policyRoles: ['coding-contractor'] });
+    expect(engagementFor(policy, who('Practitioner/ext-1'), 'coding-contractor', now)?.id).toBe(e.id);
+    expect(engagementFor(policy, who('Practitioner/ext-2'), 'coding-contractor', now)).toBeUndefined();
   });
 });

@@ -1,0 +1,146 @@
+/**
+ * The DIM's oversight in the demo hospital (docs/OVERSIGHT.md, docs/DEMO-HOSPITAL.md):
+ * - Dr Paul Girard, the orthopaedic surgeon (`surgeon`), hospitalised in cardiology: a staff member
+ *   who is also a patient (`pat-fx-staff-girard`, labelled v3-ActCode EMP), in Dr Martin's care
+ *   team with the nurse Julien Bernard (through his PractitionerRole), his stay attended by Dr Roux;
+ * - Hélène Vasseur, a public figure (`pat-fx-public-figure`, labelled v3-ActCode CEL), in Dr
+ *   Martin's care team;
+ * - Lucien Martin (`pat-fx-namesake-martin`), in Dr Martin's care team: he shares her surname;
+ * - a break-the-glass history: ten days ago Dr Roux opened Hélène Vasseur's record and read it, and
+ *   no verdict was given (overdue after 7 days); twenty days ago she opened the record of the
+ *   orthopaedics patient `pat-fx-ortho`, which the DIM, Dr Leroy, judged justified two days later.
+ *
+ * The AuditEvents are built by caregate's own builders (audit/build.ts, audit/verdict.ts), so that
+ * the seeded history is what caregate writes. Fixed ids, times relative to the seed's `now`. The
+ * patients, teams and stays are made by the seed's builder (seed.ts, `lateFixtures`).
+ */
+import type { AuditEvent, Coding } from '@medplum/fhirtypes';
+import type { AuditInput } from '../audit/audit-input.js';
+import { buildAuditEvents } from '../audit/build.js';
+import { buildVerdictEvent } from '../audit/verdict.js';
+import { classify } from '../fhir/classify.js';
+import type { PractitionerPrincipal } from '../identity/principal.js';
+import type { Decision } from '../policy/decision.js';
+import { PERSONAS, type PersonaName } from './personas.js';
+
+const DAY = 86_400_000;
+const HOUR = 3_600_000;
+const PUBLIC_BASE = 'https://fhir.chu-demo.example/fhir';
+const SITE = 'chu-demo';
+const ISSUER = 'https://idp.chu-demo.example/realms/chu';
+const CLIENT = 'dpi-web';
+
+/** Ids of the oversight fixtures. */
+export const OVERSIGHT_FIXTURES = {
+  staffPatient: 'pat-fx-staff-girard',
+  staffCareTeam: 'ct-fx-staff-girard',
+  staffStay: 'enc-fx-staff-girard',
+  flaggedPatient: 'pat-fx-public-figure',
+  flaggedCareTeam: 'ct-fx-public-figure',
+  namesakePatient: 'pat-fx-namesake-martin',
+  namesakeCareTeam: 'ct-fx-namesake-martin',
+  /** Ten days old, no verdict. */
+  openBreakGlass: 'ae-fx-btg-public-start',
+  openBreakGlassRead: 'ae-fx-btg-public-read',
+  /** Twenty days old, judged justified. */
+  closedBreakGlass: 'ae-fx-btg-ortho-start',
+  closedBreakGlassRead: 'ae-fx-btg-ortho-read',
+  closedVerdict: 'ae-fx-btg-ortho-verdict',
+} as const;
+
+/** Labels of the two monitored patients (the `oversight.detectors.sensitivePatients` defaults). */
+export const STAFF_LABEL: Coding = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'EMP', display: 'employee information sensitivity' };
+export const FLAGGED_LABEL: Coding = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'CEL', display: 'celebrity information sensitivity' };
+
+const iso = (t: number): string => new Date(Math.floor(t / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+
+/** The break-the-glass history: two openings with their reads, one closed by the DIM's verdict. */
+export function breakGlassHistory(now: number): AuditEvent[] {
+  const F = OVERSIGHT_FIXTURES;
+  const roux = principal('emergency');
+  const opening = (id: string, readId: string, patient: string, at: number, reason: string): AuditEvent[] => {
+    const until = at + HOUR;
+    const common = { publicBaseUrl: PUBLIC_BASE, site: SITE, principal: roux, clientId: CLIENT, clientAddress: '10.20.0.31' };
+    const grant = { source: 'break-glass' as const, reference: undefined, until: iso(until), reason };
+    const decision: Decision = {
+      effect: 'permit',
+      reason: 'break-glass',
+      rule: 'emergency.care-team',
+      message: 'Within the care relationships',
+      evidence: [grant],
+      obligations: [{ kind: 'filter-response' }, { kind: 'mark-break-glass' }, { kind: 'audit-severity', severity: 'high' }],
+      patients: [patient],
+      purposeOfUse: 'BTG',
+    };
+    return [
+      event({ ...common, kind: 'break-glass-start', ids: [id], requestId: `demo-${id}`, recorded: iso(at), patients: [patient], breakGlass: { reason, until: iso(until) } }),
+      event({
+        ...common,
+        ids: [readId],
+        requestId: `demo-${id}`,
+        recorded: iso(at),
+        interaction: classify({ method: 'GET', path: `/Patient/${patient}`, query: '', headers: {} }, { maxBodyBytes: 0 }),
+        decision,
+        httpStatus: 200,
+        upstreamStatus: 200,
+        patients: [patient],
+        resourceRefs: [`Patient/${patient}`],
+      }),
+    ];
+  };
+  const closedAt = now - 20 * DAY - 3 * HOUR;
+  const verdict = buildVerdictEvent({
+    id: F.closedVerdict,
+    requestId: 'demo-verdict-ortho',
+    recorded: iso(closedAt + 2 * DAY),
+    principal: principal('dim'),
+    clientAddress: '10.20.2.5',
+    publicBaseUrl: PUBLIC_BASE,
+    site: SITE,
+    opening: { id: F.closedBreakGlass, patient: 'pat-fx-ortho', openedBy: 'Practitioner/prat-roux' },
+    verdict: 'justified',
+    comment: 'Patient transféré des urgences en orthopédie la nuit même ; accès conforme à la prise en charge.',
+  });
+  return [
+    ...opening(F.openBreakGlass, F.openBreakGlassRead, F.flaggedPatient, now - 10 * DAY - 2 * HOUR, 'Malaise en salle d’attente des urgences, recherche des antécédents'),
+    ...opening(F.closedBreakGlass, F.closedBreakGlassRead, 'pat-fx-ortho', closedAt, 'Polytraumatisé arrivé par le SAMU, bilan des traitements en cours'),
+    verdict,
+  ];
+}
+
+function event(input: AuditInput): AuditEvent {
+  const [e] = buildAuditEvents(input);
+  return e!;
+}
+
+/** The verified caller a demo persona's token makes (what caregate records of her). */
+function principal(name: PersonaName): PractitionerPrincipal {
+  const p = PERSONAS[name];
+  if (p.kind !== 'practitioner') throw new TypeError(`${name} is not a practitioner`);
+  return {
+    kind: 'practitioner',
+    method: 'jwt',
+    claims: {
+      issuer: ISSUER,
+      subject: `demo-${p.name}`,
+      idNatPs: 'idNatPs' in p ? p.idNatPs : undefined,
+      professionCodes: 'profession' in p ? [p.profession.code] : [],
+      roles: [...p.idpRoles],
+      groups: [],
+      fhirUser: `Practitioner/${p.id}`,
+      patientContext: undefined,
+      scopes: undefined,
+      clientId: CLIENT,
+      jti: undefined,
+      displayName: `${p.given} ${p.family}`,
+      expiresAt: undefined,
+    },
+    certificate: undefined,
+    practitioner: `Practitioner/${p.id}`,
+    practitionerRoles: [],
+    organizations: [],
+    roleCodes: [],
+    // The demo policy's role for these personas (the first that matches).
+    policyRoles: [name === 'emergency' ? 'emergency' : name === 'dim' ? 'dim' : 'clinician'],
+  };
+}
