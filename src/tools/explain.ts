@@ -8,16 +8,15 @@ import type { FhirInteraction } from '../fhir/interaction.js';
 import { ProxyError } from '../http/errors.js';
 import { createLogger } from '../ops/logger.js';
 import type { Policy } from '../policy/config.js';
-import type { Decision } from '../policy/decision.js';
 import { loadPolicy, type LoadedPolicy } from '../policy/load.js';
 import { withheldBy } from '../policy/minimisation.js';
 import { matchRoles, roleFactsOf } from '../policy/roles.js';
 import { buildStages, type BuiltStages } from '../stages.js';
 import type { ClassifiedState, Identified, Received } from '../state.js';
 import { PERSONAS, type PersonaName } from '../demo/personas.js';
-import { explanationJson, formatExplanation } from './explain-text.js';
+import { explanationJson, formatExplanation, type ExplainedEntry, type ExplainRefusal, type ExplainRequest, type Explanation } from './explanation.js';
 
-export { explanationJson, formatExplanation };
+export { explanationJson, formatExplanation, type ExplainedEntry, type ExplainRefusal, type ExplainRequest, type Explanation };
 
 /**
  * `caregate explain`: why would caregate permit or refuse this request for this user?
@@ -29,69 +28,6 @@ export { explanationJson, formatExplanation };
  * Encounter, Consent, and for writes the current version), and nothing is audited (the AuditEvents
  * a break-the-glass grant would write are kept in memory and shown, not recorded).
  */
-
-/** One request to explain. `path` is relative to the FHIR base (`/Patient/x`); `query` without `?`. */
-export interface ExplainRequest {
-  method: string;
-  path: string;
-  query: string;
-  /** Lower-case header names. */
-  headers: Record<string, string>;
-  body?: Buffer;
-}
-
-/** Where a request was stopped before any decision (identify or classify, or a break-the-glass refusal). */
-export interface ExplainRefusal {
-  stage: 'identify' | 'classify' | 'authorize';
-  status: number;
-  code: string;
-  message: string;
-}
-
-export interface ExplainedEntry {
-  index: number;
-  method: string;
-  path: string;
-  kind: string;
-  resourceType: string | undefined;
-  decision?: Decision;
-  refusal?: ExplainRefusal;
-}
-
-/** Everything `explain` found out, as plain data (printed as text, or as JSON with `--json`). */
-export interface Explanation {
-  request: { method: string; path: string; query: string };
-  principal?: {
-    kind: Principal['kind'];
-    reference: string;
-    method: Principal['method'];
-    idpRoles: readonly string[];
-    groups: readonly string[];
-    professionCodes: readonly string[];
-    practitionerRoleCodes: readonly string[];
-    card: boolean;
-  };
-  /** The policy role that applies (the first that matches) and every role that matches, in file order. */
-  role?: { applied: string | undefined; profile: string | undefined; matching: string[] };
-  interaction?: {
-    kind: FhirInteraction['kind'];
-    resourceType: string | undefined;
-    id: string | undefined;
-    compartment: { type: string; id: string } | undefined;
-    operation: string | undefined;
-    /** Parameter names (and modifiers) only. */
-    params: string[];
-  };
-  /** The care set the decision was taken on: its size and where each patient comes from. */
-  careSet?: { scope: 'all' | 'listed'; patients: number; bySource: Record<string, number> };
-  decision?: Decision;
-  /** Batch and transaction entries, each decided as the proxy decides them. */
-  entries?: ExplainedEntry[];
-  refusal?: ExplainRefusal;
-  /** What happens next, in words (response filtering, narrowing, break-the-glass). */
-  notes: string[];
-  policyRevision: string;
-}
 
 export interface ExplainerOptions {
   loaded: LoadedConfig;

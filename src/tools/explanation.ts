@@ -1,8 +1,73 @@
+import type { FhirInteraction } from '../fhir/interaction.js';
+import type { Principal } from '../identity/principal.js';
 import type { Decision } from '../policy/decision.js';
 import type { Evidence } from '../relate/types.js';
-import type { Explanation } from './explain.js';
 
-/** `caregate explain`'s output: the explanation as text for a terminal, or as JSON. */
+/** What `caregate explain` finds out (src/tools/explain.ts), and its output as text or JSON. */
+
+/** One request to explain. `path` is relative to the FHIR base (`/Patient/x`); `query` without `?`. */
+export interface ExplainRequest {
+  method: string;
+  path: string;
+  query: string;
+  /** Lower-case header names. */
+  headers: Record<string, string>;
+  body?: Buffer;
+}
+
+/** Where a request was stopped before any decision (identify or classify, or a break-the-glass refusal). */
+export interface ExplainRefusal {
+  stage: 'identify' | 'classify' | 'authorize';
+  status: number;
+  code: string;
+  message: string;
+}
+
+export interface ExplainedEntry {
+  index: number;
+  method: string;
+  path: string;
+  kind: string;
+  resourceType: string | undefined;
+  decision?: Decision;
+  refusal?: ExplainRefusal;
+}
+
+/** Everything `explain` found out, as plain data (printed as text, or as JSON with `--json`). */
+export interface Explanation {
+  request: { method: string; path: string; query: string };
+  principal?: {
+    kind: Principal['kind'];
+    reference: string;
+    method: Principal['method'];
+    idpRoles: readonly string[];
+    groups: readonly string[];
+    professionCodes: readonly string[];
+    practitionerRoleCodes: readonly string[];
+    card: boolean;
+  };
+  /** The policy role that applies (the first that matches) and every role that matches, in file order. */
+  role?: { applied: string | undefined; profile: string | undefined; matching: string[] };
+  interaction?: {
+    kind: FhirInteraction['kind'];
+    resourceType: string | undefined;
+    id: string | undefined;
+    compartment: { type: string; id: string } | undefined;
+    operation: string | undefined;
+    /** Parameter names (and modifiers) only. */
+    params: string[];
+  };
+  /** The care set the decision was taken on: its size and where each patient comes from. */
+  careSet?: { scope: 'all' | 'listed'; patients: number; bySource: Record<string, number> };
+  decision?: Decision;
+  /** Batch and transaction entries, each decided as the proxy decides them. */
+  entries?: ExplainedEntry[];
+  refusal?: ExplainRefusal;
+  /** What happens next, in words (response filtering, narrowing, break-the-glass). */
+  notes: string[];
+  policyRevision: string;
+}
+
 
 
 const MAX_LISTED = 10;
