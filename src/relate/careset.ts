@@ -1,6 +1,7 @@
 import type { CareTeam, Encounter, Period, Reference } from '@medplum/fhirtypes';
 import { LRUCache } from 'lru-cache';
 import type { PractitionerPrincipal } from '../identity/principal.js';
+import type { CacheStats } from '../ops/metrics.js';
 import type { FhirClient } from '../upstream/client.js';
 import type { CareRelationshipsConfig } from './config.js';
 import type { CareSet, Evidence } from './types.js';
@@ -24,6 +25,11 @@ export interface CareSetResolver {
   clear(): void;
   /** Upstream lookups made so far (for metrics and the benchmark). */
   readonly lookups: number;
+  /**
+   * The care-set cache's counters (a miss is a resolution started), and the size of the index
+   * from members to the users whose sets they appear in (metrics).
+   */
+  cacheStats(): CacheStats & { memberIndex: number };
 }
 
 export interface CareSetResolverOptions {
@@ -38,6 +44,8 @@ const DAY_MS = 86_400_000;
 export function createCareSetResolver(opts: CareSetResolverOptions): CareSetResolver {
   const now = opts.now ?? Date.now;
   let lookups = 0;
+  let hits = 0;
+  let misses = 0;
   // The lifetime is checked against `now` on each read (the configured clock, a reload's new TTL);
   // the LRU bounds the memory only.
   const newCache = () => new LRUCache<string, CareSet>({ max: opts.config().cache.maxEntries });
@@ -154,10 +162,17 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     const key = p.practitioner;
     if (!fresh) {
       const hit = cache.get(key);
-      if (hit && now() - hit.resolvedAt < opts.config().cache.ttlSeconds * 1000) return hit;
+      if (hit && now() - hit.resolvedAt < opts.config().cache.ttlSeconds * 1000) {
+        hits++;
+        return hit;
+      }
     }
     const running = inflight.get(key);
-    if (running) return running;
+    if (running) {
+      hits++;
+      return running;
+    }
+    misses++;
     const started = generation;
     const promise = resolve(p)
       .then((set) => {
@@ -193,6 +208,7 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     get lookups() {
       return lookups;
     },
+    cacheStats: () => ({ hits, misses, entries: cache.size, memberIndex: byMember.size }),
   };
 }
 
