@@ -40,6 +40,12 @@ export interface CareSetResolverOptions {
 }
 
 const DAY_MS = 86_400_000;
+/**
+ * References per CareTeam search. A GET request line of 100 references stays near 3 KB, under the
+ * 8 KB many servers accept (Jetty's default, in front of HAPI; Node's is 16 KB): one search of a
+ * frontier of 1,000 teams was refused (431), and the user with it.
+ */
+const PARTICIPANTS_PER_SEARCH = 100;
 
 export function createCareSetResolver(opts: CareSetResolverOptions): CareSetResolver {
   const now = opts.now ?? Date.now;
@@ -134,12 +140,23 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     const seen = new Set<string>();
     let frontier = new Set(members);
     for (let depth = 0; depth <= cfg.careTeam.nestedDepth && frontier.size > 0; depth++) {
-      const found = await search<CareTeam>(
-        'careteam',
-        'CareTeam',
-        { participant: [...frontier].join(','), status: cfg.careTeam.statuses.join(','), _count: '1000' },
-        cfg.maxPages,
-      );
+      // The frontier holds every team found at the level above (hundreds for a ward physician):
+      // searched in slices, so that no request line outgrows what servers accept.
+      const refs = [...frontier];
+      const slices: string[][] = [];
+      for (let i = 0; i < refs.length; i += PARTICIPANTS_PER_SEARCH) slices.push(refs.slice(i, i + PARTICIPANTS_PER_SEARCH));
+      const found = (
+        await Promise.all(
+          slices.map((slice) =>
+            search<CareTeam>(
+              'careteam',
+              'CareTeam',
+              { participant: slice.join(','), status: cfg.careTeam.statuses.join(','), _count: '1000' },
+              cfg.maxPages,
+            ),
+          ),
+        )
+      ).flat();
       const next = new Set<string>();
       for (const team of found) {
         if (!team.id || seen.has(team.id)) continue;
