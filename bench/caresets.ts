@@ -63,11 +63,13 @@ export async function measureCareSets(
   practitioners: readonly string[],
   config: CareRelationshipsConfig,
   runs = 10,
+  /** The resolver's clock (epoch ms): the seed's `now` when the hospital was built for another day. */
+  now?: number,
 ): Promise<CareSetMeasure[]> {
   const client = createFhirClient({ baseUrl, timeoutMs: 60_000 });
   const out: CareSetMeasure[] = [];
   for (const practitioner of practitioners) {
-    const resolver = createCareSetResolver({ client, config: () => config });
+    const resolver = createCareSetResolver({ client, config: () => config, ...(now === undefined ? {} : { now: () => now }) });
     const principal = await practitionerPrincipal(baseUrl, practitioner);
     const set = await resolver.refresh(principal);
     const lookups = resolver.lookups;

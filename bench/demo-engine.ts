@@ -84,7 +84,7 @@ async function main(): Promise<void> {
   }
   // The personas' care sets as caregate resolves them (default policy), over HTTP.
   const relationships = loadPolicy('config/policy.yaml').policy.careRelationships;
-  const sets = await measureCareSets(fhir.url, ['prat-martin', 'prat-bernard', 'prat-girard', 'prat-roux'].map((id) => `Practitioner/${id}`), relationships);
+  const sets = await measureCareSets(fhir.url, ['prat-martin', 'prat-bernard', 'prat-girard', 'prat-roux'].map((id) => `Practitioner/${id}`), relationships, 10, NOW);
   lines.push('', '| care set (caregate resolver, over HTTP) | patients | lookups | resolution (ms) | cached (KB) |', '|---|---|---|---|---|');
   for (const m of sets) lines.push(`| ${m.practitioner} | ${m.patients} | ${m.lookups} | ${m.medianMs} | ${(m.bytes / 1024).toFixed(1)} |`);
   await fhir.close();
