@@ -10,6 +10,8 @@ import { MemoryRepository } from '@medplum/fhir-router';
 import { DemoRepository, loadFhirDefinitions } from '../src/demo/engine.js';
 import { startDemoFhir } from '../src/demo/server.js';
 import { buildHospital, seedHospital } from '../src/demo/seed.js';
+import { loadPolicy } from '../src/policy/load.js';
+import { measureCareSets } from './caresets.js';
 
 const patients = Number(process.env['DEMO_MEASURE_PATIENTS'] ?? '2000');
 const withMedplum = process.env['DEMO_MEASURE_MEDPLUM'] !== '0';
@@ -28,6 +30,10 @@ const QUERIES = [
   'Observation?date=ge2026-01-10&_count=20',
   'Patient?name=dupont',
   'Patient?_has:Condition:patient:code=B20&_count=20',
+  // What caregate asks to resolve the care sets of Dr Martin (ward) and Dr Roux (emergency).
+  'CareTeam?participant=Practitioner/prat-martin,PractitionerRole/role-martin-cardio,Organization/org-cardio&status=active&_count=1000',
+  'Encounter?participant=Practitioner/prat-martin,PractitionerRole/role-martin-cardio&status=arrived,triaged,in-progress,onleave,finished&_count=1000',
+  'Encounter?participant=Practitioner/prat-roux,PractitionerRole/role-roux-urg&status=arrived,triaged,in-progress,onleave,finished&_count=1000',
 ] as const;
 
 async function time(fn: () => Promise<unknown>, runs: number): Promise<number> {
@@ -62,7 +68,7 @@ async function main(): Promise<void> {
     const a = await time(() => indexed.search(parseSearchRequest(q)), 20);
     const b = await time(() => scanned.search(parseSearchRequest(q)), 3);
     let c = '-';
-    if (medplum && !q.includes('_has') && !q.includes('date=') && !q.includes('name=')) {
+    if (medplum && !q.includes('_has') && !q.includes('date=') && !q.includes('name=') && !q.includes('_count=1000')) {
       const m = medplum;
       t = performance.now();
       await m.search(parseSearchRequest(q)).catch(() => undefined);
@@ -76,6 +82,11 @@ async function main(): Promise<void> {
     const ms = await time(async () => (await fetch(`${fhir.url}/${q}`)).arrayBuffer(), 20);
     lines.push(`| \`${q}\` | ${ms.toFixed(2)} |`);
   }
+  // The personas' care sets as caregate resolves them (default policy), over HTTP.
+  const relationships = loadPolicy('config/policy.yaml').policy.careRelationships;
+  const sets = await measureCareSets(fhir.url, ['prat-martin', 'prat-bernard', 'prat-girard', 'prat-roux'].map((id) => `Practitioner/${id}`), relationships, 10, NOW);
+  lines.push('', '| care set (caregate resolver, over HTTP) | patients | lookups | resolution (ms) | cached (KB) |', '|---|---|---|---|---|');
+  for (const m of sets) lines.push(`| ${m.practitioner} | ${m.patients} | ${m.lookups} | ${m.medianMs} | ${(m.bytes / 1024).toFixed(1)} |`);
   await fhir.close();
   process.stdout.write(`\n${lines.join('\n')}\n`);
 }

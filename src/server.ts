@@ -17,7 +17,7 @@ import { identifyInputFrom } from './identity/identify.js';
 import { tlsServerOptions } from './identity/mtls.js';
 import { roleOf } from './policy/roles.js';
 import { createLogger } from './ops/logger.js';
-import { createMetrics, type Metrics } from './ops/metrics.js';
+import { createMetrics, registerCacheMetrics, type Metrics } from './ops/metrics.js';
 import { createUpstreamProxy, type UpstreamRequest } from './upstream/proxy.js';
 import { createUndiciForwarder } from './upstream/undici-forward.js';
 import { loadPolicy, type LoadedPolicy } from './policy/load.js';
@@ -213,6 +213,14 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   });
   const { client, identifier } = built;
   notifier.start();
+  registerCacheMetrics(metrics.registry, {
+    token: () => identifier.cacheStats().token,
+    principal: () => identifier.cacheStats().principal,
+    careset: () => built.careSets.cacheStats(),
+  }, {
+    // The index from care-team members to the users whose cached sets they appear in.
+    'careset-members': () => built.careSets.cacheStats().memberIndex,
+  });
 
   const forwarderOptions = {
     target: opts.upstreamUrl,

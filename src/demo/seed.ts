@@ -283,6 +283,26 @@ export const SEED_DEFAULTS = { seed: 42, patients: 2000, practitioners: 50, obse
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
 
+/**
+ * How large a share of their service's patients the clinical personas care for: the care sets of a
+ * ward (default hospital, seed 42, default policy: Dr Martin about 130 patients, the nurse and the
+ * surgeon over 100, Dr Roux several hundred through emergency stays; docs/DEMO-HOSPITAL.md).
+ */
+const PERSONA_SHARE = {
+  /** Cardiology stays Dr Martin attends. */
+  martin: 0.62,
+  /** Cardiology stays the ward nurse takes part in (through his PractitionerRole). */
+  bernard: 0.6,
+  /** Orthopaedics stays Dr Girard attends. */
+  girard: 0.75,
+  /** Emergency-service stays Dr Roux attends. */
+  rouxStays: 0.7,
+  /** Recent admissions of the other services that came through the emergency department. */
+  throughEmergency: 0.6,
+  /** Emergency passages Dr Roux attended (directly or through her PractitionerRole). */
+  emergencyPassages: 0.7,
+} as const;
+
 /** mulberry32: small, fast, good enough for synthetic data. */
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -493,16 +513,24 @@ type EncounterStatus = Encounter['status'];
 class HospitalBuilder {
   readonly out: Resource[] = [];
   private readonly rng: Rng;
+  /**
+   * The draws that give the personas their realistic care sets (emergency passages, Dr Roux's
+   * stays) come from a stream of their own: the rest of the hospital stays what the main stream
+   * made it, resource for resource.
+   */
+  private readonly careRng: Rng;
   private readonly now: number;
   private readonly counters = new Map<string, number>();
   private readonly usedIns = new Set<string>();
   private ippSeq = 0;
   private staySeq = 0;
+  private passageSeq = 0;
   /** Generated clinical staff per service (personas excluded). */
   private readonly staff = new Map<ServiceKey, { physicians: Staff[]; nurses: Staff[] }>();
 
   constructor(private readonly opts: Required<Omit<SeedOptions, 'now'>> & { now: number }) {
     this.rng = new Rng(opts.seed);
+    this.careRng = new Rng(opts.seed + 0x9e3779b9);
     this.now = opts.now;
   }
 
@@ -737,7 +765,9 @@ class HospitalBuilder {
     period: { start?: number; end?: number },
     participants: readonly { ref: Ref; type?: string; period?: { start?: number; end?: number } }[],
     id = this.nextId('enc'),
+    draw: { rng?: Rng; stayNumber?: string } = {},
   ): string {
+    const rng = draw.rng ?? this.rng;
     const start = period.start ?? this.now;
     const participant: EncounterParticipant[] = participants.map((p) => ({
       type: [{ coding: [{ system: PARTICIPATION, code: p.type ?? 'ATND' }] }],
@@ -746,8 +776,8 @@ class HospitalBuilder {
         ? { period: { ...(p.period.start !== undefined ? { start: dt(p.period.start) } : {}), ...(p.period.end !== undefined ? { end: dt(p.period.end) } : {}) } }
         : {}),
     }));
-    const withDisplay = this.rng.chance(0.3);
-    const stayNumber = `${new Date(start).getUTCFullYear()}${pad(++this.staySeq, 6)}`;
+    const withDisplay = rng.chance(0.3);
+    const stayNumber = draw.stayNumber ?? `${new Date(start).getUTCFullYear()}${pad(++this.staySeq, 6)}`;
     this.push<Encounter>({
       resourceType: 'Encounter',
       id,
@@ -755,7 +785,7 @@ class HospitalBuilder {
       status,
       class: service === 'emergency'
         ? { system: ACT_CODE, code: 'EMER', display: 'emergency' }
-        : this.rng.chance(0.75)
+        : rng.chance(0.75)
           ? { system: ACT_CODE, code: 'IMP', display: 'inpatient encounter' }
           : { system: ACT_CODE, code: 'AMB', display: 'ambulatory' },
       subject: ref('Patient', patient.id, withDisplay ? patient.display : undefined),
@@ -927,12 +957,32 @@ class HospitalBuilder {
     }
   }
 
-  private pickStaff(service: ClinicalService, physician: boolean): Staff {
+  private pickStaff(service: ClinicalService, physician: boolean, rng: Rng = this.rng): Staff {
     const pool = this.staff.get(service);
     const list = physician ? pool?.physicians : pool?.nurses;
-    if (list && list.length > 0) return this.rng.pick(list);
+    if (list && list.length > 0) return rng.pick(list);
     const fallback = pool?.physicians ?? [];
-    return this.rng.pick(fallback.length > 0 ? fallback : [...this.staff.values()].flatMap((p) => p.physicians));
+    return rng.pick(fallback.length > 0 ? fallback : [...this.staff.values()].flatMap((p) => p.physicians));
+  }
+
+  /**
+   * The emergency department passage that preceded an admission (most admissions begin there): a
+   * finished emergency stay of a few hours ending when the admission began, attended by Dr Roux
+   * or another emergency physician, often with an emergency nurse. Drawn from `careRng`.
+   */
+  private emergencyPassage(patient: PatientInfo, admission: number): void {
+    const start = admission - this.careRng.int(2, 10) * HOUR;
+    const roux = this.careRng.chance(PERSONA_SHARE.emergencyPassages);
+    const physician = roux
+      ? this.careRng.chance(0.5)
+        ? ref('Practitioner', 'prat-roux')
+        : ref('PractitionerRole', 'role-roux-urg')
+      : ref('Practitioner', this.pickStaff('emergency', true, this.careRng).id);
+    const nurse = this.careRng.chance(0.6) ? [{ ref: ref('PractitionerRole', this.pickStaff('emergency', false, this.careRng).role), type: 'PART' }] : [];
+    this.encounter(patient, 'emergency', 'finished', { start, end: admission }, [{ ref: physician }, ...nurse], this.nextId('enc-er'), {
+      rng: this.careRng,
+      stayNumber: `${new Date(start).getUTCFullYear()}U${pad(++this.passageSeq, 5)}`,
+    });
   }
 
   private generatedPatient(id: string): void {
@@ -944,14 +994,18 @@ class HospitalBuilder {
       ['neurology', 15],
     ]);
     const patient = this.patient(id);
-    // The personas take part in a share of their own service's care only (never elsewhere).
+    // The personas take part in a share of their own service's care only (never elsewhere), large
+    // enough to give them the care sets of a ward (PERSONA_SHARE). The main stream draws exactly as
+    // it did with smaller shares; Dr Roux's draws come from careRng.
     let physician: Ref = ref('Practitioner', this.pickStaff(service, true).id);
     let nurse: Ref = this.rng.chance(0.5)
       ? ref('PractitionerRole', this.pickStaff(service, false).role)
       : ref('Practitioner', this.pickStaff(service, false).id);
-    if (service === 'cardiology' && this.rng.chance(0.15)) physician = ref('Practitioner', 'prat-martin');
-    if (service === 'cardiology' && this.rng.chance(0.15)) nurse = ref('PractitionerRole', 'role-bernard-cardio');
-    if (service === 'orthopaedics' && this.rng.chance(0.35)) physician = ref('Practitioner', 'prat-girard');
+    if (service === 'cardiology' && this.rng.chance(PERSONA_SHARE.martin)) physician = ref('Practitioner', 'prat-martin');
+    const bernard = service === 'cardiology' && this.rng.chance(PERSONA_SHARE.bernard);
+    if (bernard) nurse = ref('PractitionerRole', 'role-bernard-cardio');
+    if (service === 'orthopaedics' && this.rng.chance(PERSONA_SHARE.girard)) physician = ref('Practitioner', 'prat-girard');
+    if (service === 'emergency' && this.careRng.chance(PERSONA_SHARE.rouxStays)) physician = ref('Practitioner', 'prat-roux');
     const author = physician.reference?.split('/')[1] ?? 'prat-g001';
 
     const status = this.rng.weighted<string>([
@@ -1021,10 +1075,16 @@ class HospitalBuilder {
         { ref: ref('Practitioner', this.pickStaff(oldService, true).id) },
       ]);
     }
-    const participants = [{ ref: physician }, ...(service === 'emergency' || this.rng.chance(0.7) ? [{ ref: nurse, type: 'PART' }] : [])];
+    // The ward nurse is on every stay he was drawn for (the draw of the main stream is made all the same).
+    const participants = [{ ref: physician }, ...(service === 'emergency' || this.rng.chance(0.7) || bernard ? [{ ref: nurse, type: 'PART' }] : [])];
     const encounterId = this.encounter(patient, service, encStatus, { start, ...(end !== undefined ? { end } : {}) }, participants);
 
     const current = ['in-progress', 'arrived', 'triaged', 'onleave'].includes(status);
+    // Admissions of the last weeks often came through the emergency department.
+    const recentAdmission = current || status === 'finished-yesterday' || status === 'finished-recent';
+    if (service !== 'emergency' && recentAdmission && this.careRng.chance(PERSONA_SHARE.throughEmergency)) {
+      this.emergencyPassage(patient, start);
+    }
     // Some participants carry their own period (covering the team's), some teams none at all.
     const members = participants.map((p) => (this.rng.chance(0.2) ? { member: p.ref, period: { start } } : { member: p.ref }));
     if (current && service !== 'emergency') {

@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { ProxyError } from '../http/errors.js';
+import type { CacheStats } from '../ops/metrics.js';
 import type { FhirClient } from '../upstream/client.js';
 import { bearerChallenge, invalidCertificate, invalidToken, noCredential } from './challenge.js';
 import { mapClaims, type MappedToken } from './claims.js';
@@ -90,6 +91,8 @@ export interface Identifier {
   clearPrincipals(): void;
   /** Lower-case request headers to strip before forwarding upstream (see `identityHeaderNames`). */
   readonly headerNames: readonly string[];
+  /** The verified-token and principal caches' counters (metrics). */
+  cacheStats(): { token: CacheStats; principal: CacheStats };
   close(): void;
 }
 
@@ -214,6 +217,7 @@ export function createIdentifier(opts: IdentifierOptions): Identifier {
     headerNames,
     invalidatePrincipal: (ref) => resolver.invalidatePrincipal(ref),
     clearPrincipals: () => resolver.clear(),
+    cacheStats: () => ({ token: verifier.cacheStats(), principal: resolver.cacheStats() }),
     close: () => resolver.clear(),
 
     async identify(input) {

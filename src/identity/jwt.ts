@@ -14,6 +14,7 @@ import {
   type ProtectedHeaderParameters,
 } from 'jose';
 import { ProxyError } from '../http/errors.js';
+import type { CacheStats } from '../ops/metrics.js';
 import { invalidToken } from './challenge.js';
 import { isHmacAlgorithm, type IssuerConfig } from './config.js';
 
@@ -37,6 +38,8 @@ export interface TokenVerifier {
    *   keys cannot be fetched.
    */
   verify(token: string): Promise<VerifiedToken>;
+  /** The verified-token cache's counters (metrics). */
+  cacheStats(): CacheStats;
 }
 
 export interface TokenVerifierOptions {
@@ -128,6 +131,8 @@ export function createTokenVerifier(issuers: readonly IssuerConfig[], opts: Toke
     max: 10_000,
     ttl: VERIFIED_TTL_MS,
   });
+  let hits = 0;
+  let misses = 0;
 
   async function verifyWith(token: string, key: Key, options: JWTVerifyOptions) {
     try {
@@ -153,9 +158,11 @@ export function createTokenVerifier(issuers: readonly IssuerConfig[], opts: Toke
       const cacheKey = hash('sha256', token, 'base64url');
       const hit = verified.get(cacheKey);
       if (hit && byIss.get(hit.iss.issuer)?.iss === hit.iss) {
+        hits++;
         checkTimes(hit.payload, hit.iss, now());
         return { issuer: hit.iss, payload: hit.payload, header: hit.header };
       }
+      misses++;
       if (token.split('.').length === 5) throw fail('Encrypted tokens (JWE) are not accepted.');
       if (!COMPACT_JWS.test(token)) throw fail('The token is malformed (not a compact JWS).');
       let header: ProtectedHeaderParameters;
@@ -211,6 +218,7 @@ export function createTokenVerifier(issuers: readonly IssuerConfig[], opts: Toke
       verified.set(cacheKey, { iss, payload, header });
       return { issuer: iss, payload, header };
     },
+    cacheStats: () => ({ hits, misses, entries: verified.size }),
   };
 
   /** The time rules jose applied at the first verification, applied again for a cached token. */

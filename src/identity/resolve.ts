@@ -1,6 +1,7 @@
 import type { Patient, Period, Practitioner, PractitionerRole, RelatedPerson, Resource } from '@medplum/fhirtypes';
 import { LRUCache } from 'lru-cache';
 import { ProxyError } from '../http/errors.js';
+import type { CacheStats } from '../ops/metrics.js';
 import type { FhirClient } from '../upstream/client.js';
 import { RPPS_SYSTEM } from './config.js';
 import type { CertificateIdentity, Claims } from './principal.js';
@@ -42,6 +43,8 @@ export interface PrincipalResolver {
   /** Forgets cached resolutions of `Practitioner/<id>` (or a Patient/RelatedPerson reference). */
   invalidatePrincipal(reference: string): void;
   clear(): void;
+  /** The principal cache's counters (metrics): a miss is a lookup started. */
+  cacheStats(): CacheStats;
 }
 
 export interface PrincipalResolverOptions {
@@ -113,6 +116,8 @@ export function createPrincipalResolver(opts: PrincipalResolverOptions): Princip
   const ttlMs = opts.ttlSeconds * 1000;
   const cache = ttlMs > 0 ? new LRUCache<string, Resolved>({ max: opts.max, ttl: ttlMs }) : undefined;
   const pending = new Map<string, Promise<Resolved>>();
+  let hits = 0;
+  let misses = 0;
   // Bumped by every invalidation: a lookup that started before it must not cache its answer.
   let generation = 0;
 
@@ -252,9 +257,16 @@ export function createPrincipalResolver(opts: PrincipalResolverOptions): Princip
     async resolve(req) {
       const key = keyOf(req);
       const hit = cache?.get(key);
-      if (hit) return hit;
+      if (hit) {
+        hits++;
+        return hit;
+      }
       const inflight = pending.get(key);
-      if (inflight) return inflight;
+      if (inflight) {
+        hits++;
+        return inflight;
+      }
+      misses++;
       const started = generation;
       const p = lookup(req)
         .then(({ until, ...resolved }) => {
@@ -286,5 +298,6 @@ export function createPrincipalResolver(opts: PrincipalResolverOptions): Princip
       pending.clear();
       cache?.clear();
     },
+    cacheStats: () => ({ hits, misses, entries: cache?.size ?? 0 }),
   };
 }

@@ -1,6 +1,7 @@
 import type { CareTeam, Encounter, Period, Reference } from '@medplum/fhirtypes';
 import { LRUCache } from 'lru-cache';
 import type { PractitionerPrincipal } from '../identity/principal.js';
+import type { CacheStats } from '../ops/metrics.js';
 import type { FhirClient } from '../upstream/client.js';
 import type { CareRelationshipsConfig } from './config.js';
 import type { CareSet, Evidence } from './types.js';
@@ -24,6 +25,11 @@ export interface CareSetResolver {
   clear(): void;
   /** Upstream lookups made so far (for metrics and the benchmark). */
   readonly lookups: number;
+  /**
+   * The care-set cache's counters (a miss is a resolution started), and the size of the index
+   * from members to the users whose sets they appear in (metrics).
+   */
+  cacheStats(): CacheStats & { memberIndex: number };
 }
 
 export interface CareSetResolverOptions {
@@ -34,10 +40,18 @@ export interface CareSetResolverOptions {
 }
 
 const DAY_MS = 86_400_000;
+/**
+ * References per CareTeam search. A GET request line of 100 references stays near 3 KB, under the
+ * 8 KB many servers accept (Jetty's default, in front of HAPI; Node's is 16 KB): one search of a
+ * frontier of 1,000 teams was refused (431), and the user with it.
+ */
+const PARTICIPANTS_PER_SEARCH = 100;
 
 export function createCareSetResolver(opts: CareSetResolverOptions): CareSetResolver {
   const now = opts.now ?? Date.now;
   let lookups = 0;
+  let hits = 0;
+  let misses = 0;
   // The lifetime is checked against `now` on each read (the configured clock, a reload's new TTL);
   // the LRU bounds the memory only.
   const newCache = () => new LRUCache<string, CareSet>({ max: opts.config().cache.maxEntries });
@@ -127,12 +141,23 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     const seen = new Set<string>();
     let frontier = new Set(members);
     for (let depth = 0; depth <= cfg.careTeam.nestedDepth && frontier.size > 0; depth++) {
-      const found = await search<CareTeam>(
-        'careteam',
-        'CareTeam',
-        { participant: [...frontier].join(','), status: cfg.careTeam.statuses.join(','), _count: '1000' },
-        cfg.maxPages,
-      );
+      // The frontier holds every team found at the level above (hundreds for a ward physician):
+      // searched in slices, so that no request line outgrows what servers accept.
+      const refs = [...frontier];
+      const slices: string[][] = [];
+      for (let i = 0; i < refs.length; i += PARTICIPANTS_PER_SEARCH) slices.push(refs.slice(i, i + PARTICIPANTS_PER_SEARCH));
+      const found = (
+        await Promise.all(
+          slices.map((slice) =>
+            search<CareTeam>(
+              'careteam',
+              'CareTeam',
+              { participant: slice.join(','), status: cfg.careTeam.statuses.join(','), _count: '1000' },
+              cfg.maxPages,
+            ),
+          ),
+        )
+      ).flat();
       const next = new Set<string>();
       for (const team of found) {
         if (!team.id || seen.has(team.id)) continue;
@@ -155,10 +180,17 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     const key = p.practitioner;
     if (!fresh) {
       const hit = cache.get(key);
-      if (hit && now() - hit.resolvedAt < opts.config().cache.ttlSeconds * 1000) return hit;
+      if (hit && now() - hit.resolvedAt < opts.config().cache.ttlSeconds * 1000) {
+        hits++;
+        return hit;
+      }
     }
     const running = inflight.get(key);
-    if (running) return running;
+    if (running) {
+      hits++;
+      return running;
+    }
+    misses++;
     const started = generation;
     const promise = resolve(p)
       .then((set) => {
@@ -194,6 +226,7 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     get lookups() {
       return lookups;
     },
+    cacheStats: () => ({ hits, misses, entries: cache.size, memberIndex: byMember.size }),
   };
 }
 

@@ -42,7 +42,25 @@ beforeAll(() => {
   byRef = new Map(hospital.map((r) => [`${r.resourceType}/${r.id}`, r]));
 });
 
-const of = <T extends Resource>(type: T['resourceType']): T[] => hospital.filter((r): r is T => r.resourceType === type);
+let defaultBuilt: Resource[] | undefined;
+/** The default-size hospital (2000 patients), built once for the tests that need it. */
+const defaultHospital = (): Resource[] => (defaultBuilt ??= buildHospital({ now: NOW }));
+
+/** Patients with a CareTeam managed by, or an Encounter served by, this service. */
+function servicePatients(resources: readonly Resource[], org: string, only?: 'Encounter'): Set<string> {
+  return new Set(
+    resources
+      .filter(
+        (r): r is CareTeam | Encounter =>
+          (only === undefined && r.resourceType === 'CareTeam' && (r as CareTeam).managingOrganization?.[0]?.reference === org) ||
+          (r.resourceType === 'Encounter' && (r as Encounter).serviceProvider?.reference === org),
+      )
+      .flatMap((r) => (r.subject?.reference?.startsWith('Patient/') ? [r.subject.reference.slice('Patient/'.length)] : [])),
+  );
+}
+
+const of = <T extends Resource>(type: T['resourceType'], resources: readonly Resource[] = hospital): T[] =>
+  resources.filter((r): r is T => r.resourceType === type);
 const ident = (r: { identifier?: Identifier[] }, system: string): string | undefined =>
   r.identifier?.find((i) => i.system === system)?.value;
 
@@ -59,14 +77,15 @@ interface Settings {
 const covers = (p: Period | undefined, t: number): boolean =>
   (!p?.start || Date.parse(p.start) <= t) && (!p?.end || Date.parse(p.end) > t);
 
-function visiblePatients(personaRef: string, settings: Settings): Set<string> {
+function visiblePatients(personaRef: string, settings: Settings, resources: readonly Resource[] = hospital): Set<string> {
+  const ofType = <T extends Resource>(type: T['resourceType']): T[] => of<T>(type, resources);
   const out = new Set<string>();
   if (personaRef.startsWith('Patient/')) {
     out.add(personaRef.slice('Patient/'.length));
     return out;
   }
   if (personaRef.startsWith('RelatedPerson/')) {
-    for (const c of of<Consent>('Consent')) {
+    for (const c of ofType<Consent>('Consent')) {
       const actor = c.provision?.actor?.some((a) => a.reference.reference === personaRef);
       if (c.status === 'active' && actor && covers(c.provision?.period, NOW) && c.patient?.reference) {
         out.add(c.patient.reference.slice('Patient/'.length));
@@ -75,14 +94,14 @@ function visiblePatients(personaRef: string, settings: Settings): Set<string> {
     return out;
   }
   const practitionerId = personaRef.slice('Practitioner/'.length);
-  const roles = of<PractitionerRole>('PractitionerRole').filter(
+  const roles = ofType<PractitionerRole>('PractitionerRole').filter(
     (r) => r.practitioner?.reference === personaRef && r.active === true && covers(r.period, NOW),
   );
   const members = new Set<string>([personaRef, ...roles.map((r) => `PractitionerRole/${r.id}`)]);
   if (settings.serviceTeams) {
     for (const r of roles) if (r.organization?.reference) members.add(r.organization.reference);
   }
-  const activeTeams = of<CareTeam>('CareTeam').filter((t) => t.status === 'active' && covers(t.period, NOW));
+  const activeTeams = ofType<CareTeam>('CareTeam').filter((t) => t.status === 'active' && covers(t.period, NOW));
   // Nested teams: a team counts when one of its live participants is already a member; depth 5.
   for (let depth = 0; depth < 5; depth++) {
     for (const team of activeTeams) {
@@ -97,7 +116,7 @@ function visiblePatients(personaRef: string, settings: Settings): Set<string> {
     }
   }
   const personal = new Set([...members].filter((m) => !m.startsWith('Organization/') && !m.startsWith('CareTeam/')));
-  for (const enc of of<Encounter>('Encounter')) {
+  for (const enc of ofType<Encounter>('Encounter')) {
     const takesPart = enc.participant?.some((p) => p.individual?.reference && personal.has(p.individual.reference) && covers(p.period, NOW));
     if (!takesPart || !enc.subject?.reference) continue;
     const current = ['arrived', 'triaged', 'in-progress', 'onleave'].includes(enc.status);
@@ -128,7 +147,7 @@ describe('the demo hospital seed', () => {
   });
 
   it('builds the default-size hospital (timing is in docs/DEMO-HOSPITAL.md, not asserted)', () => {
-    const all = buildHospital({ now: NOW });
+    const all = defaultHospital();
     const patients = all.filter((r) => r.resourceType === 'Patient').length;
     const fixturePatients = of<Patient>('Patient').filter((p) => !/^pat-\d+$/.test(p.id ?? '')).length;
     expect(patients).toBe(2000 + fixturePatients);
@@ -254,21 +273,36 @@ describe('DEMO_FIXTURES', () => {
     }
   });
 
-  it('gives the surgeon orthopaedics patients only and the emergency physician just a few', () => {
-    const orthoPatients = new Set(
-      hospital
-        .filter(
-          (r): r is CareTeam | Encounter =>
-            (r.resourceType === 'CareTeam' && (r as CareTeam).managingOrganization?.[0]?.reference === 'Organization/org-ortho') ||
-            (r.resourceType === 'Encounter' && (r as Encounter).serviceProvider?.reference === 'Organization/org-ortho'),
-        )
-        .map((r) => r.subject?.reference?.slice('Patient/'.length)),
-    );
+  it('gives the surgeon orthopaedics patients only and the emergency physician emergency stays only', () => {
     const surgeon = visiblePatients('Practitioner/prat-girard', DEFAULT);
     expect(surgeon.size).toBeGreaterThan(1);
-    for (const p of surgeon) expect(orthoPatients.has(p), p).toBe(true);
-    // Her two emergency stays, and the stay of Dr Girard (a staff member) she admitted (src/demo/oversight.ts).
-    expect([...visiblePatients('Practitioner/prat-roux', DEFAULT)].sort()).toEqual(['pat-fx-er-1', 'pat-fx-er-2', 'pat-fx-staff-girard']);
+    const ortho = servicePatients(hospital, 'Organization/org-ortho');
+    for (const p of surgeon) expect(ortho.has(p), p).toBe(true);
+    const emergency = visiblePatients('Practitioner/prat-roux', DEFAULT);
+    expect(emergency.size).toBeGreaterThan(2);
+    const viaEmergency = servicePatients(hospital, 'Organization/org-urgences', 'Encounter');
+    // Besides: the stay of Dr Girard (a staff member) she admitted in cardiology (src/demo/oversight.ts).
+    for (const p of emergency) if (p !== 'pat-fx-staff-girard') expect(viaEmergency.has(p), p).toBe(true);
+    expect(emergency.has('pat-fx-staff-girard')).toBe(true);
+  });
+
+  it('gives the ward clinicians the care sets of a ward (100+ patients) and the emergency physician several hundred', () => {
+    // The default hospital under the default policy (service teams, finished stays count 30 days).
+    const all = defaultHospital();
+    const policy: Settings = { serviceTeams: true, encounterWindowDays: 30 };
+    const size = (ref: string) => visiblePatients(ref, policy, all).size;
+    const martin = size('Practitioner/prat-martin');
+    expect(martin).toBeGreaterThanOrEqual(100);
+    expect(martin).toBeLessThanOrEqual(200);
+    expect(size('Practitioner/prat-bernard')).toBeGreaterThanOrEqual(100);
+    expect(size('Practitioner/prat-girard')).toBeGreaterThanOrEqual(100);
+    const roux = visiblePatients('Practitioner/prat-roux', policy, all);
+    expect(roux.size).toBeGreaterThanOrEqual(250);
+    const viaEmergency = servicePatients(all, 'Organization/org-urgences', 'Encounter');
+    for (const p of roux) if (p !== 'pat-fx-staff-girard') expect(viaEmergency.has(p), p).toBe(true);
+    // Drawn from the generated patients of their service, not the fixtures alone.
+    // (the fixtures: her two emergency stays and the staff member she admitted)
+    expect([...roux].filter((p) => /^pat-\d+$/.test(p)).length).toBe(roux.size - 3);
   });
 });
 

@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { AuditEvent, Bundle, Parameters, ParametersParameter } from '@medplum/fhirtypes';
+import type { AuditEvent, Bundle, Encounter, Parameters, ParametersParameter } from '@medplum/fhirtypes';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verdictOf } from '../../src/audit/verdict.js';
@@ -251,7 +251,15 @@ describe('who can see this patient now', () => {
     expect(res.status).toBe(200);
     const patients = ((JSON.parse(res.text) as Parameters).parameter ?? []).filter((p) => p.name === 'patient');
     const ids = patients.map((p) => part(p, 'who')[0]!.valueReference!.reference).sort();
-    expect(ids).toEqual(['Patient/pat-dupont', 'Patient/pat-fx-direct', 'Patient/pat-fx-er-1', 'Patient/pat-fx-er-2', `Patient/${F.staffPatient}`]);
+    // The fixtures (Louise Dupont through a grant), and her emergency stays of the generated hospital.
+    const fixtures = ['Patient/pat-dupont', 'Patient/pat-fx-direct', 'Patient/pat-fx-er-1', 'Patient/pat-fx-er-2', `Patient/${F.staffPatient}`];
+    expect(ids).toEqual(expect.arrayContaining(fixtures));
+    const ofHerStays = new Set<string>();
+    for (const who of ['Practitioner/prat-roux', 'PractitionerRole/role-roux-urg']) {
+      const stays = (await (await fetch(`${stack.upstreamUrl}/Encounter?participant=${who}&_count=1000`)).json()) as Bundle<Encounter>;
+      for (const e of stays.entry ?? []) ofHerStays.add(e.resource!.subject!.reference!);
+    }
+    for (const id of ids.filter((i) => !fixtures.includes(i!))) expect(ofHerStays.has(id!), id).toBe(true);
     const dupont = patients.find((p) => part(p, 'who')[0]!.valueReference!.reference === 'Patient/pat-dupont')!;
     expect(part(part(dupont, 'evidence')[0]!, 'source')[0]!.valueCode).toBe('break-glass');
     expect((await review('dim', '/care-set?practitioner=no-one')).status).toBe(404);

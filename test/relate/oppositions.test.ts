@@ -157,7 +157,7 @@ describe('care sets with oppositions', () => {
   const opposed = consent({ type: 'deny', actor: [actor('Practitioner/prat-martin')] });
   const other = { ...opposed, id: 'c2', patient: { reference: 'Patient/p9' } };
   const base: CareSet = { scope: 'listed', patients: new Map([['p1', [{ source: 'careteam', reference: 'CareTeam/t' }]], ['p2', []]]), resolvedAt: NOW };
-  const resolver = { get: async () => base, refresh: async () => base, invalidate: () => {}, clear: () => {}, lookups: 0 } satisfies CareSetResolver;
+  const resolver = { get: async () => base, refresh: async () => base, invalidate: () => {}, clear: () => {}, lookups: 0, cacheStats: () => ({ hits: 0, misses: 0, entries: 0, memberIndex: 0 }) } satisfies CareSetResolver;
   const stays = { careSet: async () => base, clear: () => {} } satisfies StaySets;
 
   function sets() {
