@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync, readFileSync, copyFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, copyFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { demoToken, ensureDemoSigningKey } from '../src/demo/tokens.js';
@@ -26,7 +27,8 @@ import { startBenchRedis, type BenchRedis } from './redis.js';
  * Knobs: BENCH_SECONDS (8), BENCH_ROUNDS (3), BENCH_CONNECTIONS (16), BENCH_PATIENTS (2000),
  * BENCH_LATENCY_RATE (400), BENCH_CURVES (1; 0 skips the curves), BENCH_CURVE_ROUNDS (2),
  * BENCH_CURVE_SECONDS (4), BENCH_USERS (1,1000,100000: the distinct-users runs; empty skips them),
- * BENCH_USERS_MIN_REQUESTS (20000), BENCH_RSS_BOUND_MB (512), BENCH_NGINX (1; 0 skips nginx).
+ * BENCH_USERS_MIN_REQUESTS (20000), BENCH_BASELINE (a built checkout of an earlier caregate: measured in the same
+ * rounds as this one on the demo's scenarios, for a before/after ratio in one run), BENCH_RSS_BOUND_MB (512), BENCH_GATE_HEAP_MB (256, caregate's heap cap), BENCH_NGINX (1; 0 skips nginx).
  */
 
 const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 2000);
@@ -34,6 +36,10 @@ const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 2000);
 const LATENCY_RATE = Number(process.env.BENCH_LATENCY_RATE ?? 400);
 const CURVES = process.env.BENCH_CURVES !== '0';
 const USERS = (process.env.BENCH_USERS ?? '1,1000,100000').split(',').filter(Boolean).map(Number);
+/** caregate's V8 heap cap, the Dockerfile's `NODE_OPTIONS=--max-old-space-size=256`. */
+const GATE_HEAP_MB = Number(process.env.BENCH_GATE_HEAP_MB ?? 256);
+/** A built checkout of an earlier caregate (`git worktree add … <commit> && npm run build`), or none. */
+const BASELINE = process.env.BENCH_BASELINE;
 const CARESET_SIZES = [1, 10, 100, 1000].filter((n) => n <= PATIENTS);
 
 const cpu = (r: Result | undefined) => (r?.cpuMsPerReq === undefined ? '–' : r.cpuMsPerReq.toFixed(3));
@@ -70,8 +76,9 @@ async function main() {
         .replace(/jwksFile: .*/, `jwksFile: ${jwksFile}`)
         .replace(/spoolDir: .*/, `spoolDir: ${join(dir, 'audit')}`),
     );
+    // Every caregate runs with the heap cap the Dockerfile sets (NODE_OPTIONS), as a hospital deploys it.
     const serve = (config: string, env: NodeJS.ProcessEnv = {}) =>
-      start(['dist/src/cli.js', 'serve', '--config', config], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/, env);
+      start(['dist/src/cli.js', 'serve', '--config', config], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/, env, [`--max-old-space-size=${GATE_HEAP_MB}`]);
     const gate = await serve(join(dir, 'caregate.yaml'));
     procs.push(gate.child);
     // The same caregate, but its AuditEvents are not shipped during the measure (they are still
@@ -99,6 +106,27 @@ async function main() {
       gate3 = await serve(join(dir, 'caregate-redis.yaml'), { CAREGATE_PSEUDONYM_SECRET: randomBytes(32).toString('hex') });
       procs.push(gate3.child);
     } else console.log('redis-server is not installed: the state: redis caregate is not measured');
+
+    // An earlier caregate, with its own demo policy and the same settings, for a before/after ratio.
+    let baseline: { proc: Proc; commit: string } | undefined;
+    if (BASELINE) {
+      const baseDir = join(dir, 'baseline');
+      mkdirSync(baseDir);
+      copyFileSync(join(BASELINE, 'config/policy.yaml'), join(baseDir, 'policy.yaml'));
+      const baseConfig = readFileSync(join(BASELINE, 'config/caregate.yaml'), 'utf8')
+        .replace(/url: null.*/, `url: ${upstream.url}`)
+        .replace(/port: 8080/, 'port: 0')
+        .replace(/level: info/, 'level: warn')
+        .replace(/jwksFile: .*/, `jwksFile: ${jwksFile}`)
+        .replace(/batchSize: 50.*/, 'intervalMs: 3600000')
+        .replace(/spoolDir: .*/, `spoolDir: ${join(baseDir, 'audit')}`);
+      writeFileSync(join(baseDir, 'caregate.yaml'), baseConfig);
+      const proc = await start([join(BASELINE, 'dist/src/cli.js'), 'serve', '--config', join(baseDir, 'caregate.yaml')], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/, {}, [`--max-old-space-size=${GATE_HEAP_MB}`]);
+      procs.push(proc.child);
+      const commit = execFileSync('git', ['-C', BASELINE, 'log', '-1', '--format=%h %s'], { encoding: 'utf8' }).trim().slice(0, 100);
+      baseline = { proc, commit };
+      console.log(`baseline caregate (${commit}) at ${proc.url}`);
+    }
 
     // The care sets the measured clinicians carry, resolved by caregate's resolver in this process.
     const relationships = loadPolicy(join(dir, 'policy.yaml')).policy.careRelationships;
@@ -128,7 +156,7 @@ async function main() {
     // engine leaves a shipping backlog that loads the engine for a while. So direct, the passthroughs
     // and the instance whose audit is stored elsewhere are measured first, for every scenario; the
     // shipping instance last.
-    const early = new Map<string, { direct: Result; pass: Result; nginx?: Result; g2: Result; ratios: number[]; nginxRatios: number[] }>();
+    const early = new Map<string, { direct: Result; pass: Result; nginx?: Result; g2: Result; ratios: number[]; nginxRatios: number[]; before?: Result; beforeRatios?: number[] }>();
     const warmRead = scenarios[0]!;
     const shared = { memory: [] as Result[], redis: [] as Result[], commands: 0, requests: 0 };
     for (const s of scenarios) {
@@ -138,6 +166,7 @@ async function main() {
         ...(nginx ? [{ key: 'nginx', base: nginx.url, headers: s.auth, pid: nginx.child.pid! }] : []),
       ];
       const memory: Target = { key: 'g2', base: gate2.url, headers: s.auth, pid: gate2.child.pid! };
+      if (baseline) base.push({ key: 'before', base: baseline.proc.url, headers: s.auth, pid: baseline.proc.child.pid! });
       let targets: Target[] | ((round: number) => Target[]) = [...base, memory];
       if (gate3 && redis && s === warmRead) {
         // Back to back, in alternating order; the commands Redis processes while the redis
@@ -161,6 +190,7 @@ async function main() {
         g2: medianRun(runs.g2!),
         ratios: ratios(runs.g2!, runs.pass!),
         nginxRatios: runs.nginx ? ratios(runs.g2!, runs.nginx) : [],
+        ...(runs.before ? { before: medianRun(runs.before), beforeRatios: ratios(runs.g2!, runs.before) } : {}),
       });
     }
 
@@ -265,6 +295,15 @@ async function main() {
     const auditLine = `strict audit: ${audit.eventsPerSec} events/s max; at ${audit.rate} req/s append p50 ${audit.p50Ms} ms, p99 ${audit.p99Ms} ms (target p50 ≤ 1 ms ${audit.p50Ms <= 1 ? '✅' : '❌'}); bare disk fdatasync p50 ${audit.diskSyncP50Ms} ms`;
     console.log(auditLine);
 
+    const beforeMd = baseline
+      ? `Before and after (\`BENCH_BASELINE\`): the caregate of \`${baseline.commit}\`, with its own demo policy and the same settings (audit store elsewhere, strict audit), measured in the same rounds as this one.
+
+| scenario | before rps / CPU ms/req | now rps / CPU ms/req | now/before |
+|---|---|---|---|
+${results.map(({ s, e }) => `| ${s.name} | ${e.before!.rps.toFixed(0)} / ${cpu(e.before)} | ${e.g2.rps.toFixed(0)} / ${cpu(e.g2)} | **${ratioText(e.beforeRatios!)}** |`).join('\n')}
+
+`
+      : '';
     const targets = results.map(({ s, e }) => {
       const r = median(e.ratios);
       const cpuOk = s === warmRead ? ` and CPU ${cpu(e.g2)} against ${cpu(e.pass)} ms ${(e.g2.cpuMsPerReq ?? Infinity) <= (e.pass.cpuMsPerReq ?? 0) ? '✅' : '❌'}` : '';
@@ -306,7 +345,7 @@ ${rows.join('\n')}
 
 ${targets.join('\n')}
 
-Latency at a fixed request rate, below saturation (half the slowest server's throughput in that
+${beforeMd}Latency at a fixed request rate, below saturation (half the slowest server's throughput in that
 scenario, at most ${LATENCY_RATE}/s; open loop, ${DURATION} s after a 1 s warm-up, each request timed to 0.01 ms;
 caregate with its audit store elsewhere, strict fsync'ed spool):
 

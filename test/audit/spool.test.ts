@@ -239,6 +239,18 @@ describe('audit.spool: durability and group commit', () => {
     expect(s.backlog()).toBe(all.length);
   });
 
+  it('keeps accented names, other scripts and lone surrogates intact when several appends share one write', async () => {
+    const s = await open();
+    const names = ['Hélène Lefèvre', 'Zoë Nguyễn', '李小龍', 'emoji 🩺 and a lone \ud800 surrogate'];
+    const batches = names.map((n) => Array.from({ length: 3 }, () => ({ ...ev(), agent: [{ requestor: true, name: n }] }) as AuditEvent));
+    await Promise.all(batches.map((b) => s.append(b)));
+    const { events, tornLines } = await readSpoolDir(dir);
+    expect(tornLines).toBe(0);
+    // JSON.stringify escapes a lone surrogate (\ud800), so even that comes back as it was.
+    expect(events.map((e) => e.agent[0]!.name)).toEqual(names.flatMap((n) => [n, n, n]));
+    expect(s.stats().writes).toBeLessThan(names.length);
+  });
+
   it('writes lines as "<crc32> <json>" and creates owner-only files', async () => {
     const s = await open();
     const e = ev();
