@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ProxyError } from './http/errors.js';
 import { outcomeFor } from './http/outcome.js';
+import { peerAddress, type ClientAddressOf } from './http/addresses.js';
 import { readBody } from './http/body.js';
 import { sendAnswer, type Answer } from './http/send.js';
 import { tlsInfoFromSocket } from './identity/mtls.js';
@@ -55,12 +56,14 @@ export interface PipelineOptions {
   metrics: Metrics;
   maxRequestBytes: number;
   compress: boolean;
+  /** The client's address as the audit records it (the TCP peer, or X-Forwarded-For from `server.trustedProxies`). */
+  clientAddress?: ClientAddressOf;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 /** What arrived, read off the Node request before any stage. */
-export function requestHead(req: IncomingMessage, basePathLength: number): RequestHead {
+export function requestHead(req: IncomingMessage, basePathLength: number, clientAddressOf: ClientAddressOf = peerAddress): RequestHead {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   const incomingId = req.headers['x-request-id'];
@@ -75,7 +78,7 @@ export function requestHead(req: IncomingMessage, basePathLength: number): Reque
     rawQuery: q === -1 ? '' : url.slice(q + 1),
     headers: req.headers,
     rawHeaders: req.rawHeaders,
-    clientAddress: req.socket.remoteAddress,
+    clientAddress: clientAddressOf(req),
     tls: socket.encrypted ? tlsInfoFromSocket(req.socket as TLSSocket) : undefined,
   };
 }
@@ -84,7 +87,7 @@ export function createPipeline(opts: PipelineOptions) {
   const { stages, logger, metrics } = opts;
 
   return async function handle(req: IncomingMessage, res: ServerResponse, basePathLength: number): Promise<void> {
-    const head = requestHead(req, basePathLength);
+    const head = requestHead(req, basePathLength, opts.clientAddress);
     res.setHeader('x-request-id', head.id);
 
     // What the audit sees if a stage fails: the state as far as it got.

@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { LoadedConfig } from './config/load.js';
 import { configPath, ConfigError } from './config/load.js';
 import { createApp } from './app.js';
+import { clientAddressResolver } from './http/addresses.js';
 import { createPipeline } from './pipeline.js';
 import { buildStages } from './stages.js';
 import { identifyInputFrom } from './identity/identify.js';
@@ -164,6 +165,8 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const shadowFile = config.policy.shadowFile ? configPath(opts.loaded, config.policy.shadowFile) : undefined;
   const shadow = shadowFile ? createShadowPolicy({ candidate: loadPolicy(shadowFile), logger, registry: metrics.registry }) : undefined;
   const pseudonymSecret = readPseudonymSecret(opts.loaded, logger);
+  // Behind a load balancer, the client address the AuditEvents record comes from X-Forwarded-For.
+  const clientAddress = clientAddressResolver(config.server.trustedProxies);
   const shared = await openSharedState(opts.loaded, { logger, registry: metrics.registry, ...(opts.now ? { now: opts.now } : {}) });
 
   // The live oversight sees every AuditEvent once it is durable (a cheap update in memory; what
@@ -246,6 +249,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
       : createUpstreamProxy(forwarderOptions);
 
   const handle = createPipeline({
+    clientAddress,
     stages: built.stages,
     forward: proxy.forward,
     logger,
@@ -258,6 +262,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   const trailPages = { ...trailSource, maxPages: Math.ceil(reviewCfg.maxEvents / 500) };
   const stageNow = opts.now ?? Date.now;
   const oversight = await startOversight({
+    clientAddress,
     loaded: opts.loaded,
     client,
     careSets: built.careSets,
@@ -275,6 +280,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   });
   monitor = oversight.monitor;
   const handleReview = createReviewRoute({
+    clientAddress,
     identify: (req) => identifier.identify(identifyInputFrom(req)),
     roleOf: (p) => roleOf(active.policy, p),
     source: trailPages,
@@ -291,6 +297,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   });
 
   const handleAccesses = createPatientAccessRoute({
+    clientAddress,
     identify: (req) => identifier.identify(identifyInputFrom(req)),
     roleOf: (p) => roleOf(active.policy, p),
     policy: () => active.policy,

@@ -4,6 +4,7 @@ import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { classify } from '../fhir/classify.js';
 import type { SearchParam } from '../fhir/interaction.js';
+import { peerAddress, type ClientAddressOf } from '../http/addresses.js';
 import { ProxyError } from '../http/errors.js';
 import { outcomeFor } from '../http/outcome.js';
 import type { Principal } from '../identity/principal.js';
@@ -31,6 +32,8 @@ import { resolveBound } from './review-time.js';
  * is shown. Each view, granted or refused, is itself audited, durably before it is sent.
  */
 export interface PatientAccessRouteOptions {
+  /** The client's address as the audit records it (the TCP peer, or X-Forwarded-For from `server.trustedProxies`). */
+  clientAddress?: ClientAddressOf;
   identify(req: IncomingMessage): Promise<Principal>;
   roleOf(principal: Principal): RoleConfig | undefined;
   policy(): Policy;
@@ -247,7 +250,7 @@ function viewEvents(
     ...(v.query?.toIso ? [{ name: 'date', modifier: undefined, value: `le${v.query.toIso}` }] : []),
   ];
   const interaction = classify({ method: 'GET', path: '/AuditEvent', query: serializeParams(params), headers: {} }, { maxBodyBytes: 0 });
-  const clientAddress = v.req.socket.remoteAddress;
+  const clientAddress = (opts.clientAddress ?? peerAddress)(v.req);
   return buildAuditEvents({
     ...(isLoginFailure({ identity: v.principal ? { principal: v.principal } : undefined, failure: v.failure }) ? { kind: 'login-failure' as const } : {}),
     requestId: v.requestId,

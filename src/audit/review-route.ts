@@ -4,6 +4,7 @@ import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { classify } from '../fhir/classify.js';
 import type { SearchParam } from '../fhir/interaction.js';
+import { peerAddress, type ClientAddressOf } from '../http/addresses.js';
 import { ProxyError } from '../http/errors.js';
 import { outcomeFor } from '../http/outcome.js';
 import type { Principal } from '../identity/principal.js';
@@ -28,6 +29,8 @@ import { resolveBound } from './review-time.js';
  * durable before it is sent: reading who saw whom is an access to health data too.
  */
 export interface ReviewRouteOptions {
+  /** The client's address as the audit records it (the TCP peer, or X-Forwarded-For from `server.trustedProxies`). */
+  clientAddress?: ClientAddressOf;
   /** The identify stage of the FHIR API. */
   identify(req: IncomingMessage): Promise<Principal>;
   /** The role that applies to this caller under the active policy (the first that matches). */
@@ -311,7 +314,7 @@ function viewEvents(
     : [];
   // The view, told as the FHIR search it amounts to, in the classifier's canonical form.
   const interaction = classify({ method: 'GET', path: '/AuditEvent', query: serializeParams(params), headers: {} }, { maxBodyBytes: 0 });
-  const clientAddress = v.req.socket.remoteAddress;
+  const clientAddress = (opts.clientAddress ?? peerAddress)(v.req);
   return buildAuditEvents({
     ...(isLoginFailure({ identity: v.principal ? { principal: v.principal } : undefined, failure: v.failure }) ? { kind: 'login-failure' as const } : {}),
     requestId: v.requestId,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseCidr } from '../http/addresses.js';
 
 /**
  * The root configuration schema: one YAML file, validated once at start, then frozen.
@@ -49,6 +50,12 @@ export const serverSchema = z
     compression: z.boolean().default(true).describe('gzip responses for clients that accept it.'),
     keepAliveTimeoutMs: z.number().int().positive().default(65_000),
     shutdownGraceMs: z.number().int().nonnegative().default(10_000),
+    trustedProxies: z
+      .array(z.string().refine((s) => parseCidr(s) !== undefined, 'an IP address or CIDR block (10.0.0.0/8, fd00::/8)'))
+      .default([])
+      .describe(
+        'The load balancers and TLS terminators in front of caregate (addresses or CIDR blocks). On a connection from one of them, the client address recorded in the AuditEvents is read from X-Forwarded-For. Empty: the TCP peer, which behind a load balancer is the balancer.',
+      ),
   })
   .strict();
 

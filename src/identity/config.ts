@@ -1,5 +1,5 @@
-import { isIP } from 'node:net';
 import { z } from 'zod';
+import { parseCidr } from '../http/addresses.js';
 
 /**
  * The `identity:` section: which token issuers are trusted and how their claims map to a
@@ -273,21 +273,4 @@ export type ForwardedCertificateConfig = z.infer<typeof forwardedCertificateSche
 /** Default header name per forwarded format. */
 export function forwardedHeaderName(f: ForwardedCertificateConfig): string {
   return f.header ?? (f.format === 'envoy-xfcc' ? 'x-forwarded-client-cert' : 'ssl-client-cert');
-}
-
-/** A parsed CIDR block; `undefined` when `s` is not an address or block. */
-export function parseCidr(s: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
-  const slash = s.indexOf('/');
-  const address = slash === -1 ? s : s.slice(0, slash);
-  const version = isIP(address);
-  if (version === 0) return undefined;
-  const max = version === 4 ? 32 : 128;
-  let prefix = max;
-  if (slash !== -1) {
-    const p = s.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(p)) return undefined;
-    prefix = Number(p);
-    if (prefix > max) return undefined;
-  }
-  return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' };
 }

@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
-import { BlockList, isIPv4 } from 'node:net';
 import { LRUCache } from 'lru-cache';
 import { invalidCertificate } from './challenge.js';
 import { identityOf, parseDer, pemBlocks, thumbprintS256 } from './certificate.js';
-import { forwardedHeaderName, parseCidr, type ForwardedFormat, type IdentityConfig } from './config.js';
+import { forwardedHeaderName, type ForwardedFormat, type IdentityConfig } from './config.js';
 import type { CertificateIdentity } from './principal.js';
 import { verifyCertificate, type TrustStore } from './trust-store.js';
 
@@ -137,26 +136,6 @@ function splitOutsideQuotes(s: string, sep: string, bad: (what: string) => never
   if (quoted) bad('unterminated quoted value');
   out.push(cur);
   return out;
-}
-
-/** Address matcher for `trustedProxies`; IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) match IPv4 rules. */
-export function createAddressMatcher(entries: readonly string[]): (address: string | undefined) => boolean {
-  const list = new BlockList();
-  for (const e of entries) {
-    const c = parseCidr(e);
-    if (!c) throw new TypeError(`not an IP address or CIDR block: ${e}`);
-    list.addSubnet(c.address, c.prefix, c.family);
-  }
-  return (address) => {
-    if (!address) return false;
-    const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
-    const a = mapped ? mapped[1]! : address;
-    try {
-      return list.check(a, isIPv4(a) ? 'ipv4' : 'ipv6');
-    } catch {
-      return false;
-    }
-  };
 }
 
 /** Headers that carry a client identity or certificate in some deployment. */

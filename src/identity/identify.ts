@@ -8,8 +8,8 @@ import type { FhirClient } from '../upstream/client.js';
 import { bearerChallenge, invalidCertificate, invalidToken, noCredential } from './challenge.js';
 import { mapClaims, type MappedToken } from './claims.js';
 import { forwardedHeaderName, type IdentityConfig } from './config.js';
+import { createAddressMatcher } from '../http/addresses.js';
 import {
-  createAddressMatcher,
   certificateFromHeader,
   createForwardedCertificateVerifier,
   identityHeaderNames,

@@ -12,6 +12,7 @@ import { readableReason } from '../relate/breakglass.js';
 import { buildVerdictEvent, MAX_VERDICT_COMMENT, VERDICTS, type Verdict } from '../audit/verdict.js';
 import { classify } from '../fhir/classify.js';
 import { tryParseJsonStrict } from '../fhir/json.js';
+import { peerAddress, type ClientAddressOf } from '../http/addresses.js';
 import { readBody } from '../http/body.js';
 import { ProxyError } from '../http/errors.js';
 import { principalKey, type Principal } from '../identity/principal.js';
@@ -37,6 +38,8 @@ import { engagementTraceCsv, readTrailEvent } from './trail.js';
  * | `GET …/engagements/<id>/trace.csv?from=…&to=…` | a contractor engagement's trace: date, hour, person, resource (CSP R6113-9-2) |
  */
 export interface OversightRouteOptions {
+  /** The client's address as the audit records it (the TCP peer, or X-Forwarded-For from `server.trustedProxies`). */
+  clientAddress?: ClientAddressOf;
   identify(req: IncomingMessage): Promise<Principal>;
   roleOf(principal: Principal): RoleConfig | undefined;
   policy(): Policy;
@@ -89,6 +92,7 @@ interface Done {
 }
 
 export function createOversightRoutes(opts: OversightRouteOptions) {
+  const clientAddressOf = opts.clientAddress ?? peerAddress;
   return async function handle(req: IncomingMessage, res: ServerResponse, route: OversightRoute): Promise<void> {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
@@ -225,7 +229,7 @@ export function createOversightRoutes(opts: OversightRouteOptions) {
       requestId,
       recorded,
       principal: p,
-      ...(req.socket.remoteAddress ? { clientAddress: req.socket.remoteAddress } : {}),
+      ...(clientAddressOf(req) ? { clientAddress: clientAddressOf(req)! } : {}),
       publicBaseUrl: opts.publicBaseUrl,
       site: opts.site,
       opening: { id: opening, patient, openedBy: s.userRef ?? s.user },
@@ -259,7 +263,7 @@ export function createOversightRoutes(opts: OversightRouteOptions) {
     } catch {
       interaction = undefined;
     }
-    const clientAddress = v.req.socket.remoteAddress;
+    const clientAddress = clientAddressOf(v.req);
     return buildAuditEvents({
       ...(isLoginFailure({ identity: v.principal ? { principal: v.principal } : undefined, failure: v.failure }) ? { kind: 'login-failure' as const } : {}),
       requestId: v.requestId,

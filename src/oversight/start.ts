@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
+import type { ClientAddressOf } from '../http/addresses.js';
 import type { Registry } from 'prom-client';
 import type { ReviewSource } from '../audit/review-load.js';
 import { ConfigError, configPath, type LoadedConfig } from '../config/load.js';
@@ -22,6 +23,8 @@ import { createOversightRoutes, type OversightRoute } from './routes.js';
  * page's verdict forms. The server calls this once; the monitor is fed by its audit function.
  */
 export interface OversightDeps {
+  /** The client's address as the audit records it (the TCP peer, or X-Forwarded-For from `server.trustedProxies`). */
+  clientAddress?: ClientAddressOf;
   loaded: LoadedConfig;
   client: FhirClient;
   careSets: CareSetResolver;
@@ -71,6 +74,7 @@ export async function startOversight(d: OversightDeps): Promise<Oversight> {
     : undefined;
   const tokens = createFormTokens({ ...(d.pseudonymSecret ? { secret: d.pseudonymSecret } : {}), now: d.now });
   const handle = createOversightRoutes({
+    ...(d.clientAddress ? { clientAddress: d.clientAddress } : {}),
     identify: d.identify,
     roleOf: d.roleOf,
     policy: d.policy,

@@ -4,9 +4,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ProxyError } from '../../src/http/errors.js';
 import { parseCardCertificate, professionCodeForLabel } from '../../src/identity/certificate.js';
 import { certificatesSchema, identityConfigSchema } from '../../src/identity/config.js';
+import { createAddressMatcher } from '../../src/http/addresses.js';
 import {
   certificateFromHeader,
-  createAddressMatcher,
   identityHeaderNames,
   verifiedForwardedCertificate,
 } from '../../src/identity/forwarded.js';
