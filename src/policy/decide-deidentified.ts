@@ -34,6 +34,9 @@ export function decideDeidentified(ctx: Ctx): Decision {
       return deny('parameter-forbidden', `The search parameter ${p.name}${p.modifier ? `:${p.modifier}` : ''} is not available to role "${r.id}" (it could identify a person).`, rule);
     }
   }
+  // The trail tells the DIM which mode each access was made in (R6113-9-2 trace).
+  const identified = engagement.access === 'identified';
+  const reason = identified ? 'engagement-identified' : 'de-identified';
   for (const p of patientsInUrl(it)) {
     if (!hasPatient(ctx.careSet, p)) return deny('no-care-relationship', 'The patient is outside the engagement (answered as a miss).', rule, { refuseAs: 'not-found', patients: [p] });
   }
@@ -41,8 +44,8 @@ export function decideDeidentified(ctx: Ctx): Decision {
   if (it.kind === 'search-type' && (!ctx.in.paging || ctx.in.renarrow)) {
     const narrow = narrowing(ctx, it);
     // A contractor's miss looks like any other: an empty searchset, never a refusal that confirms a stay exists.
-    if (narrow?.kind === 'none' || narrow?.kind === 'outside') return permit(ctx, 'de-identified', rule, 'No listed stay matches', [], [{ kind: 'narrow', param: '', patients: [] }]);
+    if (narrow?.kind === 'none' || narrow?.kind === 'outside') return permit(ctx, reason, rule, 'No listed stay matches', [], [{ kind: 'narrow', param: '', patients: [] }]);
     if (narrow) obligations.push(narrow);
   }
-  return permit(ctx, 'de-identified', rule, 'Listed stays, de-identified', patientsInUrl(it), obligations);
+  return permit(ctx, reason, rule, identified ? 'Listed stays, identified as the contract allows' : 'Listed stays, de-identified', patientsInUrl(it), obligations);
 }

@@ -13,6 +13,8 @@ export type DecisionReason =
   | 'capabilities'
   | 'filtered-search'
   | 'de-identified'
+  /** A DIM contractor's staff member reading identified records, as the engagement's contract allows. */
+  | 'engagement-identified'
   | 'default-deny'
   | 'no-care-relationship'
   | 'role-forbidden'

@@ -98,6 +98,7 @@ const EFFECT_OF: Record<DecisionReason, 'permit' | 'deny'> = {
   capabilities: 'permit',
   'filtered-search': 'permit',
   'de-identified': 'permit',
+  'engagement-identified': 'permit',
   'default-deny': 'deny',
   'no-care-relationship': 'deny',
   'role-forbidden': 'deny',

@@ -146,13 +146,13 @@ describe('decide()', () => {
     expect(decide({ principal: clinician, role: undefined, interaction: request('GET /Patient/a'), careSet: undefined, policy })).toMatchObject({ effect: 'deny', reason: 'default-deny' });
   });
 
-  it('keeps an identified contractor to the stays and the kinds of data of her contract, without de-identification', () => {
+  it('keeps an identified contractor to the stays and the kinds of data of her contract, without de-identification, and says so in the reason', () => {
     const identified = { ...policy.engagements[0]!, id: 'qualite', access: 'identified' as const, categories: ['Encounter', 'Condition'] };
     const withContract = { ...policy, engagements: [...policy.engagements, identified] };
     const stays: CareSet = { ...careTeam('a'), encounters: new Set(['e1']) };
     const coder = role('coding-contractor');
     const read = decide({ principal: clinician, role: coder, interaction: request('GET /Condition?encounter=e1'), careSet: stays, policy: withContract, engagement: 'qualite' });
-    expect(read).toMatchObject({ effect: 'permit', reason: 'de-identified' });
+    expect(read).toMatchObject({ effect: 'permit', reason: 'engagement-identified' });
     expect(kinds(read)).toEqual(['filter-response', 'stays-only', 'withhold-labels', 'narrow']);
     expect(decide({ principal: clinician, role: coder, interaction: request('GET /Observation?encounter=e1'), careSet: stays, policy: withContract, engagement: 'qualite' })).toMatchObject({
       effect: 'deny',
