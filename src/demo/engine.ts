@@ -14,7 +14,7 @@
  * `DemoRepository` keeps medplum's contracts (`FhirRepository`, `OperationOutcomeError`, parsed
  * `SearchRequest`s) and medplum's token and reference matching rules (identifiers and codings
  * compared case-insensitively, `code` matching a coding or `CodeableConcept.text`), with FHIR
- * semantics where medplum's in-memory matcher departs from them; `docs/DEMO-HOSPITAL.md` lists
+ * semantics where medplum's in-memory matcher departs from them; `docs/DEMO-ENGINE.md` lists
  * the differences.
  */
 import { randomUUID } from 'node:crypto';
