@@ -28,7 +28,7 @@ import { startBenchRedis, type BenchRedis } from './redis.js';
  * BENCH_LATENCY_RATE (400), BENCH_CURVES (1; 0 skips the curves), BENCH_CURVE_ROUNDS (2),
  * BENCH_CURVE_SECONDS (4), BENCH_USERS (1,1000,100000: the distinct-users runs; empty skips them),
  * BENCH_USERS_MIN_REQUESTS (20000), BENCH_BASELINE (a built checkout of an earlier caregate: measured in the same
- * rounds as this one on the demo's scenarios, for a before/after ratio in one run), BENCH_RSS_BOUND_MB (512), BENCH_GATE_HEAP_MB (256, caregate's heap cap), BENCH_NGINX (1; 0 skips nginx).
+ * rounds as this one on the demo's scenarios, for a before/after ratio in one run), BENCH_RSS_BOUND_MB (768), BENCH_GATE_HEAP_MB (512, caregate's heap cap), BENCH_NGINX (1; 0 skips nginx).
  */
 
 const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 2000);
@@ -36,8 +36,8 @@ const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 2000);
 const LATENCY_RATE = Number(process.env.BENCH_LATENCY_RATE ?? 400);
 const CURVES = process.env.BENCH_CURVES !== '0';
 const USERS = (process.env.BENCH_USERS ?? '1,1000,100000').split(',').filter(Boolean).map(Number);
-/** caregate's V8 heap cap, the Dockerfile's `NODE_OPTIONS=--max-old-space-size=256`. */
-const GATE_HEAP_MB = Number(process.env.BENCH_GATE_HEAP_MB ?? 256);
+/** caregate's V8 heap cap, the Dockerfile's `NODE_OPTIONS=--max-old-space-size=512`. */
+const GATE_HEAP_MB = Number(process.env.BENCH_GATE_HEAP_MB ?? 512);
 /** A built checkout of an earlier caregate (`git worktree add … <commit> && npm run build`), or none. */
 const BASELINE = process.env.BENCH_BASELINE;
 const CARESET_SIZES = [1, 10, 100, 1000].filter((n) => n <= PATIENTS);

@@ -54,10 +54,19 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
   let misses = 0;
   // The lifetime is checked against `now` on each read (the configured clock, a reload's new TTL);
   // the LRU bounds the memory only.
-  const newCache = () => new LRUCache<string, CareSet>({ max: opts.config().cache.maxEntries });
-  let cache = newCache();
   /** member ref → practitioner keys whose cached set used that member. */
   const byMember = new Map<string, Set<string>>();
+  /** The member refs each cached set was resolved from: the index forgets a set that leaves the cache. */
+  const membersOf = new Map<string, readonly string[]>();
+  const newCache = () =>
+    new LRUCache<string, CareSet>({
+      max: opts.config().cache.maxEntries,
+      // Evicted or deleted: its index entries go with it (an overwrite re-indexes, below).
+      dispose: (_set, user, reason) => {
+        if (reason !== 'set') unindex(user);
+      },
+    });
+  let cache = newCache();
   /** Concurrent resolutions of the same user share one lookup. */
   const inflight = new Map<string, Promise<CareSet>>();
   /**
@@ -65,6 +74,26 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
    * relationship before the write) is answered but not cached, nor shared with later requests.
    */
   let generation = 0;
+
+  function index(user: string, members: readonly string[]): void {
+    unindex(user);
+    membersOf.set(user, members);
+    for (const m of members) {
+      let s = byMember.get(m);
+      if (!s) byMember.set(m, (s = new Set()));
+      s.add(user);
+    }
+  }
+
+  function unindex(user: string): void {
+    const members = membersOf.get(user);
+    if (!members) return;
+    membersOf.delete(user);
+    for (const m of members) {
+      const s = byMember.get(m);
+      if (s?.delete(user) && s.size === 0) byMember.delete(m);
+    }
+  }
 
   function memberRefs(p: PractitionerPrincipal, cfg: CareRelationshipsConfig): string[] {
     const refs = [p.practitioner, ...p.practitionerRoles];
@@ -89,7 +118,7 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     }
   }
 
-  async function resolve(p: PractitionerPrincipal): Promise<CareSet> {
+  async function resolve(p: PractitionerPrincipal): Promise<{ set: CareSet; members: readonly string[] }> {
     const cfg = opts.config();
     const t = now();
     const members = memberRefs(p, cfg);
@@ -123,12 +152,7 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     }
     // The teams she belongs to: an opposition may name a whole care team (relate/oppositions.ts).
     const set: CareSet = { scope: 'listed', patients, teams: new Set(teams.map((team) => `CareTeam/${team.id}`)), resolvedAt: t };
-    for (const m of members) {
-      let s = byMember.get(m);
-      if (!s) byMember.set(m, (s = new Set()));
-      s.add(p.practitioner);
-    }
-    return set;
+    return { set, members };
   }
 
   /**
@@ -193,8 +217,11 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
     misses++;
     const started = generation;
     const promise = resolve(p)
-      .then((set) => {
-        if (started === generation) cache.set(key, set);
+      .then(({ set, members }) => {
+        if (started === generation) {
+          cache.set(key, set);
+          index(key, members);
+        }
         return set;
       })
       .finally(() => {
@@ -212,7 +239,7 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
       inflight.clear();
       for (const r of refs) {
         const users = byMember.get(r);
-        if (users) for (const u of users) cache.delete(u);
+        if (users) for (const u of [...users]) cache.delete(u);
         // A write naming a user directly also drops that user's set.
         cache.delete(r);
       }
@@ -222,6 +249,7 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
       inflight.clear();
       cache = newCache();
       byMember.clear();
+      membersOf.clear();
     },
     get lookups() {
       return lookups;

@@ -50,3 +50,33 @@ describe('care-set resolution of a large care set', () => {
     expect(Math.max(...participants)).toBeLessThanOrEqual(100);
   });
 });
+
+describe('care-set cache memory', () => {
+  const principal = (id: string) => ({ kind: 'practitioner', practitioner: `Practitioner/${id}`, practitionerRoles: [`PractitionerRole/${id}-role`], organizations: [] }) as unknown as PractitionerPrincipal;
+
+  it('forgets the members of sets evicted from the cache, so that many distinct users hold bounded memory', async () => {
+    const client = createFhirClient({ baseUrl: fhir.url, timeoutMs: 30_000 });
+    const config = careRelationshipsSchema.parse({ cache: { ttlSeconds: 60, maxEntries: 50 } });
+    const resolver = createCareSetResolver({ client, config: () => config });
+    for (let k = 0; k < 400; k++) await resolver.get(principal(`crowd-${k}`));
+    const stats = resolver.cacheStats();
+    expect(stats.entries).toBe(50);
+    // Two member refs per cached user (the practitioner and her role), none of the evicted users'.
+    expect(stats.memberIndex).toBe(100);
+  });
+
+  it('still drops a cached set when one of its members is written, after others were evicted', async () => {
+    const client = createFhirClient({ baseUrl: fhir.url, timeoutMs: 30_000 });
+    const config = careRelationshipsSchema.parse({ cache: { ttlSeconds: 60, maxEntries: 5 } });
+    const resolver = createCareSetResolver({ client, config: () => config });
+    await resolver.get(principal('busy'));
+    for (let k = 0; k < 4; k++) await resolver.get(principal(`other-${k}`));
+    const before = resolver.lookups;
+    await resolver.get(principal('busy'));
+    expect(resolver.lookups).toBe(before);
+    resolver.invalidate(['PractitionerRole/busy-role']);
+    await resolver.get(principal('busy'));
+    expect(resolver.lookups).toBeGreaterThan(before);
+    expect(resolver.cacheStats().memberIndex).toBe(10);
+  });
+});
