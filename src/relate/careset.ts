@@ -61,6 +61,10 @@ export function createCareSetResolver(opts: CareSetResolverOptions): CareSetReso
   const newCache = () =>
     new LRUCache<string, CareSet>({
       max: opts.config().cache.maxEntries,
+      // Sets differ by orders of magnitude (one patient, an emergency department's thousand):
+      // their patients, not their number, are what fills the heap.
+      maxSize: opts.config().cache.maxPatients,
+      sizeCalculation: (set) => Math.min(Math.max(1, set.patients.size), opts.config().cache.maxPatients),
       // Evicted or deleted: its index entries go with it (an overwrite re-indexes, below).
       dispose: (_set, user, reason) => {
         if (reason !== 'set') unindex(user);

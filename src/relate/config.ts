@@ -36,9 +36,17 @@ export const careRelationshipsSchema = z
       .object({
         ttlSeconds: z.number().int().min(0).max(3600).default(60),
         maxEntries: z.number().int().min(1).default(10_000),
+        maxPatients: z
+          .number()
+          .int()
+          .min(1)
+          .default(1_000_000)
+          .describe(
+            'Bound on the patients held across all cached care sets (about 0.3 KB each with their evidence): what bounds the memory whatever the sets’ sizes. The least recently used sets go first.',
+          ),
       })
       .strict()
-      .default({ ttlSeconds: 60, maxEntries: 10_000 }),
+      .default({ ttlSeconds: 60, maxEntries: 10_000, maxPatients: 1_000_000 }),
     maxPages: z.number().int().min(1).max(1000).default(20).describe('Pages followed per lookup before refusing.'),
   })
   .strict();

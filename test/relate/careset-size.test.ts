@@ -79,4 +79,21 @@ describe('care-set cache memory', () => {
     expect(resolver.lookups).toBeGreaterThan(before);
     expect(resolver.cacheStats().memberIndex).toBe(10);
   });
+
+  it('bounds the patients held across cached sets: a large set makes room by evicting others, and is resolved again once evicted', async () => {
+    const client = createFhirClient({ baseUrl: fhir.url, timeoutMs: 30_000 });
+    const config = careRelationshipsSchema.parse({ cache: { ttlSeconds: 60, maxEntries: 100, maxPatients: TEAMS + 10 } });
+    const resolver = createCareSetResolver({ client, config: () => config });
+    for (let k = 0; k < 20; k++) await resolver.get(principal(`small-${k}`));
+    expect(resolver.cacheStats().entries).toBe(20);
+    // Her thousand and one patients fit only with at most nine of the small sets beside them.
+    await resolver.get(principal('busy'));
+    expect(resolver.cacheStats().entries).toBeLessThanOrEqual(10);
+    const before = resolver.lookups;
+    await resolver.get(principal('busy'));
+    expect(resolver.lookups).toBe(before);
+    for (let k = 0; k < 20; k++) await resolver.get(principal(`late-${k}`));
+    await resolver.get(principal('busy'));
+    expect(resolver.lookups).toBeGreaterThan(before);
+  });
 });
