@@ -15,20 +15,10 @@
  * patients, teams and stays are made by the seed's builder (seed.ts, `lateFixtures`).
  */
 import type { AuditEvent, Coding } from '@medplum/fhirtypes';
-import type { AuditInput } from '../audit/audit-input.js';
-import { buildAuditEvents } from '../audit/build.js';
 import { buildVerdictEvent } from '../audit/verdict.js';
-import { classify } from '../fhir/classify.js';
-import type { PractitionerPrincipal } from '../identity/principal.js';
 import type { Decision } from '../policy/decision.js';
-import { PERSONAS, type PersonaName } from './personas.js';
+import { CLIENT, DAY, HOUR, iso, personaPrincipal, PUBLIC_BASE, recordedEvent, recordedRequest, SITE } from './recorded.js';
 
-const DAY = 86_400_000;
-const HOUR = 3_600_000;
-const PUBLIC_BASE = 'https://fhir.chu-demo.example/fhir';
-const SITE = 'chu-demo';
-const ISSUER = 'https://idp.chu-demo.example/realms/chu';
-const CLIENT = 'dpi-web';
 
 /** Ids of the oversight fixtures. */
 export const OVERSIGHT_FIXTURES = {
@@ -52,12 +42,11 @@ export const OVERSIGHT_FIXTURES = {
 export const STAFF_LABEL: Coding = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'EMP', display: 'employee information sensitivity' };
 export const FLAGGED_LABEL: Coding = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'CEL', display: 'celebrity information sensitivity' };
 
-const iso = (t: number): string => new Date(Math.floor(t / 1000) * 1000).toISOString().replace('.000Z', 'Z');
 
 /** The break-the-glass history: two openings with their reads, one closed by the DIM's verdict. */
 export function breakGlassHistory(now: number): AuditEvent[] {
   const F = OVERSIGHT_FIXTURES;
-  const roux = principal('emergency');
+  const roux = personaPrincipal('emergency');
   const opening = (id: string, readId: string, patient: string, at: number, reason: string): AuditEvent[] => {
     const until = at + HOUR;
     const common = { publicBaseUrl: PUBLIC_BASE, site: SITE, principal: roux, clientId: CLIENT, clientAddress: '10.20.0.31' };
@@ -73,13 +62,13 @@ export function breakGlassHistory(now: number): AuditEvent[] {
       purposeOfUse: 'BTG',
     };
     return [
-      event({ ...common, kind: 'break-glass-start', ids: [id], requestId: `demo-${id}`, recorded: iso(at), patients: [patient], breakGlass: { reason, until: iso(until) } }),
-      event({
+      recordedEvent({ ...common, kind: 'break-glass-start', ids: [id], requestId: `demo-${id}`, recorded: iso(at), patients: [patient], breakGlass: { reason, until: iso(until) } }),
+      recordedEvent({
         ...common,
         ids: [readId],
         requestId: `demo-${id}`,
         recorded: iso(at),
-        interaction: classify({ method: 'GET', path: `/Patient/${patient}`, query: '', headers: {} }, { maxBodyBytes: 0 }),
+        interaction: recordedRequest(`/Patient/${patient}`),
         decision,
         httpStatus: 200,
         upstreamStatus: 200,
@@ -93,7 +82,7 @@ export function breakGlassHistory(now: number): AuditEvent[] {
     id: F.closedVerdict,
     requestId: 'demo-verdict-ortho',
     recorded: iso(closedAt + 2 * DAY),
-    principal: principal('dim'),
+    principal: personaPrincipal('dim'),
     clientAddress: '10.20.2.5',
     publicBaseUrl: PUBLIC_BASE,
     site: SITE,
@@ -108,39 +97,4 @@ export function breakGlassHistory(now: number): AuditEvent[] {
   ];
 }
 
-function event(input: AuditInput): AuditEvent {
-  const [e] = buildAuditEvents(input);
-  return e!;
-}
 
-/** The verified caller a demo persona's token makes (what caregate records of her). */
-function principal(name: PersonaName): PractitionerPrincipal {
-  const p = PERSONAS[name];
-  if (p.kind !== 'practitioner') throw new TypeError(`${name} is not a practitioner`);
-  return {
-    kind: 'practitioner',
-    method: 'jwt',
-    claims: {
-      issuer: ISSUER,
-      subject: `demo-${p.name}`,
-      idNatPs: 'idNatPs' in p ? p.idNatPs : undefined,
-      professionCodes: 'profession' in p ? [p.profession.code] : [],
-      roles: [...p.idpRoles],
-      groups: [],
-      fhirUser: `Practitioner/${p.id}`,
-      patientContext: undefined,
-      scopes: undefined,
-      clientId: CLIENT,
-      jti: undefined,
-      displayName: `${p.given} ${p.family}`,
-      expiresAt: undefined,
-    },
-    certificate: undefined,
-    practitioner: `Practitioner/${p.id}`,
-    practitionerRoles: [],
-    organizations: [],
-    roleCodes: [],
-    // The demo policy's role for these personas (the first that matches).
-    policyRoles: [name === 'emergency' ? 'emergency' : name === 'dim' ? 'dim' : 'clinician'],
-  };
-}

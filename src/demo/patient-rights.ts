@@ -12,22 +12,12 @@
  * Built by caregate's own builders (the AuditEvent builder, the notification messages), so that
  * the seeded history is what caregate writes. Fixed ids, times relative to the seed's `now`.
  */
-import type { AuditEvent, Binary, Consent, DocumentReference, Resource } from '@medplum/fhirtypes';
-import { buildAuditEvents } from '../audit/build.js';
-import type { AuditInput } from '../audit/audit-input.js';
+import type { Binary, Consent, DocumentReference, Resource } from '@medplum/fhirtypes';
 import { notificationEvent } from '../audit/notification-event.js';
-import { classify } from '../fhir/classify.js';
-import type { PractitionerPrincipal } from '../identity/principal.js';
 import type { Decision } from '../policy/decision.js';
 import { communicationIds, openingCommunications, type Opening } from '../notify/messages.js';
-import { PERSONAS, type PersonaName } from './personas.js';
+import { CLIENT, DAY, HOUR, iso, personaPrincipal, PUBLIC_BASE, recordedEvent, recordedRequest, SITE } from './recorded.js';
 
-const DAY = 86_400_000;
-const HOUR = 3_600_000;
-const PUBLIC_BASE = 'https://fhir.chu-demo.example/fhir';
-const SITE = 'chu-demo';
-const ISSUER = 'https://idp.chu-demo.example/realms/chu';
-const CLIENT = 'dpi-web';
 
 /** Ids of the patient-rights fixtures. */
 export const PATIENT_RIGHTS_FIXTURES = {
@@ -43,7 +33,6 @@ export const PATIENT_RIGHTS_FIXTURES = {
   breakGlassReason: 'Patiente inconsciente amenée par le SAMU : recherche des antécédents et des traitements en cours',
 } as const;
 
-const iso = (t: number): string => new Date(Math.floor(t / 1000) * 1000).toISOString().replace('.000Z', 'Z');
 
 export function patientRightsFixtures(now: number): Resource[] {
   const F = PATIENT_RIGHTS_FIXTURES;
@@ -108,7 +97,7 @@ export function patientRightsFixtures(now: number): Resource[] {
   function breakGlassHistory(t: number): Resource[] {
     const at = Math.floor((t - 3 * DAY - 5 * HOUR) / 1000) * 1000;
     const until = at + HOUR;
-    const roux = principal('emergency');
+    const roux = personaPrincipal('emergency');
     const common = { publicBaseUrl: PUBLIC_BASE, site: SITE, principal: roux, clientId: CLIENT, clientAddress: '10.20.0.31' };
     const grant = { source: 'break-glass' as const, reference: undefined, until: new Date(until).toISOString(), reason: F.breakGlassReason };
     const btg = (patients: string[]): Decision => ({
@@ -121,7 +110,7 @@ export function patientRightsFixtures(now: number): Resource[] {
       patients,
       purposeOfUse: 'BTG',
     });
-    const start = event({
+    const start = recordedEvent({
       ...common,
       kind: 'break-glass-start',
       ids: [F.breakGlassStart],
@@ -130,24 +119,24 @@ export function patientRightsFixtures(now: number): Resource[] {
       patients: ['pat-dupont'],
       breakGlass: { reason: F.breakGlassReason, until: new Date(until).toISOString() },
     });
-    const read = event({
+    const read = recordedEvent({
       ...common,
       ids: [F.breakGlassRead],
       requestId: 'demo-btg-dupont-read',
       recorded: iso(at),
-      interaction: request('/Patient/pat-dupont'),
+      interaction: recordedRequest('/Patient/pat-dupont'),
       decision: btg(['pat-dupont']),
       httpStatus: 200,
       upstreamStatus: 200,
       patients: ['pat-dupont'],
       resourceRefs: ['Patient/pat-dupont'],
     });
-    const search = event({
+    const search = recordedEvent({
       ...common,
       ids: [F.breakGlassSearch],
       requestId: 'demo-btg-dupont-search',
       recorded: iso(at + 4 * 60_000),
-      interaction: request('/MedicationRequest', 'patient=pat-dupont'),
+      interaction: recordedRequest('/MedicationRequest', 'patient=pat-dupont'),
       decision: btg(['pat-dupont']),
       httpStatus: 200,
       upstreamStatus: 200,
@@ -183,9 +172,9 @@ export function patientRightsFixtures(now: number): Resource[] {
   }
 
   function otherAccesses(t: number): Resource[] {
-    const martin = principal('clinician');
-    const lefevre = principal('colleague');
-    const read = event({
+    const martin = personaPrincipal('clinician');
+    const lefevre = personaPrincipal('colleague');
+    const read = recordedEvent({
       ids: [F.attendingRead],
       requestId: 'demo-martin-dupont-read',
       recorded: iso(t - DAY - 2 * HOUR),
@@ -194,7 +183,7 @@ export function patientRightsFixtures(now: number): Resource[] {
       clientAddress: '10.20.1.12',
       publicBaseUrl: PUBLIC_BASE,
       site: SITE,
-      interaction: request('/Patient/pat-dupont/Observation'),
+      interaction: recordedRequest('/Patient/pat-dupont/Observation'),
       decision: {
         effect: 'permit',
         reason: 'care-relationship',
@@ -209,7 +198,7 @@ export function patientRightsFixtures(now: number): Resource[] {
       upstreamStatus: 200,
       patients: ['pat-dupont'],
     });
-    const refused = event({
+    const refused = recordedEvent({
       ids: [F.opposedRefusal],
       requestId: 'demo-lefevre-dupont-refused',
       recorded: iso(t - 2 * DAY - 3 * HOUR),
@@ -218,7 +207,7 @@ export function patientRightsFixtures(now: number): Resource[] {
       clientAddress: '10.20.1.40',
       publicBaseUrl: PUBLIC_BASE,
       site: SITE,
-      interaction: request('/Patient/pat-dupont'),
+      interaction: recordedRequest('/Patient/pat-dupont'),
       decision: {
         effect: 'deny',
         reason: 'patient-opposition',
@@ -235,43 +224,5 @@ export function patientRightsFixtures(now: number): Resource[] {
   }
 }
 
-function event(input: AuditInput): AuditEvent {
-  const [e] = buildAuditEvents(input);
-  return e!;
-}
 
-function request(path: string, query = '') {
-  return classify({ method: 'GET', path, query, headers: {} }, { maxBodyBytes: 0 });
-}
 
-/** The verified caller a demo persona's token makes (what caregate records of her). */
-function principal(name: PersonaName): PractitionerPrincipal {
-  const p = PERSONAS[name];
-  if (p.kind !== 'practitioner') throw new TypeError(`${name} is not a practitioner`);
-  return {
-    kind: 'practitioner',
-    method: 'jwt',
-    claims: {
-      issuer: ISSUER,
-      subject: `demo-${p.name}`,
-      idNatPs: 'idNatPs' in p ? p.idNatPs : undefined,
-      professionCodes: 'profession' in p ? [p.profession.code] : [],
-      roles: [...p.idpRoles],
-      groups: [],
-      fhirUser: `Practitioner/${p.id}`,
-      patientContext: undefined,
-      scopes: undefined,
-      clientId: CLIENT,
-      jti: undefined,
-      displayName: `${p.given} ${p.family}`,
-      expiresAt: undefined,
-    },
-    certificate: undefined,
-    practitioner: `Practitioner/${p.id}`,
-    practitionerRoles: [],
-    organizations: [],
-    roleCodes: [],
-    // The demo policy's role for these personas (the first that matches).
-    policyRoles: [name === 'emergency' ? 'emergency' : 'clinician'],
-  };
-}
