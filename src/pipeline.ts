@@ -1,11 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ProxyError } from './http/errors.js';
 import { outcomeFor } from './http/outcome.js';
 import { peerAddress, type ClientAddressOf } from './http/addresses.js';
 import { readBody } from './http/body.js';
+import { requestIdOf } from './http/request-id.js';
 import { sendAnswer, type Answer } from './http/send.js';
 import { tlsInfoFromSocket } from './identity/mtls.js';
 import type { Metrics } from './ops/metrics.js';
@@ -60,16 +60,14 @@ export interface PipelineOptions {
   clientAddress?: ClientAddressOf;
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 /** What arrived, read off the Node request before any stage. */
 export function requestHead(req: IncomingMessage, basePathLength: number, clientAddressOf: ClientAddressOf = peerAddress): RequestHead {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
-  const incomingId = req.headers['x-request-id'];
   const socket = req.socket as Partial<TLSSocket>;
   return {
-    id: typeof incomingId === 'string' && REQUEST_ID.test(incomingId) ? incomingId : randomUUID(),
+    id: requestIdOf(req),
     receivedAt: new Date(),
     started: performance.now(),
     method: req.method ?? 'GET',

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
@@ -6,6 +6,7 @@ import { classify } from '../fhir/classify.js';
 import type { SearchParam } from '../fhir/interaction.js';
 import { peerAddress, type ClientAddressOf } from '../http/addresses.js';
 import { ProxyError } from '../http/errors.js';
+import { rawQueryOf, requestIdOf } from '../http/request-id.js';
 import { outcomeFor } from '../http/outcome.js';
 import type { Principal } from '../identity/principal.js';
 import { scopeAllows } from '../identity/scopes.js';
@@ -17,6 +18,7 @@ import { buildAuditEvents } from './build.js';
 import { pageLanguage, renderAccessHistory, type Lang } from './patient-page.js';
 import { patientAccessOf, type PatientAccess } from './patient-view.js';
 import { isLoginFailure } from './record.js';
+import { sendReviewAnswer } from './review-route.js';
 import { resolveBound } from './review-time.js';
 
 /**
@@ -49,7 +51,6 @@ export interface PatientAccessRouteOptions {
   now?: () => Date;
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 const PATIENT_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const PARAMS = new Set(['lang', 'patient', 'from', 'to']);
 const PAGE = 500;
@@ -67,11 +68,8 @@ export function createPatientAccessRoute(opts: PatientAccessRouteOptions) {
   const now = opts.now ?? (() => new Date());
 
   return async function handleAccesses(req: IncomingMessage, res: ServerResponse, sub: string): Promise<void> {
-    const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    const rawQuery = q === -1 ? '' : url.slice(q + 1);
-    const incomingId = req.headers['x-request-id'];
-    const requestId = typeof incomingId === 'string' && REQUEST_ID.test(incomingId) ? incomingId : randomUUID();
+    const rawQuery = rawQueryOf(req.url ?? '/');
+    const requestId = requestIdOf(req);
     const recorded = now().toISOString();
     res.setHeader('x-request-id', requestId);
 
@@ -128,17 +126,7 @@ export function createPatientAccessRoute(opts: PatientAccessRouteOptions) {
     }
 
     opts.logger.info({ reqId: requestId, route: 'access-history', status: answer.status, rule: decision?.rule, error: failure?.code }, 'access history');
-    if (res.headersSent || res.destroyed) return;
-    res.statusCode = answer.status;
-    for (const [k, v] of Object.entries(answer.headers)) res.setHeader(k, v);
-    res.setHeader('content-type', answer.contentType);
-    res.setHeader('cache-control', 'no-store');
-    res.setHeader('x-content-type-options', 'nosniff');
-    res.setHeader('referrer-policy', 'no-referrer');
-    res.setHeader('x-frame-options', 'DENY');
-    const body = Buffer.from(answer.body);
-    res.setHeader('content-length', String(body.length));
-    res.end(body);
+    sendReviewAnswer(res, answer);
   };
 }
 

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
@@ -6,6 +6,7 @@ import { classify } from '../fhir/classify.js';
 import type { SearchParam } from '../fhir/interaction.js';
 import { peerAddress, type ClientAddressOf } from '../http/addresses.js';
 import { ProxyError } from '../http/errors.js';
+import { rawQueryOf, requestIdOf } from '../http/request-id.js';
 import { outcomeFor } from '../http/outcome.js';
 import type { Principal } from '../identity/principal.js';
 import { scopeAllows } from '../identity/scopes.js';
@@ -53,7 +54,6 @@ export interface ReviewRouteOptions {
   verdictDueDays?: number;
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 const PATIENT_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const CSV_NAME = /^[A-Za-z0-9._-]{1,100}$/;
 const PARAMS = new Set(['from', 'to', 'patient']);
@@ -78,11 +78,8 @@ export function createReviewRoute(opts: ReviewRouteOptions) {
   const now = opts.now ?? (() => new Date());
 
   return async function handleReview(req: IncomingMessage, res: ServerResponse, sub: string): Promise<void> {
-    const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    const rawQuery = q === -1 ? '' : url.slice(q + 1);
-    const incomingId = req.headers['x-request-id'];
-    const requestId = typeof incomingId === 'string' && REQUEST_ID.test(incomingId) ? incomingId : randomUUID();
+    const rawQuery = rawQueryOf(req.url ?? '/');
+    const requestId = requestIdOf(req);
     const recorded = now().toISOString();
     res.setHeader('x-request-id', requestId);
 

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
@@ -15,6 +15,7 @@ import { tryParseJsonStrict } from '../fhir/json.js';
 import { peerAddress, type ClientAddressOf } from '../http/addresses.js';
 import { readBody } from '../http/body.js';
 import { ProxyError } from '../http/errors.js';
+import { rawQueryOf, requestIdOf } from '../http/request-id.js';
 import { principalKey, type Principal } from '../identity/principal.js';
 import type { Policy, RoleConfig } from '../policy/config.js';
 import type { Decision } from '../policy/decision.js';
@@ -56,7 +57,6 @@ export interface OversightRouteOptions {
   now: () => number;
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const VERDICT_FORM = /^\/break-glass\/([A-Za-z0-9\-.]{1,64})\/verdict$/;
 const VERDICT_API = /^\/break-glass\/([A-Za-z0-9\-.]{1,64})\/\$verdict$/;
@@ -94,11 +94,8 @@ interface Done {
 export function createOversightRoutes(opts: OversightRouteOptions) {
   const clientAddressOf = opts.clientAddress ?? peerAddress;
   return async function handle(req: IncomingMessage, res: ServerResponse, route: OversightRoute): Promise<void> {
-    const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    const rawQuery = q === -1 ? '' : url.slice(q + 1);
-    const incomingId = req.headers['x-request-id'];
-    const requestId = typeof incomingId === 'string' && REQUEST_ID.test(incomingId) ? incomingId : randomUUID();
+    const rawQuery = rawQueryOf(req.url ?? '/');
+    const requestId = requestIdOf(req);
     const recorded = new Date(opts.now()).toISOString();
     res.setHeader('x-request-id', requestId);
 
