@@ -6,8 +6,8 @@
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { PractitionerRole } from '@medplum/fhirtypes';
-import type { PractitionerPrincipal } from '../src/identity/principal.js';
+import { referenceClaims, type PractitionerPrincipal } from '../src/identity/principal.js';
+import { createPrincipalResolver } from '../src/identity/resolve.js';
 import type { CareRelationshipsConfig } from '../src/relate/config.js';
 import { createCareSetResolver } from '../src/relate/careset.js';
 import { createFhirClient } from '../src/upstream/client.js';
@@ -26,35 +26,13 @@ export interface CareSetMeasure {
   bytes: number;
 }
 
-/** A practitioner principal as identity resolution would build it: their active roles and services. */
+/** A practitioner principal as identity resolution builds it (caregate's resolver): her active roles and services. */
 export async function practitionerPrincipal(baseUrl: string, practitioner: string): Promise<PractitionerPrincipal> {
   const client = createFhirClient({ baseUrl, timeoutMs: 30_000 });
-  const roles = await client.searchAll<PractitionerRole>('PractitionerRole', { practitioner, active: 'true' }, 5);
-  return {
-    kind: 'practitioner',
-    method: 'jwt',
-    claims: {
-      issuer: 'bench',
-      subject: practitioner,
-      idNatPs: undefined,
-      professionCodes: [],
-      roles: [],
-      groups: [],
-      fhirUser: practitioner,
-      patientContext: undefined,
-      scopes: undefined,
-      clientId: undefined,
-      jti: undefined,
-      displayName: undefined,
-      expiresAt: undefined,
-    },
-    certificate: undefined,
-    practitioner,
-    practitionerRoles: roles.map((r) => `PractitionerRole/${r.id}`),
-    organizations: [...new Set(roles.flatMap((r) => (r.organization?.reference ? [r.organization.reference] : [])))],
-    roleCodes: [],
-    policyRoles: ['clinician'],
-  };
+  const claims = referenceClaims(practitioner, 'bench');
+  const resolved = await createPrincipalResolver({ client, practitionerIdentifierSystems: [], ttlSeconds: 0, max: 1 }).resolve({ claims, staff: undefined, certificate: undefined });
+  if (resolved.kind !== 'practitioner') throw new Error(`${practitioner} resolves to a ${resolved.kind}`);
+  return { ...resolved, method: 'jwt', claims, certificate: undefined, policyRoles: ['clinician'] };
 }
 
 /** Resolves each practitioner's care set `runs` times afresh (after one warm-up). */

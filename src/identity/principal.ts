@@ -114,3 +114,25 @@ export function principalKey(p: Principal): string {
       return p.relatedPerson;
   }
 }
+
+/**
+ * The claims of a practitioner named by reference only, with no credential behind them (the DIM's
+ * "which patients can she see", the benchmark): resolution reads her record and active roles.
+ */
+export function referenceClaims(ref: string, issuer: string): Claims {
+  return {
+    issuer,
+    subject: ref,
+    idNatPs: undefined,
+    professionCodes: [],
+    roles: [],
+    groups: [],
+    fhirUser: ref,
+    patientContext: undefined,
+    scopes: undefined,
+    clientId: undefined,
+    jti: undefined,
+    displayName: undefined,
+    expiresAt: undefined,
+  };
+}

@@ -1,5 +1,5 @@
 import type { HumanName, Organization, Patient, Practitioner, PractitionerRole, RelatedPerson } from '@medplum/fhirtypes';
-import type { Claims, PractitionerPrincipal } from '../identity/principal.js';
+import { referenceClaims, type PractitionerPrincipal } from '../identity/principal.js';
 import type { PrincipalResolver } from '../identity/resolve.js';
 import type { Policy } from '../policy/config.js';
 import { categoriesOf, contractOf, contractorOf, engagementActive } from '../policy/engagement.js';
@@ -157,9 +157,9 @@ export function createReach(deps: ReachDeps) {
       const ref = `Practitioner/${practitionerId}`;
       let principal: PractitionerPrincipal;
       try {
-        const resolved = await deps.principals.resolve({ claims: claimsFor(ref), staff: undefined, certificate: undefined });
+        const resolved = await deps.principals.resolve({ claims: referenceClaims(ref, 'caregate-oversight'), staff: undefined, certificate: undefined });
         if (resolved.kind !== 'practitioner') return undefined;
-        principal = { ...resolved, method: 'jwt', claims: claimsFor(ref), certificate: undefined, policyRoles: [] };
+        principal = { ...resolved, method: 'jwt', claims: referenceClaims(ref, 'caregate-oversight'), certificate: undefined, policyRoles: [] };
       } catch (err) {
         // An unknown or inactive practitioner sees nothing; a lookup failure is the caller's 503.
         if ((err as { code?: string }).code === 'ERR_UNKNOWN_PRACTITIONER') return undefined;
@@ -186,24 +186,6 @@ export function createReach(deps: ReachDeps) {
 
 export type Reach = ReturnType<typeof createReach>;
 
-/** The claims of a practitioner named by reference only: resolution reads her record and active roles. */
-function claimsFor(ref: string): Claims {
-  return {
-    issuer: 'caregate-oversight',
-    subject: ref,
-    idNatPs: undefined,
-    professionCodes: [],
-    roles: [],
-    groups: [],
-    fhirUser: ref,
-    patientContext: undefined,
-    scopes: undefined,
-    clientId: undefined,
-    jti: undefined,
-    displayName: undefined,
-    expiresAt: undefined,
-  };
-}
 
 /** "Given FAMILY" of the usual (else first) name. */
 export function nameOf(names: readonly HumanName[] | undefined): string {
