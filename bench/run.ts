@@ -28,7 +28,7 @@ import { startBenchRedis, type BenchRedis } from './redis.js';
  * BENCH_LATENCY_RATE (400), BENCH_CURVES (1; 0 skips the curves), BENCH_CURVE_ROUNDS (2),
  * BENCH_CURVE_SECONDS (4), BENCH_USERS (1,1000,100000: the distinct-users runs; empty skips them),
  * BENCH_USERS_MIN_REQUESTS (20000), BENCH_BASELINE (a built checkout of an earlier caregate: measured in the same
- * rounds as this one on the demo's scenarios, for a before/after ratio in one run), BENCH_RSS_BOUND_MB (768), BENCH_GATE_HEAP_MB (512, caregate's heap cap), BENCH_NGINX (1; 0 skips nginx).
+ * rounds as this one on the demo's scenarios, for a before/after ratio in one run), BENCH_RSS_BOUND_MB (768), BENCH_GATE_HEAP_MB (512, caregate's heap cap), BENCH_GATE_SEMI_MB (64, its young generation's semi-spaces), BENCH_NGINX (1; 0 skips nginx).
  */
 
 const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 2000);
@@ -36,8 +36,10 @@ const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 2000);
 const LATENCY_RATE = Number(process.env.BENCH_LATENCY_RATE ?? 400);
 const CURVES = process.env.BENCH_CURVES !== '0';
 const USERS = (process.env.BENCH_USERS ?? '1,1000,100000').split(',').filter(Boolean).map(Number);
-/** caregate's V8 heap cap, the Dockerfile's `NODE_OPTIONS=--max-old-space-size=512`. */
+/** caregate's V8 heap cap and young generation, the Dockerfile's `NODE_OPTIONS`. */
 const GATE_HEAP_MB = Number(process.env.BENCH_GATE_HEAP_MB ?? 512);
+const GATE_SEMI_MB = Number(process.env.BENCH_GATE_SEMI_MB ?? 64);
+const GATE_NODE_FLAGS = [`--max-old-space-size=${GATE_HEAP_MB}`, `--max-semi-space-size=${GATE_SEMI_MB}`];
 /** A built checkout of an earlier caregate (`git worktree add … <commit> && npm run build`), or none. */
 const BASELINE = process.env.BENCH_BASELINE;
 const CARESET_SIZES = [1, 10, 100, 1000].filter((n) => n <= PATIENTS);
@@ -76,9 +78,9 @@ async function main() {
         .replace(/jwksFile: .*/, `jwksFile: ${jwksFile}`)
         .replace(/spoolDir: .*/, `spoolDir: ${join(dir, 'audit')}`),
     );
-    // Every caregate runs with the heap cap the Dockerfile sets (NODE_OPTIONS), as a hospital deploys it.
+    // Every caregate runs with the heap settings the Dockerfile sets (NODE_OPTIONS), as a hospital deploys it.
     const serve = (config: string, env: NodeJS.ProcessEnv = {}) =>
-      start(['dist/src/cli.js', 'serve', '--config', config], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/, env, [`--max-old-space-size=${GATE_HEAP_MB}`]);
+      start(['dist/src/cli.js', 'serve', '--config', config], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/, env, GATE_NODE_FLAGS);
     const gate = await serve(join(dir, 'caregate.yaml'));
     procs.push(gate.child);
     // The same caregate, but its AuditEvents are not shipped during the measure (they are still
@@ -121,7 +123,7 @@ async function main() {
         .replace(/batchSize: 50.*/, 'intervalMs: 3600000')
         .replace(/spoolDir: .*/, `spoolDir: ${join(baseDir, 'audit')}`);
       writeFileSync(join(baseDir, 'caregate.yaml'), baseConfig);
-      const proc = await start([join(BASELINE, 'dist/src/cli.js'), 'serve', '--config', join(baseDir, 'caregate.yaml')], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/, {}, [`--max-old-space-size=${GATE_HEAP_MB}`]);
+      const proc = await start([join(BASELINE, 'dist/src/cli.js'), 'serve', '--config', join(baseDir, 'caregate.yaml')], /listening on (http:\/\/127\.0\.0\.1:\d+\/fhir)/, {}, GATE_NODE_FLAGS);
       procs.push(proc.child);
       const commit = execFileSync('git', ['-C', BASELINE, 'log', '-1', '--format=%h %s'], { encoding: 'utf8' }).trim().slice(0, 100);
       baseline = { proc, commit };

@@ -190,7 +190,12 @@ export function createDetectors(opts: DetectorOptions): Detectors {
         const c = d.distinctPatients;
         if (c.enabled && !ignored(c.ignoreRoles, o)) {
           const from = t - c.windowMinutes * MINUTE;
-          for (const [p, [at]] of w.patients) if (at < from) w.patients.delete(p);
+          // The window is kept in the order of last access (a patient seen again moves to its end):
+          // only its expired head is visited, so an event costs its own patients, not the window's.
+          for (const [p, [at]] of w.patients) {
+            if (at >= from) break;
+            w.patients.delete(p);
+          }
           for (const p of o.patients) {
             w.patients.delete(p);
             w.patients.set(p, [t, o.eventId]);
@@ -294,9 +299,9 @@ export function createDetectors(opts: DetectorOptions): Detectors {
       for (const [k, j] of Object.entries(s.users ?? {})) {
         const entries = (x: unknown): Entry[] => (Array.isArray(x) ? x.filter((e): e is Entry => Array.isArray(e) && typeof e[0] === 'number' && typeof e[1] === 'string' && typeof e[2] === 'string') : []);
         const patients = new Map<string, [number, string]>();
-        for (const e of Array.isArray(j.patients) ? j.patients : []) {
-          if (Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'number' && typeof e[2] === 'string') patients.set(e[0], [e[1], e[2]]);
-        }
+        const saved = (Array.isArray(j.patients) ? j.patients : []).filter((e) => Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'number' && typeof e[2] === 'string');
+        // In the order of last access, as observe() keeps them.
+        for (const e of saved.sort((a, b) => a[1] - b[1])) patients.set(e[0], [e[1], e[2]]);
         users.set(k, { user: j.user, clientAddress: j.clientAddress, btg: entries(j.btg), refusals: entries(j.refusals), offHours: entries(j.offHours), patients });
       }
       for (const [k, until] of Array.isArray(s.cooldowns) ? s.cooldowns : []) if (typeof k === 'string' && typeof until === 'number') cooldowns.set(k, until);

@@ -79,6 +79,28 @@ describe('oversight detectors', () => {
     expect(d.observe(obs({ patients: ['Patient/c', 'Patient/d'] }))).toEqual([]);
   });
 
+  it('dates a patient by her last opening: one read again stays in the hour, one not read again leaves it', () => {
+    const { d, clock } = detectors({ distinctPatients: { max: 2, windowMinutes: 60 } });
+    d.observe(obs({ patients: ['Patient/a', 'Patient/b'] }));
+    clock.t += 30 * 60_000;
+    d.observe(obs({ patients: ['Patient/a'] }));
+    clock.t += 40 * 60_000;
+    // b (70 min ago) has left the window, a (40 min ago) has not: a, c and d make three.
+    const [a] = d.observe(obs({ patients: ['Patient/c', 'Patient/d'] }));
+    expect(a).toMatchObject({ rule: 'distinct-patients', count: 3 });
+    // Restored from a state file whatever its order, the windows date patients the same way.
+    const saved = d.snapshot();
+    const u = Object.values(saved.users)[0]!;
+    u.patients = [...u.patients!].reverse();
+    // Without the cooldown the alert above started, so that the restored windows can speak.
+    saved.cooldowns = [];
+    const { d: again, clock: c2 } = detectors({ distinctPatients: { max: 3, windowMinutes: 60 } }, { t: clock.t + 25 * 60_000 });
+    again.restore(saved);
+    // 25 min later a (65 min) has left; c and d remain, with e and f: four, above three.
+    expect(c2.t).toBeGreaterThan(clock.t);
+    expect(again.observe(obs({ patients: ['Patient/e', 'Patient/f'] }))[0]).toMatchObject({ rule: 'distinct-patients', count: 4 });
+  });
+
   it('alerts on repeated refusals (probing), one per request however many patients it named, and on failed logins by address', () => {
     const { d } = detectors({ refusals: { count: 3, windowMinutes: 10 } });
     const refused = (o: Partial<Observation> = {}) => obs({ granted: false, refused: true, ...o });
