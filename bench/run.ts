@@ -61,7 +61,8 @@ async function main() {
     const crowd = CURVES && USERS.length > 0 ? await createCrowd(upstream.url, Math.max(...USERS), PATIENTS) : [];
     console.log(`bench population: ${crowd.length} crowd users and ${2 * CARESET_SIZES.length} care-set users loaded in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
-    const passthrough = await start(['dist/bench/passthrough.js', upstream.url, '0'], /"url":"(http:\/\/127\.0\.0\.1:\d+\/fhir)"/);
+    // The passthrough runs with caregate's heap settings: the same stack, the same runtime.
+    const passthrough = await start(['dist/bench/passthrough.js', upstream.url, '0'], /"url":"(http:\/\/127\.0\.0\.1:\d+\/fhir)"/, {}, GATE_NODE_FLAGS);
     procs.push(passthrough.child);
     if (process.env.BENCH_NGINX !== '0') nginx = await startBenchNginx(upstream.url, join(dir, 'nginx'));
     console.log(nginx ? `nginx ${nginx.version} at ${nginx.url}` : 'nginx is not installed (apt-get install nginx-light): the nginx passthrough is not measured');
