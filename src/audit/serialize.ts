@@ -60,7 +60,7 @@ function membersOf(e: AuditEvent): string[] {
   const out: string[] = [];
   for (const k in e) {
     if (!Object.hasOwn(e, k)) continue;
-    const v = (e as Record<string, unknown>)[k];
+    const v = (e as unknown as Record<string, unknown>)[k];
     if (v !== undefined && typeof v !== 'function' && typeof v !== 'symbol') out.push(k);
   }
   return out;
@@ -68,8 +68,8 @@ function membersOf(e: AuditEvent): string[] {
 
 function sameFrame(f: Frame, e: AuditEvent, members: string[]): boolean {
   if (members.length !== f.members.length) return false;
-  const a = e as Record<string, unknown>;
-  const b = f.event as Record<string, unknown>;
+  const a = e as unknown as Record<string, unknown>;
+  const b = f.event as unknown as Record<string, unknown>;
   for (let i = 0; i < members.length; i++) {
     const k = members[i]!;
     if (k !== f.members[i]) return false;
@@ -86,7 +86,7 @@ function frameOf(e: AuditEvent, members: string[], value: (v: unknown) => string
     if (k === 'id' || k === 'entity') {
       parts.push(run, k === 'id' ? ID : ENTITY);
       run = '';
-    } else run += value((e as Record<string, unknown>)[k]) ?? 'null';
+    } else run += value((e as unknown as Record<string, unknown>)[k]) ?? 'null';
   });
   parts.push(`${run}}`);
   return { event: e, members, parts };
