@@ -23,7 +23,6 @@ import { createUpstreamProxy, type UpstreamRequest } from './upstream/proxy.js';
 import { createUndiciForwarder } from './upstream/undici-forward.js';
 import { loadPolicy, type LoadedPolicy } from './policy/load.js';
 import { buildAuditEvents } from './audit/build.js';
-import { lineText } from './audit/serialize.js';
 import { openSpool, type SerializedAuditEvents } from './audit/spool.js';
 import { createShipper } from './audit/shipper.js';
 import { createReviewRoute } from './audit/review-route.js';
@@ -174,7 +173,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
   // needs more happens afterwards, off the answer's path).
   let monitor: Monitor | undefined;
   const audit = (events: readonly AuditEvent[] | SerializedAuditEvents) =>
-    spool.append(events).then(() => monitor?.observe(isSerialized(events) ? (events.events ?? events.json.map((j) => JSON.parse(lineText(j)) as AuditEvent)) : events));
+    spool.append(events).then(() => monitor?.observe(isSerialized(events) ? (events.events ?? events.json.map((j) => JSON.parse(j) as AuditEvent)) : events));
 
   // Where the trail is read back (the DIM review, the patient's access history, notifications not yet sent).
   const reviewCfg = config.audit.review;

@@ -1,26 +1,6 @@
 import type { AuditEvent } from '@medplum/fhirtypes';
 
 /**
- * Text that several lines of one spool append share (the frame of a page's per-patient
- * AuditEvents): the spool encodes it once and copies its bytes into the other lines. Compared by
- * identity, never by content.
- */
-export class SharedText {
-  constructor(readonly text: string) {}
-}
-
-/** One AuditEvent's JSON text, whole or in pieces (their concatenation is the text). */
-export type AuditLine = string | readonly (string | SharedText)[];
-
-/** The JSON text of a line. */
-export function lineText(line: AuditLine): string {
-  return typeof line === 'string' ? line : line.map((p) => (typeof p === 'string' ? p : p.text)).join('');
-}
-
-/** Shared runs shorter than this are copied as text: a copy of their bytes would cost about as much. */
-const SHARED_MIN = 256;
-
-/**
  * The JSON text of the AuditEvents of one interaction, each part serialised once however many
  * events share it.
  *
@@ -29,14 +9,14 @@ const SHARED_MIN = 256;
  * entities (the builder makes them share every other part, by reference). `JSON.stringify` of each
  * would serialise the shared agents, source and decision a hundred times. Here:
  * - the members other than `id` and `entity` are a frame: while an event's frame is the previous
- *   event's (same keys, same values by identity), its text is reused as a whole (a `SharedText`,
- *   which the spool encodes once per write), so an event costs its id and its entity list;
+ *   event's (same keys, same values by identity), its text is reused as a whole, so an event costs
+ *   its id and its entity list;
  * - within an entity list (and a new frame), every object or array met again by identity is
  *   serialised once and its text reused.
  * The text is exactly what `JSON.stringify` gives (same keys, same order, undefined members left
  * out), which test/audit/serialize.test.ts checks.
  */
-export function serializeAuditEvents(events: readonly AuditEvent[]): AuditLine[] {
+export function serializeAuditEvents(events: readonly AuditEvent[]): string[] {
   if (events.length === 1) return [JSON.stringify(events[0])];
   const memo = new Map<object, string>();
   const list = (v: readonly unknown[]) => `[${v.map((x) => value(x) ?? 'null').join(',')}]`;
@@ -53,27 +33,20 @@ export function serializeAuditEvents(events: readonly AuditEvent[]): AuditLine[]
   return events.map((e) => {
     const members = membersOf(e);
     if (!frame || !sameFrame(frame, e, members)) frame = frameOf(e, members, value);
-    const pieces: (string | SharedText)[] = [];
-    let text = '';
+    let out = '';
     for (const part of frame.parts) {
-      if (part === ID) text += JSON.stringify(e.id);
+      if (part === ID) out += JSON.stringify(e.id);
       // Entity lists are the events' own; their members are shared or not.
-      else if (part === ENTITY) text += Array.isArray(e.entity) ? list(e.entity) : (value(e.entity) ?? 'null');
-      else if (typeof part === 'string') text += part;
-      else {
-        if (text) pieces.push(text);
-        pieces.push(part);
-        text = '';
-      }
+      else if (part === ENTITY) out += Array.isArray(e.entity) ? list(e.entity) : (value(e.entity) ?? 'null');
+      else out += part;
     }
-    if (text) pieces.push(text);
-    return pieces;
+    return out;
   });
 }
 
 const ID = Symbol('id');
 const ENTITY = Symbol('entity');
-type Part = string | SharedText | typeof ID | typeof ENTITY;
+type Part = string | typeof ID | typeof ENTITY;
 
 interface Frame {
   event: AuditEvent;
@@ -111,7 +84,7 @@ function frameOf(e: AuditEvent, members: string[], value: (v: unknown) => string
   members.forEach((k, i) => {
     run += `${i ? ',' : ''}${JSON.stringify(k)}:`;
     if (k === 'id' || k === 'entity') {
-      parts.push(run.length >= SHARED_MIN ? new SharedText(run) : run, k === 'id' ? ID : ENTITY);
+      parts.push(run, k === 'id' ? ID : ENTITY);
       run = '';
     } else run += value((e as unknown as Record<string, unknown>)[k]) ?? 'null';
   });

@@ -5,7 +5,6 @@ import { crc32 } from 'node:zlib';
 import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { ProxyError } from '../http/errors.js';
-import type { AuditLine, SharedText } from './serialize.js';
 
 /**
  * The durable local audit spool: AuditEvents as JSON lines in append-only segment files
@@ -71,8 +70,7 @@ export interface AuditSpool {
  * interaction share the text of their common parts.
  */
 export interface SerializedAuditEvents {
-  /** One line per event, whole or in pieces whose shared parts are encoded once per write. */
-  readonly json: readonly AuditLine[];
+  readonly json: readonly string[];
   /** The events the text was made from, for observers in the same process (the live oversight). */
   readonly events?: readonly AuditEvent[];
 }
@@ -177,7 +175,7 @@ interface Written {
 
 interface Pending {
   /** The events' JSON texts, framed into spool lines only when written; none for a flush barrier. */
-  lines: readonly AuditLine[];
+  lines: readonly string[];
   count: number;
   /** Strict entries are settled after the sync; async entries were already acknowledged. */
   strict: boolean;
@@ -294,11 +292,10 @@ export async function openSpool(opts: SpoolOptions): Promise<AuditSpool> {
    */
   function frame(batch: readonly Pending[]): Buffer {
     let bound = 0;
-    for (const p of batch) for (const line of p.lines) bound += lineLength(line) * 3 + LINE_OVERHEAD;
+    for (const p of batch) for (const json of p.lines) bound += json.length * 3 + LINE_OVERHEAD;
     if (bound > scratch.length) scratch = Buffer.allocUnsafe(Math.max(bound, scratch.length * 2));
     let at = 0;
-    const shared: SharedBytes = new Map();
-    for (const p of batch) for (const line of p.lines) at = frameLine(scratch, at, line, shared);
+    for (const p of batch) for (const json of p.lines) at = frameLine(scratch, at, json);
     return scratch.subarray(0, at);
   }
 
@@ -688,41 +685,14 @@ export function encodeSpoolLine(event: AuditEvent): Buffer {
   return buf.subarray(0, frameLine(buf, 0, json));
 }
 
-/** Where the bytes of a shared piece were first written in the buffer being framed. */
-type SharedBytes = Map<SharedText, { start: number; end: number }>;
-
-function lineLength(line: AuditLine): number {
-  if (typeof line === 'string') return line.length;
-  let n = 0;
-  for (const p of line) n += typeof p === 'string' ? p.length : p.text.length;
-  return n;
-}
-
 /**
- * Writes the spool line of `line` into `buf` at `at` (room for `lineLength(line) * 3 + LINE_OVERHEAD`
- * bytes: UTF-8 takes at most three bytes per UTF-16 unit) and returns where the line ends. A shared
- * piece already written in this buffer is copied from there, byte for byte. The CRC is computed over
- * the bytes written, so it is the CRC of the UTF-8 text a reader decodes.
+ * Writes the spool line of `json` into `buf` at `at` (room for `json.length * 3 + LINE_OVERHEAD`
+ * bytes: UTF-8 takes at most three bytes per UTF-16 unit) and returns where the line ends. The CRC
+ * is computed over the bytes written, so it is the CRC of the UTF-8 text a reader decodes.
  */
-function frameLine(buf: Buffer, at: number, line: AuditLine, shared?: SharedBytes): number {
+function frameLine(buf: Buffer, at: number, json: string): number {
   const start = at + 9;
-  let end = start;
-  if (typeof line === 'string') end += buf.write(line, start, 'utf8');
-  else {
-    for (const p of line) {
-      if (typeof p === 'string') {
-        end += buf.write(p, end, 'utf8');
-        continue;
-      }
-      const known = shared?.get(p);
-      if (known) end += buf.copy(buf, end, known.start, known.end);
-      else {
-        const n = buf.write(p.text, end, 'utf8');
-        shared?.set(p, { start: end, end: end + n });
-        end += n;
-      }
-    }
-  }
+  const end = start + buf.write(json, start, 'utf8');
   buf.write(crc32(buf.subarray(start, end)).toString(16).padStart(8, '0'), at, 'latin1');
   buf[at + 8] = 0x20;
   buf[end] = 0x0a;

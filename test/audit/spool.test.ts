@@ -4,11 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
 import type { AuditEvent } from '@medplum/fhirtypes';
-import { buildAuditEvents } from '../../src/audit/build.js';
-import { serializeAuditEvents, SharedText } from '../../src/audit/serialize.js';
 import { encodeSpoolLine, openSpool, readSpoolDir, type AuditSpool, type SpoolIo } from '../../src/audit/spool.js';
 import { ProxyError } from '../../src/http/errors.js';
-import { baseInput, interaction, permit, practitioner } from './fixtures.js';
 
 let dir: string;
 let spools: AuditSpool[] = [];
@@ -252,27 +249,6 @@ describe('audit.spool: durability and group commit', () => {
     // JSON.stringify escapes a lone surrogate (\ud800), so even that comes back as it was.
     expect(events.map((e) => e.agent[0]!.name)).toEqual(names.flatMap((n) => [n, n, n]));
     expect(s.stats().writes).toBeLessThan(names.length);
-  });
-
-  it('writes the per-patient events of several pages byte for byte as JSON.stringify would, their shared frame encoded once per write', async () => {
-    const s = await open();
-    const pages = ['Hélène Lefèvre', '李小龍', 'emoji 🩺'].map((name, page) => {
-      const patients = Array.from({ length: 40 }, (_, i) => `p${page}-${i}`);
-      const principal = practitioner();
-      principal.claims = { ...principal.claims, displayName: name };
-      const events = buildAuditEvents({ ...baseInput({ principal, newId: () => `ae-${page}-${Math.random().toString(36).slice(2)}` }), interaction: interaction('search-type', { resourceType: 'Patient', path: 'Patient' }), decision: permit(), patients });
-      return { events, json: serializeAuditEvents(events) };
-    });
-    // The pages' frames are shared pieces (the user's name, in three scripts, is in them).
-    expect(pages.every((p) => p.json.every((l) => typeof l !== 'string' && l.some((x) => x instanceof SharedText)))).toBe(true);
-    await Promise.all(pages.map((p) => s.append(p)));
-    expect(s.stats().writes).toBeLessThan(pages.length);
-    const bytes = Buffer.concat(await Promise.all((await readdir(dir)).filter((f) => f.startsWith('spool-')).sort().map((f) => readFile(join(dir, f)))));
-    const expected = Buffer.concat(pages.flatMap((p) => p.events.map(encodeSpoolLine)));
-    expect(bytes.subarray(0, expected.length).equals(expected)).toBe(true);
-    const { events, tornLines } = await readSpoolDir(dir);
-    expect(tornLines).toBe(0);
-    expect(events).toEqual(pages.flatMap((p) => p.events.map((e) => JSON.parse(JSON.stringify(e)))));
   });
 
   it('writes lines as "<crc32> <json>" and creates owner-only files', async () => {
