@@ -110,13 +110,15 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
     const stays = careSet.encounters;
     const withheld = obligation(d, 'withhold-opposed');
     const held = obligation(d, 'hold-unreleased');
-    const ownPatients = new Set(careSet.patients.keys());
+    // The patient's own records, as a set: built only for the access-history view that reads it,
+    // not on every request (a 1,000-patient care set would copy 1,000 ids per request).
+    let ownPatients: ReadonlySet<string> | undefined;
     return {
       careSet,
       subjectOnly: obliges(d, 'subject-only'),
       readAudit: obliges(d, 'show-audit-trail'),
       ...(obliges(d, 'own-access-history') && deps.reduceAuditEvent
-        ? { reduceAuditEvent: (e: AuditEvent) => deps.reduceAuditEvent!(e, ownPatients) }
+        ? { reduceAuditEvent: (e: AuditEvent) => deps.reduceAuditEvent!(e, (ownPatients ??= new Set(careSet.patients.keys()))) }
         : {}),
       ...(withheld
         ? {
@@ -169,14 +171,21 @@ export function createResponseShaper(deps: ResponseShaperDeps) {
   function signLinks(b: Bundle, userKey: string | undefined, d: Decision): void {
     if (!b.link) return;
     const narrow = obligation(d, 'narrow');
+    // A first page's `self` and `first` are most often the same link: it is sealed once.
+    const sealed = new Map<string, string>();
     for (const l of b.link) {
       const rel = l.url && userKey ? upstreamRelative(l.url, localBases) : undefined;
       if (rel === undefined) {
         delete (l as { url?: string }).url;
         continue;
       }
-      const stripped = narrow && narrow.patients.length > 0 ? withoutNarrowing(rel, narrow.param, narrowValue(narrow)) : undefined;
-      l.url = stripped === undefined ? deps.pages.issue(rel, userKey!) : deps.pages.issue(stripped, userKey!, { renarrow: true });
+      let url = sealed.get(rel);
+      if (url === undefined) {
+        const stripped = narrow && narrow.patients.length > 0 ? withoutNarrowing(rel, narrow.param, narrowValue(narrow)) : undefined;
+        url = stripped === undefined ? deps.pages.issue(rel, userKey!) : deps.pages.issue(stripped, userKey!, { renarrow: true });
+        sealed.set(rel, url);
+      }
+      l.url = url;
     }
     b.link = b.link.filter((l) => l.url);
   }

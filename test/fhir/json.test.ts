@@ -174,9 +174,52 @@ describe('the fast path and the scanner', () => {
     ['a duplicate in a deeply nested array', '[[[[{"x":1,"y":[{"z":1,"z":2}]}]]]]', false],
     ['an escaped surrogate pair', '{"e":"\\ud83d\\ude00"}', true],
     ['backslashes before a closing quote', '{"p":"c:\\\\\\\\","q":1}', true],
+    ['keys and strings holding colons', '{"a:b":"c:d","e":{"f:":":"},"g":[":",":x"]}', true],
+    ['a duplicate spelled with an escaped slash', '{"a/":1,"a\\/":2}', false],
+    ['a duplicate whose dropped value holds colons and members', '{"a":{"x":"1:2","y":{"z":":"}},"a":"3:4"}', false],
+    ['a duplicate whose kept value holds more colons', '{"u":"x","u":"a:b:c:d"}', false],
+    ['a duplicate beside an escaped colon', '{"k":"\\u003a","d":1,"d":2}', false],
   ])('agree: %s', (_name, text, ok) => {
     expect(tryParseJsonStrict(text).ok).toBe(ok);
     if (ok) expect(tryParseJsonStrict(text)).toEqual({ ok: true, value: JSON.parse(text) });
     else expect(tryParseJsonStrict(text)).toMatchObject({ ok: false, problem: { kind: 'duplicate-key' } });
+  });
+
+  it('finds every duplicate key, and only those, in generated texts with colons and escapes', () => {
+    // A seeded generator writes JSON texts by hand and knows where it repeated a key (spelled the
+    // same, with an escaped slash or with a \u escape): the parser must agree on all of them.
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 16) % n;
+    };
+    const strings = ['x', 'a:b', ':', 'http://h/f:1', 'say \\"a\\":1', 'p\\/q', 'caf\\u00e9:', ''];
+    const keys = ['a', 'b', 'c:d', 'e/f'];
+    const spell = (k: string) => [k, k.replace('/', '\\/'), k.replace(/^./, (c) => `\\u00${c.charCodeAt(0).toString(16)}`)][rnd(3)]!;
+    let duplicated = false;
+    const write = (depth: number): string => {
+      const kind = depth > 3 ? rnd(2) : rnd(4);
+      if (kind === 0) return `"${strings[rnd(strings.length)]}"`;
+      if (kind === 1) return String(rnd(100));
+      if (kind === 2) return `[${Array.from({ length: rnd(3) }, () => write(depth + 1)).join(',')}]`;
+      const used = keys.filter(() => rnd(2) === 0);
+      const members = used.map((k) => `"${spell(k)}":${write(depth + 1)}`);
+      if (used.length > 0 && rnd(8) === 0) {
+        duplicated = true;
+        members.splice(rnd(members.length + 1), 0, `"${spell(used[rnd(used.length)]!)}":${write(depth + 1)}`);
+      }
+      return `{${members.join(',')}}`;
+    };
+    let withDuplicates = 0;
+    for (let i = 0; i < 2000; i++) {
+      duplicated = false;
+      const text = `{"root":${write(0)}}`;
+      const r = tryParseJsonStrict(text);
+      if (duplicated) {
+        withDuplicates++;
+        expect(r, text).toMatchObject({ ok: false, problem: { kind: 'duplicate-key' } });
+      } else expect(r, text).toEqual({ ok: true, value: JSON.parse(text) });
+    }
+    expect(withDuplicates).toBeGreaterThan(100);
   });
 });

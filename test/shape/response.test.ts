@@ -163,6 +163,15 @@ describe('shape: searches', () => {
     expect(() => pages.open(token, 'Practitioner/prat-girard')).toThrow();
   });
 
+  it('gives a first page the same sealed link for self and first, opening to its query', async () => {
+    const first = { ...page, link: [page.link[0]!, { relation: 'first', url: `${UPSTREAM}/Observation?code=x` }, page.link[1]!] };
+    const links = json(await shape(input('GET /Observation?code=x', careSet('a')), upstream(first))).link!;
+    expect(links.map((l) => l.relation)).toEqual(['self', 'first', 'next']);
+    expect(links[1]!.url).toBe(links[0]!.url);
+    expect(links[2]!.url).not.toBe(links[0]!.url);
+    expect(pages.open(links[1]!.url.slice(`${PUBLIC}/_page/`.length), 'Practitioner/prat-martin').link).toBe('Observation?code=x');
+  });
+
   it('answers the history of a resource with a withheld version as a miss', async () => {
     const history = { resourceType: 'Bundle', type: 'history', entry: [{ resource: obs('o1', 'a') }, { resource: obs('o1', 'vic') }] };
     expect((await rejection(shape(input('GET /Observation/o1/_history', careSet('a')), upstream(history)))).code).toBe('ERR_NOT_FOUND');
