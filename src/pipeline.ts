@@ -11,6 +11,7 @@ import { tlsInfoFromSocket } from './identity/mtls.js';
 import type { Metrics } from './ops/metrics.js';
 import type { Authorization } from './policy/authorize.js';
 import { obliges } from './policy/decision.js';
+import type { ByteBudget } from './shared/byte-budget.js';
 import type { Plan } from './shape/plan.js';
 import type { Shaped } from './shape/response.js';
 import type { UpstreamRequest, UpstreamResponse } from './upstream/proxy.js';
@@ -58,6 +59,8 @@ export interface PipelineOptions {
   compress: boolean;
   /** The client's address as the audit records it (the TCP peer, or X-Forwarded-For from `server.trustedProxies`). */
   clientAddress?: ClientAddressOf;
+  /** Bytes of upstream answers shaped at once (`server.maxShapingBytes`): larger answers wait their turn. */
+  shapingBudget?: ByteBudget;
 }
 
 
@@ -91,6 +94,8 @@ export function createPipeline(opts: PipelineOptions) {
     // What the audit sees if a stage fails: the state as far as it got.
     let state: RequestState = { head };
     let answer: Answer;
+    // The share of the shaping budget this request's upstream answer holds, until it is answered.
+    let release: (() => void) | undefined;
     try {
       const received: Received = { head, body: await readBody(req, opts.maxRequestBytes) };
       state = received;
@@ -110,6 +115,7 @@ export function createPipeline(opts: PipelineOptions) {
         const upstream = await opts.forward(req, res, planned.plan.request);
         state = { ...planned, upstream: { status: upstream.status, durationMs: upstream.durationMs } };
         metrics.upstreamDuration.observe({ interaction: planned.classified.interaction.kind, status: String(upstream.status) }, upstream.durationMs / 1000);
+        if (opts.shapingBudget) release = await opts.shapingBudget.take(upstream.body.length);
         const answered: Answered = { ...(state as Planned), shaped: await stages.shape(planned, upstream) };
         state = answered;
         if (upstream.status < 400) stages.settle(answered);
@@ -123,19 +129,23 @@ export function createPipeline(opts: PipelineOptions) {
 
     let auditFailure: ProxyError | undefined;
     try {
-      await stages.audit(state, answer);
-    } catch (err) {
-      // Strict audit: an access that cannot be recorded is not answered.
-      auditFailure = asProxyError(err, head.id, logger);
-      answer = refusal(auditFailure);
-    }
-    if (!auditFailure && breakGlassUse(state)) answer.headers['x-caregate-break-glass'] = 'active';
+      try {
+        await stages.audit(state, answer);
+      } catch (err) {
+        // Strict audit: an access that cannot be recorded is not answered.
+        auditFailure = asProxyError(err, head.id, logger);
+        answer = refusal(auditFailure);
+      }
+      if (!auditFailure && breakGlassUse(state)) answer.headers['x-caregate-break-glass'] = 'active';
 
-    await sendAnswer(res, answer, {
-      acceptEncoding: req.headers['accept-encoding'] as string | undefined,
-      compress: opts.compress,
-      head: state.classified?.interaction.head ?? req.method === 'HEAD',
-    });
+      await sendAnswer(res, answer, {
+        acceptEncoding: req.headers['accept-encoding'] as string | undefined,
+        compress: opts.compress,
+        head: state.classified?.interaction.head ?? req.method === 'HEAD',
+      });
+    } finally {
+      release?.();
+    }
     const it = state.classified?.interaction;
     const kind = it?.kind ?? 'unclassified';
     const status = String(answer.status);

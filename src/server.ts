@@ -1,3 +1,4 @@
+import { createByteBudget } from './shared/byte-budget.js';
 import http from 'node:http';
 import https from 'node:https';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -248,6 +249,15 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
         })()
       : createUpstreamProxy(forwarderOptions);
 
+  const shapingBudget = createByteBudget(config.server.maxShapingBytes);
+  new Gauge({
+    name: 'caregate_shaping_waiting',
+    help: 'Requests whose upstream answer waits for room in server.maxShapingBytes.',
+    registers: [metrics.registry],
+    collect() {
+      this.set(shapingBudget.waiting);
+    },
+  });
   const handle = createPipeline({
     clientAddress,
     stages: built.stages,
@@ -256,6 +266,7 @@ export async function startCaregate(opts: CaregateOptions): Promise<Caregate> {
     metrics,
     maxRequestBytes: config.server.maxRequestBytes,
     compress: config.server.compression,
+    shapingBudget,
   });
 
   // The FHIR server holds the whole trail: the spool deletes what it has shipped.

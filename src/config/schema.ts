@@ -47,6 +47,11 @@ export const serverSchema = z
       .describe('Serve HTTPS (and, with identity.certificates, mutual TLS for CPS cards).'),
     maxRequestBytes: bytes.default(5 * 1024 * 1024),
     maxResponseBytes: bytes.default(64 * 1024 * 1024),
+    maxShapingBytes: bytes
+      .default(4 * 1024 * 1024)
+      .describe(
+        'Bytes of upstream answers parsed, judged and audited at once. A larger answer waits its turn (first come, first served; one larger than this goes alone); answers of at most 1/64 of it are not counted. It bounds the memory of large pages in flight, which would otherwise outlive the young generation and load the garbage collector.',
+      ),
     compression: z.boolean().default(true).describe('gzip responses for clients that accept it.'),
     keepAliveTimeoutMs: z.number().int().positive().default(65_000),
     shutdownGraceMs: z.number().int().nonnegative().default(10_000),
