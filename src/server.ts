@@ -1,4 +1,3 @@
-import { createByteBudget } from './shared/byte-budget.js';
 import http from 'node:http';
 import https from 'node:https';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -28,6 +27,7 @@ import { openSpool, type SerializedAuditEvents } from './audit/spool.js';
 import { createShipper } from './audit/shipper.js';
 import { createReviewRoute } from './audit/review-route.js';
 import { openSharedState } from './shared/open.js';
+import { createByteBudget } from './shared/byte-budget.js';
 import { createPatientAccessRoute } from './audit/patient-route.js';
 import { createBreakGlassNotifier } from './notify/breakglass.js';
 import { createFhirClient } from './upstream/client.js';

@@ -1,23 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import request from 'supertest';
-import { startDemoFhir } from '../../src/demo/server.js';
-import { startFaultUpstream } from '../helpers/fault-upstream.js';
+import { startFaultStack, type FaultStack } from '../helpers/fault-stack.js';
 import { startStack, type Stack } from '../helpers/stack.js';
 
 /** Upstream faults get a clear OperationOutcome with the right status, and nothing unjudged leaks. */
-let engine: Awaited<ReturnType<typeof startDemoFhir>>;
-let faults: Awaited<ReturnType<typeof startFaultUpstream>>;
+let env: FaultStack;
+let faults: FaultStack['faults'];
 let stack: Stack;
 
 beforeAll(async () => {
-  engine = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: 100 } });
-  faults = await startFaultUpstream(engine.url);
-  stack = await startStack({ upstreamUrl: faults.url, server: 'maxResponseBytes: 1mb, maxRequestBytes: 64kb' });
+  env = await startFaultStack({ patients: 100, server: 'maxResponseBytes: 1mb, maxRequestBytes: 64kb' });
+  ({ faults, stack } = env);
 });
 afterAll(async () => {
-  await stack?.close();
-  await faults?.close();
-  await engine?.close();
+  await env?.close();
 });
 
 const path = (p: string) => new URL(stack.url).pathname + p;

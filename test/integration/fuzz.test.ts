@@ -1,27 +1,23 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import request from 'supertest';
-import { startDemoFhir } from '../../src/demo/server.js';
-import { startFaultUpstream } from '../helpers/fault-upstream.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startFaultStack, type FaultStack } from '../helpers/fault-stack.js';
+import type { Stack } from '../helpers/stack.js';
 
 /**
  * Seeded fuzzing (fixed seeds: every run sends the same requests and the same bodies). Odd client
  * queries get a 4xx with an OperationOutcome, never a 5xx; broken upstream answers get a 502 (or
  * the judged answer), never a 500, and never a byte of a patient outside the care set.
  */
-let engine: Awaited<ReturnType<typeof startDemoFhir>>;
-let faults: Awaited<ReturnType<typeof startFaultUpstream>>;
+let env: FaultStack;
+let faults: FaultStack['faults'];
 let stack: Stack;
 
 beforeAll(async () => {
-  engine = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: 50 } });
-  faults = await startFaultUpstream(engine.url);
-  stack = await startStack({ upstreamUrl: faults.url });
+  env = await startFaultStack({ patients: 50 });
+  ({ faults, stack } = env);
 });
 afterAll(async () => {
-  await stack?.close();
-  await faults?.close();
-  await engine?.close();
+  await env?.close();
 });
 
 /** mulberry32: a small seeded generator, so that a failure can be replayed. */

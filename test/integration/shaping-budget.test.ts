@@ -1,27 +1,22 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import request from 'supertest';
-import { startDemoFhir } from '../../src/demo/server.js';
-import { startFaultUpstream } from '../helpers/fault-upstream.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startFaultStack, type FaultStack } from '../helpers/fault-stack.js';
+import type { Stack } from '../helpers/stack.js';
 
 /**
  * `server.maxShapingBytes`: large upstream answers take turns. With a 16 KB budget, every page of
  * fifty Patients (about 50 KB) is shaped alone; none is lost or cut, and a refused answer gives
  * its share back.
  */
-let engine: Awaited<ReturnType<typeof startDemoFhir>>;
-let faults: Awaited<ReturnType<typeof startFaultUpstream>>;
+let env: FaultStack;
 let stack: Stack;
 
 beforeAll(async () => {
-  engine = await startDemoFhir({ port: 0, host: '127.0.0.1', seed: { seed: 42, patients: 100 } });
-  faults = await startFaultUpstream(engine.url);
-  stack = await startStack({ upstreamUrl: faults.url, server: 'maxShapingBytes: 16kb' });
+  env = await startFaultStack({ patients: 100, server: 'maxShapingBytes: 16kb' });
+  stack = env.stack;
 });
 afterAll(async () => {
-  await stack?.close();
-  await faults?.close();
-  await engine?.close();
+  await env?.close();
 });
 
 const path = (p: string) => new URL(stack.url).pathname + p;

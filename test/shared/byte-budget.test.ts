@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createByteBudget } from '../../src/shared/byte-budget.js';
 
-/** Resolves with the order in which the takes were granted, once `settle` has let the loop turn. */
+/** Lets the event loop turn, so that any take that could be granted has been. */
 const settle = () => new Promise((r) => setImmediate(r));
 
 describe('the shaping budget', () => {
